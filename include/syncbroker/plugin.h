@@ -1,0 +1,376 @@
+/*
+ * syncbroker/plugin.h - the Syncbroker plugin ABI, version 1.
+ *
+ * A plugin is a shared object that exports one function, sb_plugin_entry(), returning a
+ * pointer to a constant sb_plugin descriptor. The broker checks the descriptor before it
+ * calls any other plugin code: ABI major equal to SB_PLUGIN_ABI_MAJOR, descriptor size at
+ * least the v1 size, a known kind, and every mandatory callback non-NULL.
+ *
+ * The broker hands every plugin instance a host API table (sb_host_api) and an opaque
+ * handle (sb_host). Plugins call the broker only through that table and link against
+ * nothing of the broker: no symbol of the daemon is ever resolved by the dynamic linker.
+ *
+ * Threading: the broker runs one event loop on one thread. Every callback below runs on
+ * that thread and every host API function must be called from it. Plugins never start
+ * threads for I/O; they register file descriptors, ZeroMQ sockets and timers instead.
+ *
+ * Ownership rule unless a comment says otherwise: pointers passed in either direction are
+ * borrowed for the duration of the call; whoever keeps data copies it.
+ *
+ * This header depends on the C standard library only (no libpq, libzmq or msgpack types).
+ * Compatible growth: new members are appended to sb_plugin and sb_host_api, the minor
+ * number goes up, and `size` tells the other side which members exist.
+ */
+#ifndef SYNCBROKER_PLUGIN_H
+#define SYNCBROKER_PLUGIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SB_PLUGIN_ABI_MAJOR 1
+#define SB_PLUGIN_ABI_MINOR 0
+
+/* Name of the one exported symbol; see SB_PLUGIN_DECLARE below. */
+#define SB_PLUGIN_ENTRY_SYMBOL "sb_plugin_entry"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define SB_EXPORT __attribute__((visibility("default")))
+#define SB_PRINTF(fmt_idx, args_idx) __attribute__((format(printf, fmt_idx, args_idx)))
+#else
+#define SB_EXPORT
+#define SB_PRINTF(fmt_idx, args_idx)
+#endif
+
+/* ---------------------------------------------------------------------------------------
+ * Error codes. 0 is success; errors are negative. Values never change once released.
+ */
+enum sb_err {
+    SB_OK = 0,
+    SB_ERR_NOMEM = -1,       /* allocation failed */
+    SB_ERR_INVAL = -2,       /* bad argument or malformed input */
+    SB_ERR_IO = -3,          /* system call failed */
+    SB_ERR_DB = -4,          /* PostgreSQL error or connection lost */
+    SB_ERR_ZMQ = -5,         /* ZeroMQ error */
+    SB_ERR_ABI = -6,         /* plugin ABI mismatch */
+    SB_ERR_CONFIG = -7,      /* configuration error */
+    SB_ERR_NOTFOUND = -8,    /* no such table, request, entry */
+    SB_ERR_BUSY = -9,        /* try again later (queue full, not connected) */
+    SB_ERR_STATE = -10,      /* call not allowed in the current state */
+    SB_ERR_UNSUPPORTED = -11 /* feature not offered by this plugin or host */
+};
+
+/* Human-readable text for an sb_err value. Never NULL. */
+static inline const char *sb_strerror(int rc)
+{
+    switch (rc) {
+    case SB_OK: return "ok";
+    case SB_ERR_NOMEM: return "out of memory";
+    case SB_ERR_INVAL: return "invalid argument";
+    case SB_ERR_IO: return "I/O error";
+    case SB_ERR_DB: return "database error";
+    case SB_ERR_ZMQ: return "ZeroMQ error";
+    case SB_ERR_ABI: return "plugin ABI mismatch";
+    case SB_ERR_CONFIG: return "configuration error";
+    case SB_ERR_NOTFOUND: return "not found";
+    case SB_ERR_BUSY: return "busy";
+    case SB_ERR_STATE: return "wrong state";
+    case SB_ERR_UNSUPPORTED: return "unsupported";
+    default: return "unknown error";
+    }
+}
+
+typedef enum sb_log_level {
+    SB_LOG_ERROR = 0,
+    SB_LOG_WARN = 1,
+    SB_LOG_INFO = 2,
+    SB_LOG_DEBUG = 3
+} sb_log_level;
+
+/* I/O interest and readiness bits for watch_fd / watch_zsock. */
+#define SB_IO_READ 0x1u
+#define SB_IO_WRITE 0x2u
+#define SB_IO_ERROR 0x4u /* revents only: error or hang-up on a plain fd */
+
+/* Opaque handles owned by the broker. */
+typedef struct sb_host sb_host;   /* one per plugin instance, valid from create to destroy */
+typedef struct sb_watch sb_watch; /* an fd or socket registered on the loop */
+typedef struct sb_timer sb_timer; /* a one-shot or repeating timer */
+
+typedef void (*sb_io_fn)(void *ud, unsigned revents);
+typedef void (*sb_timer_fn)(void *ud);
+
+/* ---------------------------------------------------------------------------------------
+ * Options: each plugin declares the keys its config section accepts. The broker refuses
+ * an unknown key, a missing required key or a value of the wrong type, naming the config
+ * file, line and key, before the plugin is created.
+ */
+typedef enum sb_opt_type {
+    SB_OPT_STRING = 1,
+    SB_OPT_INT = 2, /* decimal integer within [min, max] */
+    SB_OPT_BOOL = 3 /* true|false|yes|no|on|off|1|0 */
+} sb_opt_type;
+
+typedef struct sb_option_spec {
+    const char *name;          /* key in the plugin's section; NULL ends the array */
+    sb_opt_type type;          /* how the value is checked and converted */
+    const char *default_value; /* used when the key is absent; NULL = required */
+    int64_t min, max;          /* SB_OPT_INT bounds (inclusive) */
+    const char *help;          /* one line for --check and the docs */
+} sb_option_spec;
+
+/* Resolved option values, one per spec entry and in spec order. */
+typedef struct sb_option_value {
+    const char *str; /* the text as written (or the default); owned by the broker */
+    int64_t num;     /* SB_OPT_INT value */
+    bool flag;       /* SB_OPT_BOOL value */
+    bool given;      /* false when the default was used */
+} sb_option_value;
+
+/* ---------------------------------------------------------------------------------------
+ * Data exchanged between sources, the core and transports.
+ */
+typedef enum sb_op {
+    SB_OP_INSERT = 1,
+    SB_OP_UPDATE = 2,
+    SB_OP_DELETE = 3,
+    SB_OP_TRUNCATE = 4 /* whole table; key has no parts */
+} sb_op;
+
+/* An entity key: the primary key columns' values in PostgreSQL text form, in key order. */
+typedef struct sb_key {
+    const char *const *parts; /* nparts NUL-terminated strings */
+    uint32_t nparts;          /* 1 for a simple key, 0 for TRUNCATE */
+} sb_key;
+
+/* One captured database change, without the row (rows are fetched when published). */
+typedef struct sb_change {
+    const char *table; /* exactly as configured in [database] tables, e.g. "public.bookings" */
+    sb_key key;
+    sb_op op;
+    uint64_t version;   /* entity version after this change */
+    const char *origin; /* writer's syncbroker.origin, or NULL */
+    int64_t ts_ms;      /* change time, ms since the Unix epoch */
+} sb_change;
+
+/* The current state of one entity, as read by a source. */
+typedef struct sb_row {
+    const char *table;
+    sb_key key;
+    uint64_t version;   /* version read together with the row; 0 if never captured */
+    const void *row;    /* packed msgpack map column -> typed value; NULL: row absent */
+    size_t row_len;     /* bytes at row */
+    const char *origin; /* origin of the newest captured change, or NULL when unknown */
+} sb_row;
+
+/* A message the core publishes: topic and msgpack body, both encoded once by the core. */
+typedef enum sb_msg_kind {
+    SB_MSG_EVENT = 1,     /* change event, topic "<table>/<key>" */
+    SB_MSG_HEARTBEAT = 2, /* topic "@hb" */
+    SB_MSG_PRESENCE = 3   /* topic "@presence/<table>/<key>" */
+} sb_msg_kind;
+
+typedef struct sb_message {
+    sb_msg_kind kind;
+    uint64_t seq;       /* stream position (heartbeat: last seq published) */
+    const char *topic;  /* not NUL-terminated on the wire; topic_len bytes */
+    size_t topic_len;
+    const void *body;   /* packed msgpack map */
+    size_t body_len;
+} sb_message;
+
+/* Presence announcement from a client, forwarded by a transport. */
+typedef struct sb_presence {
+    const char *client; /* client id */
+    const char *table;
+    sb_key key;
+    const char *state; /* "editing", "viewing" or "left" */
+    uint32_t ttl_ms;   /* entry expires after this long without a refresh */
+} sb_presence;
+
+/* Counters for the `stats` request. */
+typedef struct sb_stats {
+    uint64_t changes_in;     /* changes received from the source */
+    uint64_t events_out;     /* change events published */
+    uint64_t coalesced;      /* changes merged into another event or dropped by version */
+    uint64_t snapshots;      /* snapshots served */
+    uint64_t pending;        /* entities waiting for a debounce window or a row fetch */
+    int64_t source_lag_ms;   /* now - ts of the newest change received; -1 if none yet */
+    uint64_t seq;            /* last seq published */
+} sb_stats;
+
+/* Snapshot rows delivered to a transport. Called with batches of rows (n > 0), then once
+ * with done = true and status (0, or an sb_err when the snapshot failed). */
+typedef void (*sb_rows_fn)(void *ud, const sb_row *rows, size_t n, bool done, int status);
+
+/* One retained message replayed for `since`, in seq order. */
+typedef void (*sb_replay_fn)(void *ud, const sb_message *m);
+
+/* ---------------------------------------------------------------------------------------
+ * Host API: what the broker offers a plugin. Handed to create(); valid until destroy().
+ * Check `size` (offsetof the member + its size) before using members newer than v1.0.
+ */
+typedef struct sb_host_api {
+    uint32_t size; /* sizeof(sb_host_api) as compiled into the broker */
+    uint16_t abi_major;
+    uint16_t abi_minor;
+
+    /* --- every plugin ------------------------------------------------------------ */
+
+    /* Log a line prefixed with the plugin's section, e.g. "[source.main]". */
+    void (*log)(sb_host *h, sb_log_level level, const char *fmt, ...) SB_PRINTF(3, 4);
+
+    /* Watch a plain file descriptor (e.g. PQsocket) for SB_IO_READ/SB_IO_WRITE. The
+     * callback gets the ready bits (SB_IO_ERROR on error/hang-up). *out is owned by the
+     * broker; release it with unwatch(). Level-triggered. */
+    int (*watch_fd)(sb_host *h, int fd, unsigned events, sb_io_fn fn, void *ud, sb_watch **out);
+
+    /* Same for a ZeroMQ socket created in zmq_context(). */
+    int (*watch_zsock)(sb_host *h, void *zsock, unsigned events, sb_io_fn fn, void *ud,
+                       sb_watch **out);
+
+    /* Change the interest bits of a watch (0 pauses it). */
+    int (*watch_set)(sb_watch *w, unsigned events);
+
+    /* Remove and free a watch. Safe inside its own callback. NULL is ignored. */
+    void (*unwatch)(sb_watch *w);
+
+    /* Start a timer: first run after delay_ms, then every repeat_ms (0 = one-shot; a
+     * one-shot timer frees itself after its callback returns, so *out is then invalid).
+     * *out may be NULL for a one-shot the caller never cancels. */
+    int (*timer_start)(sb_host *h, uint64_t delay_ms, uint64_t repeat_ms, sb_timer_fn fn,
+                       void *ud, sb_timer **out);
+
+    /* Cancel and free a timer that has not fired (one-shot) or is repeating. NULL is ignored. */
+    void (*timer_stop)(sb_timer *t);
+
+    /* The broker's single ZeroMQ context (a void * from zmq_ctx_new). Sockets created in it
+     * must be closed (with ZMQ_LINGER set) in stop(). */
+    void *(*zmq_context)(sb_host *h);
+
+    /* Monotonic milliseconds. */
+    uint64_t (*now_ms)(sb_host *h);
+
+    /* [database] conninfo; owned by the broker. */
+    const char *(*conninfo)(sb_host *h);
+
+    /* [database] tables as configured ("schema.name"), in config order; owned by the broker. */
+    const char *const *(*tables)(sb_host *h, size_t *n);
+
+    /* This broker run's epoch id; owned by the broker. */
+    const char *(*epoch)(sb_host *h);
+
+    /* --- sources ----------------------------------------------------------------- */
+
+    /* Hand the core a batch of changes read together, in commit order. Copied. */
+    int (*emit)(sb_host *h, const sb_change *changes, size_t n);
+
+    /* Answer a fetch() or snapshot() request: a batch of rows (copied), any number of times. */
+    void (*rows)(sb_host *h, uint64_t req, const sb_row *rows, size_t n);
+
+    /* Finish a fetch() or snapshot() request with 0 or an sb_err. Exactly once per request. */
+    void (*done)(sb_host *h, uint64_t req, int status);
+
+    /* The source lost its position (e.g. the change log was pruned past it): the core starts
+     * a new epoch so that every client resynchronises. */
+    void (*resync)(sb_host *h, const char *reason);
+
+    /* --- transports -------------------------------------------------------------- */
+
+    /* Start a consistent snapshot of `tables` (NULL/0 = all configured tables). *seq gets the
+     * last seq published before the database snapshot is taken. Rows arrive through fn.
+     * Returns SB_ERR_NOTFOUND for an unconfigured table, SB_ERR_BUSY if no source can serve.
+     * *req identifies the request for cancel(). */
+    int (*snapshot)(sb_host *h, const char *const *tables, size_t n, sb_rows_fn fn, void *ud,
+                    uint64_t *seq, uint64_t *req);
+
+    /* Stop delivering a snapshot; fn is not called again for req. */
+    void (*cancel)(sb_host *h, uint64_t req);
+
+    /* Replay retained messages with seq greater than `seq`, synchronously, then return 0;
+     * *last gets the last seq published. SB_ERR_NOTFOUND when the epoch differs or the
+     * buffer no longer reaches back (the client must take a snapshot). */
+    int (*since)(sb_host *h, const char *epoch, uint64_t seq, sb_replay_fn fn, void *ud,
+                 uint64_t *last);
+
+    /* Record a presence announcement; the core publishes the entity's editors. */
+    int (*presence)(sb_host *h, const sb_presence *p);
+
+    /* Fill the core's counters. */
+    void (*stats)(sb_host *h, sb_stats *out);
+} sb_host_api;
+
+/* ---------------------------------------------------------------------------------------
+ * Plugin descriptor.
+ */
+typedef enum sb_plugin_kind {
+    SB_PLUGIN_SOURCE = 1,   /* reads changes from PostgreSQL */
+    SB_PLUGIN_TRANSPORT = 2 /* delivers messages to clients and serves their requests */
+} sb_plugin_kind;
+
+typedef struct sb_plugin {
+    uint16_t abi_major; /* SB_PLUGIN_ABI_MAJOR the plugin was built for (literal) */
+    uint16_t abi_minor; /* SB_PLUGIN_ABI_MINOR the plugin was built for */
+    uint32_t size;      /* sizeof(sb_plugin) as compiled into the plugin */
+    sb_plugin_kind kind;
+    const char *name;        /* e.g. "source_poll"; must match the file name */
+    const char *version;     /* the plugin's own version, e.g. "1.0.0" */
+    const char *description; /* one line */
+    const sb_option_spec *options; /* NULL-name-terminated; NULL = no options */
+
+    /* Mandatory for every kind. */
+
+    /* Create an instance. opts has one entry per options[] entry. *state is the plugin's
+     * and is passed back to every callback. No sockets are bound and no connections are
+     * opened here: --check calls create() and destroy() only. */
+    int (*create)(const sb_host_api *api, sb_host *host, const sb_option_value *opts,
+                  void **state);
+    /* Bind, connect, register watches and timers. Transports start before sources. */
+    int (*start)(void *state);
+    /* Flush what can be flushed, close sockets and connections, remove watches and timers.
+     * No host callback may be made for this instance afterwards. */
+    void (*stop)(void *state);
+    /* Free the instance. */
+    void (*destroy)(void *state);
+
+    /* Sources: mandatory. */
+
+    /* Read the current rows of `nkeys` entities of one table, asynchronously; answer with
+     * api->rows() (an absent row has row == NULL) and api->done(). Keys are borrowed. */
+    int (*fetch)(void *state, uint64_t req, const char *table, const sb_key *keys, size_t nkeys);
+    /* Stream a consistent snapshot of `tables` (every configured table when n == 0) through
+     * api->rows() in batches, then api->done(). The source must keep reading changes while a
+     * snapshot runs. */
+    int (*snapshot)(void *state, uint64_t req, const char *const *tables, size_t n);
+    /* Forget request `req` (its requester is gone); api->done() is then not expected. */
+    void (*cancel)(void *state, uint64_t req);
+
+    /* Transports: mandatory. */
+
+    /* Deliver one message to subscribers. The message is borrowed. */
+    int (*publish)(void *state, const sb_message *m);
+} sb_plugin;
+
+/* Size of the v1.0 descriptor: the loader refuses anything smaller. */
+#define SB_PLUGIN_V1_SIZE (offsetof(sb_plugin, publish) + sizeof(void (*)(void)))
+
+/* The entry point every plugin exports. */
+typedef const sb_plugin *(*sb_plugin_entry_fn)(void);
+
+/* Use once in a plugin: SB_PLUGIN_DECLARE(my_descriptor); */
+#define SB_PLUGIN_DECLARE(descriptor)                                                          \
+    SB_EXPORT const sb_plugin *sb_plugin_entry(void);                                          \
+    SB_EXPORT const sb_plugin *sb_plugin_entry(void)                                           \
+    {                                                                                          \
+        return &(descriptor);                                                                  \
+    }
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SYNCBROKER_PLUGIN_H */
