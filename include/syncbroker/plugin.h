@@ -199,7 +199,7 @@ typedef struct sb_stats {
     uint64_t coalesced;      /* changes merged into another event or dropped by version */
     uint64_t snapshots;      /* snapshots served */
     uint64_t pending;        /* entities waiting for a debounce window or a row fetch */
-    int64_t source_lag_ms;   /* now - ts of the newest change received; -1 if none yet */
+    int64_t source_lag_ms;   /* receive time - change time of the newest batch; -1 if none */
     uint64_t seq;            /* last seq published */
 } sb_stats;
 
@@ -329,7 +329,9 @@ typedef struct sb_plugin {
      * opened here: --check calls create() and destroy() only. */
     int (*create)(const sb_host_api *api, sb_host *host, const sb_option_value *opts,
                   void **state);
-    /* Bind, connect, register watches and timers. Transports start before sources. */
+    /* Connect, bind, register watches and timers. Sources start first (a source that finds
+     * a configured table unknown fails here, before any transport binds), then transports;
+     * host callbacks start flowing once the broker's loop runs. */
     int (*start)(void *state);
     /* Flush what can be flushed, close sockets and connections, remove watches and timers.
      * No host callback may be made for this instance afterwards. */

@@ -1,0 +1,517 @@
+/* config.c - see config.h. */
+#include "config.h"
+#include "log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum key_type { KEY_INT, KEY_STRING, KEY_PATH, KEY_LEVEL, KEY_TABLES };
+
+/* The typed keys of [broker] and [database], PgBouncer-style. */
+typedef struct key_def {
+    const char *section;
+    const char *name;
+    enum key_type type;
+    size_t offset;
+    const char *default_value; /* NULL: required */
+    int64_t min, max;
+} key_def;
+
+static const key_def core_keys[] = {
+    {"broker", "plugin_dir", KEY_PATH, offsetof(sb_config, plugin_dir), ".", 0, 0},
+    {"broker", "debounce_ms", KEY_INT, offsetof(sb_config, debounce_ms), "200", 0, 3600000},
+    {"broker", "heartbeat_ms", KEY_INT, offsetof(sb_config, heartbeat_ms), "1000", 10, 3600000},
+    {"broker", "replay_buffer", KEY_INT, offsetof(sb_config, replay_buffer), "10000", 0,
+     100000000},
+    {"broker", "log_level", KEY_LEVEL, offsetof(sb_config, log_level), "info", 0, 0},
+    {"database", "conninfo", KEY_STRING, offsetof(sb_config, conninfo), NULL, 0, 0},
+    {"database", "tables", KEY_TABLES, offsetof(sb_config, tables), NULL, 0, 0},
+};
+#define NCORE_KEYS (sizeof core_keys / sizeof core_keys[0])
+
+#define TABLE_DEBOUNCE_PREFIX "debounce_ms."
+
+/* Parser state shared by the line reader and the inih handler. */
+typedef struct parse_state {
+    sb_config *cfg;
+    FILE *file;
+    int line;         /* line the handler is looking at */
+    bool continuation; /* that line started with white space (an inih continuation) */
+    int errors;
+    int key_line[NCORE_KEYS]; /* where each core key was set, 0 = not set */
+    int tables_line;
+    struct pending_debounce {
+        char *key; /* "debounce_ms.schema.table" */
+        int64_t ms;
+        int line;
+    } *debounces;
+    size_t ndebounces;
+    sb_config_section *current; /* plugin section being filled */
+    char current_name[128];
+} parse_state;
+
+static void config_error(parse_state *ps, int line, const char *section, const char *key,
+                         const char *fmt, ...) SB_PRINTF(5, 6);
+
+static void config_error(parse_state *ps, int line, const char *section, const char *key,
+                         const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (key)
+        sb_log(SB_LOG_ERROR, "config", "%s:%d: [%s] %s: %s", ps->cfg->path, line, section, key,
+               msg);
+    else if (section)
+        sb_log(SB_LOG_ERROR, "config", "%s:%d: [%s]: %s", ps->cfg->path, line, section, msg);
+    else
+        sb_log(SB_LOG_ERROR, "config", "%s:%d: %s", ps->cfg->path, line, msg);
+    ps->errors++;
+}
+
+static int parse_int(const char *text, int64_t min, int64_t max, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (errno || end == text || *end || v < min || v > max)
+        return SB_ERR_INVAL;
+    *out = v;
+    return SB_OK;
+}
+
+static bool ident_ok(const char *s, size_t len)
+{
+    if (len == 0 || len > 63 || !(islower((unsigned char)s[0]) || s[0] == '_'))
+        return false;
+    for (size_t i = 1; i < len; i++)
+        if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) || s[i] == '_' ||
+              s[i] == '$'))
+            return false;
+    return true;
+}
+
+int sb_config_check_table_name(const char *name)
+{
+    const char *dot = strchr(name, '.');
+    if (!dot || strchr(dot + 1, '.'))
+        return SB_ERR_INVAL;
+    return ident_ok(name, (size_t)(dot - name)) && ident_ok(dot + 1, strlen(dot + 1))
+               ? SB_OK
+               : SB_ERR_INVAL;
+}
+
+static char *resolve_path(const char *config_path, const char *value)
+{
+    if (value[0] == '/')
+        return strdup(value);
+    const char *slash = strrchr(config_path, '/');
+    size_t dirlen = slash ? (size_t)(slash - config_path) : 1;
+    const char *dir = slash ? config_path : ".";
+    size_t len = dirlen + 1 + strlen(value) + 1;
+    char *p = malloc(len);
+    if (p)
+        snprintf(p, len, "%.*s/%s", (int)dirlen, dir, value);
+    return p;
+}
+
+/* Append the tables of one line ("a.b, c.d") to cfg->tables. */
+static void add_tables(parse_state *ps, const char *value)
+{
+    sb_config *cfg = ps->cfg;
+    const char *p = value;
+    while (*p) {
+        while (*p == ',' || isspace((unsigned char)*p))
+            p++;
+        if (!*p)
+            break;
+        const char *start = p;
+        while (*p && *p != ',' && !isspace((unsigned char)*p))
+            p++;
+        char *name = strndup(start, (size_t)(p - start));
+        if (!name) {
+            ps->errors++;
+            return;
+        }
+        if (sb_config_check_table_name(name)) {
+            config_error(ps, ps->line, "database", "tables",
+                         "'%s' is not a table name of the form schema.table (unquoted lowercase "
+                         "identifiers)",
+                         name);
+            free(name);
+            continue;
+        }
+        bool dup = false;
+        for (size_t i = 0; i < cfg->ntables; i++)
+            dup |= strcmp(cfg->tables[i], name) == 0;
+        if (dup) {
+            config_error(ps, ps->line, "database", "tables", "'%s' is listed twice", name);
+            free(name);
+            continue;
+        }
+        char **grown = realloc(cfg->tables, (cfg->ntables + 1) * sizeof *grown);
+        if (!grown) {
+            free(name);
+            ps->errors++;
+            return;
+        }
+        cfg->tables = grown;
+        cfg->tables[cfg->ntables++] = name;
+    }
+}
+
+static int set_core_key(parse_state *ps, size_t k, const char *value)
+{
+    const key_def *d = &core_keys[k];
+    char *field = (char *)ps->cfg + d->offset;
+    switch (d->type) {
+    case KEY_INT:
+        if (parse_int(value, d->min, d->max, (int64_t *)(void *)field)) {
+            config_error(ps, ps->line, d->section, d->name,
+                         "'%s' is not an integer between %lld and %lld", value,
+                         (long long)d->min, (long long)d->max);
+            return SB_ERR_CONFIG;
+        }
+        return SB_OK;
+    case KEY_LEVEL:
+        if (sb_log_parse_level(value, (sb_log_level *)(void *)field)) {
+            config_error(ps, ps->line, d->section, d->name,
+                         "'%s' is not one of error, warn, info, debug", value);
+            return SB_ERR_CONFIG;
+        }
+        return SB_OK;
+    case KEY_STRING:
+    case KEY_PATH: {
+        char **slot = (char **)(void *)field;
+        free(*slot);
+        *slot = d->type == KEY_PATH ? resolve_path(ps->cfg->path, value) : strdup(value);
+        return *slot ? SB_OK : SB_ERR_NOMEM;
+    }
+    case KEY_TABLES:
+        add_tables(ps, value);
+        return SB_OK;
+    }
+    return SB_ERR_INVAL;
+}
+
+static int handle_table_debounce(parse_state *ps, const char *name, const char *value)
+{
+    int64_t ms;
+    if (parse_int(value, 0, 3600000, &ms)) {
+        config_error(ps, ps->line, "broker", name, "'%s' is not an integer between 0 and 3600000",
+                     value);
+        return 1;
+    }
+    struct pending_debounce *grown =
+        realloc(ps->debounces, (ps->ndebounces + 1) * sizeof *grown);
+    char *copy = strdup(name);
+    if (!grown || !copy) {
+        free(copy);
+        if (grown)
+            ps->debounces = grown;
+        ps->errors++;
+        return 1;
+    }
+    ps->debounces = grown;
+    ps->debounces[ps->ndebounces++] = (struct pending_debounce){copy, ms, ps->line};
+    return 1;
+}
+
+static int handle_core(parse_state *ps, const char *section, const char *name, const char *value)
+{
+    if (strcmp(section, "broker") == 0 && strncmp(name, TABLE_DEBOUNCE_PREFIX,
+                                                  strlen(TABLE_DEBOUNCE_PREFIX)) == 0)
+        return handle_table_debounce(ps, name, value);
+    for (size_t k = 0; k < NCORE_KEYS; k++) {
+        if (strcmp(core_keys[k].section, section) || strcmp(core_keys[k].name, name))
+            continue;
+        bool tables_continued = core_keys[k].type == KEY_TABLES && ps->continuation;
+        if (ps->key_line[k] && !tables_continued) {
+            config_error(ps, ps->line, section, name, "set twice (first on line %d)",
+                         ps->key_line[k]);
+            return 1;
+        }
+        if (!ps->key_line[k])
+            ps->key_line[k] = ps->line;
+        if (set_core_key(ps, k, value) == SB_ERR_NOMEM)
+            ps->errors++;
+        return 1;
+    }
+    config_error(ps, ps->line, section, name, "unknown key");
+    return 1;
+}
+
+static int handle_plugin_key(parse_state *ps, const char *name, const char *value)
+{
+    sb_config_section *sec = ps->current;
+    if (strcmp(name, "plugin") == 0) {
+        if (sec->plugin) {
+            config_error(ps, ps->line, sec->name, name, "set twice (first on line %d)",
+                         sec->plugin_line);
+            return 1;
+        }
+        sec->plugin = strdup(value);
+        sec->plugin_line = ps->line;
+        if (!sec->plugin)
+            ps->errors++;
+        return 1;
+    }
+    for (size_t i = 0; i < sec->nkv; i++) {
+        if (strcmp(sec->kv[i].key, name) == 0) {
+            config_error(ps, ps->line, sec->name, name, "set twice (first on line %d)",
+                         sec->kv[i].line);
+            return 1;
+        }
+    }
+    sb_config_kv *grown = realloc(sec->kv, (sec->nkv + 1) * sizeof *grown);
+    if (!grown) {
+        ps->errors++;
+        return 1;
+    }
+    sec->kv = grown;
+    sec->kv[sec->nkv] = (sb_config_kv){strdup(name), strdup(value), ps->line};
+    if (!sec->kv[sec->nkv].key || !sec->kv[sec->nkv].value)
+        ps->errors++;
+    sec->nkv++;
+    return 1;
+}
+
+static int on_ini_key(void *user, const char *section, const char *name, const char *value)
+{
+    parse_state *ps = user;
+    if (strcmp(section, "broker") == 0 || strcmp(section, "database") == 0)
+        return handle_core(ps, section, name, value);
+    if (ps->current && strcmp(ps->current->name, section) == 0)
+        return handle_plugin_key(ps, name, value);
+    return 1; /* unknown section: reported once by the line reader */
+}
+
+/* Called by the reader for every "[name]" line. */
+static void open_section(parse_state *ps, const char *name)
+{
+    sb_config *cfg = ps->cfg;
+    ps->current = NULL;
+    if (strcmp(name, "broker") == 0 || strcmp(name, "database") == 0)
+        return;
+    sb_plugin_kind kind;
+    const char *instance;
+    if (strncmp(name, "source.", 7) == 0) {
+        kind = SB_PLUGIN_SOURCE;
+        instance = name + 7;
+    } else if (strncmp(name, "transport.", 10) == 0) {
+        kind = SB_PLUGIN_TRANSPORT;
+        instance = name + 10;
+    } else {
+        config_error(ps, ps->line, name, NULL,
+                     "unknown section (expected broker, database, source.NAME or "
+                     "transport.NAME)");
+        return;
+    }
+    if (!ident_ok(instance, strlen(instance))) {
+        config_error(ps, ps->line, name, NULL,
+                     "instance name '%s' must be a lowercase identifier", instance);
+        return;
+    }
+    for (size_t i = 0; i < cfg->nsections; i++) {
+        if (strcmp(cfg->sections[i].name, name) == 0) {
+            config_error(ps, ps->line, name, NULL, "section appears twice (first on line %d)",
+                         cfg->sections[i].line);
+            return;
+        }
+    }
+    sb_config_section *grown = realloc(cfg->sections, (cfg->nsections + 1) * sizeof *grown);
+    if (!grown) {
+        ps->errors++;
+        return;
+    }
+    cfg->sections = grown;
+    ps->current = &cfg->sections[cfg->nsections];
+    *ps->current = (sb_config_section){.name = strdup(name), .kind = kind, .line = ps->line};
+    if (!ps->current->name)
+        ps->errors++;
+    cfg->nsections++;
+}
+
+/* inih's line reader: counts lines (the Debian build gives handlers no line numbers),
+ * notices section headers, and refuses lines longer than inih's fixed buffer instead of
+ * letting it split them. */
+static char *read_line(char *str, int num, void *stream)
+{
+    parse_state *ps = stream;
+    for (;;) {
+        if (!fgets(str, num, ps->file))
+            return NULL;
+        ps->line++;
+        size_t len = strlen(str);
+        if (len == (size_t)num - 1 && str[len - 1] != '\n' && !feof(ps->file)) {
+            int c;
+            while ((c = fgetc(ps->file)) != EOF && c != '\n')
+                ;
+            config_error(ps, ps->line, NULL, NULL, "line longer than %d characters", num - 2);
+            continue;
+        }
+        ps->continuation = len > 0 && (str[0] == ' ' || str[0] == '\t');
+        const char *p = str;
+        while (isspace((unsigned char)*p))
+            p++;
+        if (*p == '[') {
+            const char *end = strchr(p, ']');
+            size_t n = end ? (size_t)(end - p - 1) : 0;
+            if (end && n < sizeof ps->current_name) {
+                memcpy(ps->current_name, p + 1, n);
+                ps->current_name[n] = '\0';
+                open_section(ps, ps->current_name);
+            }
+        }
+        return str;
+    }
+}
+
+/* Checks that need the whole file. */
+static void check_complete(parse_state *ps)
+{
+    sb_config *cfg = ps->cfg;
+    for (size_t k = 0; k < NCORE_KEYS; k++) {
+        const key_def *d = &core_keys[k];
+        if (ps->key_line[k])
+            continue;
+        if (!d->default_value) {
+            config_error(ps, ps->line, d->section, d->name, "required key is missing");
+            continue;
+        }
+        int saved = ps->line;
+        set_core_key(ps, k, d->default_value);
+        ps->line = saved;
+    }
+    for (size_t k = 0; k < NCORE_KEYS; k++)
+        if (core_keys[k].type == KEY_TABLES && ps->key_line[k] && cfg->ntables == 0)
+            config_error(ps, ps->key_line[k], "database", "tables", "no table listed");
+
+    cfg->table_debounce_ms = malloc((cfg->ntables ? cfg->ntables : 1) * sizeof(int64_t));
+    if (!cfg->table_debounce_ms) {
+        ps->errors++;
+        return;
+    }
+    for (size_t i = 0; i < cfg->ntables; i++)
+        cfg->table_debounce_ms[i] = -1;
+    for (size_t j = 0; j < ps->ndebounces; j++) {
+        struct pending_debounce *pd = &ps->debounces[j];
+        const char *table = pd->key + strlen(TABLE_DEBOUNCE_PREFIX);
+        size_t i = 0;
+        while (i < cfg->ntables && strcmp(cfg->tables[i], table))
+            i++;
+        if (i == cfg->ntables)
+            config_error(ps, pd->line, "broker", pd->key, "'%s' is not in [database] tables",
+                         table);
+        else
+            cfg->table_debounce_ms[i] = pd->ms;
+    }
+
+    size_t sources = 0, transports = 0;
+    for (size_t i = 0; i < cfg->nsections; i++) {
+        sb_config_section *s = &cfg->sections[i];
+        if (s->kind == SB_PLUGIN_SOURCE && ++sources == 2)
+            config_error(ps, s->line, s->name, NULL,
+                         "only one source section is allowed (the first is on line %d)",
+                         cfg->sections[0].line);
+        transports += s->kind == SB_PLUGIN_TRANSPORT;
+        if (!s->plugin) {
+            config_error(ps, s->line, s->name, "plugin", "required key is missing");
+            continue;
+        }
+        if (!ident_ok(s->plugin, strlen(s->plugin)))
+            config_error(ps, s->plugin_line, s->name, "plugin",
+                         "'%s' is not a plugin name (lowercase letters, digits, _)", s->plugin);
+    }
+    if (sources == 0)
+        config_error(ps, ps->line, NULL, NULL, "no [source.NAME] section");
+    if (transports == 0)
+        config_error(ps, ps->line, NULL, NULL, "no [transport.NAME] section");
+}
+
+int sb_config_load(const char *path, sb_config **out)
+{
+    sb_config *cfg = calloc(1, sizeof *cfg);
+    if (!cfg || !(cfg->path = strdup(path))) {
+        free(cfg);
+        return SB_ERR_NOMEM;
+    }
+    parse_state ps = {.cfg = cfg};
+    ps.file = fopen(path, "r");
+    if (!ps.file) {
+        sb_log(SB_LOG_ERROR, "config", "%s: cannot open: %s", path, strerror(errno));
+        sb_config_free(cfg);
+        return SB_ERR_CONFIG;
+    }
+    int rc = ini_parse_stream(read_line, &ps, on_ini_key, &ps);
+    fclose(ps.file);
+    if (rc > 0)
+        config_error(&ps, rc, NULL, NULL, "syntax error (expected [section] or key = value)");
+    else if (rc < 0)
+        ps.errors++;
+    check_complete(&ps);
+    for (size_t j = 0; j < ps.ndebounces; j++)
+        free(ps.debounces[j].key);
+    free(ps.debounces);
+    if (ps.errors) {
+        sb_config_free(cfg);
+        return SB_ERR_CONFIG;
+    }
+    *out = cfg;
+    return SB_OK;
+}
+
+void sb_config_free(sb_config *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t i = 0; i < cfg->nsections; i++) {
+        sb_config_section *s = &cfg->sections[i];
+        for (size_t j = 0; j < s->nkv; j++) {
+            free(s->kv[j].key);
+            free(s->kv[j].value);
+        }
+        free(s->kv);
+        free(s->name);
+        free(s->plugin);
+    }
+    for (size_t i = 0; i < cfg->ntables; i++)
+        free(cfg->tables[i]);
+    free(cfg->tables);
+    free(cfg->table_debounce_ms);
+    free(cfg->sections);
+    free(cfg->conninfo);
+    free(cfg->plugin_dir);
+    free(cfg->path);
+    free(cfg);
+}
+
+int64_t sb_config_table_debounce(const sb_config *cfg, size_t i)
+{
+    return cfg->table_debounce_ms[i] >= 0 ? cfg->table_debounce_ms[i] : cfg->debounce_ms;
+}
+
+void sb_config_print_core(const sb_config *cfg, FILE *out)
+{
+    fprintf(out, "[broker]\nplugin_dir = %s\ndebounce_ms = %lld\nheartbeat_ms = %lld\n"
+                 "replay_buffer = %lld\nlog_level = %s\n",
+            cfg->plugin_dir, (long long)cfg->debounce_ms, (long long)cfg->heartbeat_ms,
+            (long long)cfg->replay_buffer, sb_log_level_name(cfg->log_level));
+    for (size_t i = 0; i < cfg->ntables; i++)
+        if (cfg->table_debounce_ms[i] >= 0)
+            fprintf(out, "%s%s = %lld\n", TABLE_DEBOUNCE_PREFIX, cfg->tables[i],
+                    (long long)cfg->table_debounce_ms[i]);
+    fprintf(out, "\n[database]\nconninfo = %s\ntables =", cfg->conninfo);
+    for (size_t i = 0; i < cfg->ntables; i++)
+        fprintf(out, "%s %s", i ? "," : "", cfg->tables[i]);
+    fprintf(out, "\n");
+}

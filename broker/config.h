@@ -1,0 +1,61 @@
+/*
+ * config.h - the broker's INI configuration (one file, see README "Configuration").
+ *
+ * [broker] and [database] keys are checked against a typed table; [source.NAME] and
+ * [transport.NAME] sections name a plugin and keep their other keys as raw text, checked
+ * later against that plugin's option spec (plugin_host.c). Every error is logged as
+ * "FILE:LINE: [section] key: message", all errors of a file are reported, not just the first.
+ */
+#ifndef SB_CONFIG_H
+#define SB_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <syncbroker/plugin.h>
+
+/* A raw "key = value" of a plugin section. */
+typedef struct sb_config_kv {
+    char *key;
+    char *value;
+    int line;
+} sb_config_kv;
+
+typedef struct sb_config_section {
+    char *name; /* "source.main", "transport.zmq" */
+    sb_plugin_kind kind;
+    char *plugin; /* value of `plugin`, NULL if missing */
+    int line;     /* line of the [section] header */
+    int plugin_line;
+    sb_config_kv *kv; /* every key but `plugin` */
+    size_t nkv;
+} sb_config_section;
+
+typedef struct sb_config {
+    char *path;       /* the file as given */
+    char *plugin_dir; /* resolved against the file's folder */
+    int64_t debounce_ms;
+    int64_t heartbeat_ms;
+    int64_t replay_buffer;
+    sb_log_level log_level;
+    char *conninfo;
+    char **tables; /* "schema.name", config order */
+    size_t ntables;
+    int64_t *table_debounce_ms; /* per table; -1 = use debounce_ms */
+    sb_config_section *sections;
+    size_t nsections;
+} sb_config;
+
+/* Parse and check a file. On success *out is owned by the caller (sb_config_free). */
+int sb_config_load(const char *path, sb_config **out);
+void sb_config_free(sb_config *cfg);
+
+/* The window that applies to table i. */
+int64_t sb_config_table_debounce(const sb_config *cfg, size_t i);
+
+/* Print [broker] and [database] with every default resolved, in INI form. */
+void sb_config_print_core(const sb_config *cfg, FILE *out);
+
+/* Check "schema.name" with unquoted lowercase identifiers; returns 0 or SB_ERR_INVAL. */
+int sb_config_check_table_name(const char *name);
+
+#endif

@@ -1,0 +1,487 @@
+/* core.c - see core.h. */
+#include "core.h"
+#include "debounce.h"
+#include "event.h"
+#include "log.h"
+#include "presence.h"
+#include "ring.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Entities touched per debounce slice: keeps one loop iteration to a few milliseconds. */
+#define DEBOUNCE_BUDGET 2000
+
+typedef struct snapshot_req {
+    uint64_t req;
+    sb_rows_fn fn;
+    void *ud;
+} snapshot_req;
+
+struct sb_core {
+    sb_loop *loop;
+    const sb_config *cfg;
+    char epoch[17];
+    uint64_t seq;
+    uint64_t *tseq; /* per table */
+
+    sb_host *source;
+    sb_host **transports;
+    size_t ntransports;
+
+    sb_debounce *debounce;
+    sb_timer *debounce_timer;
+    uint64_t debounce_due; /* when debounce_timer fires; UINT64_MAX if none */
+    sb_timer *heartbeat_timer;
+    uint64_t heartbeat_ms;
+
+    sb_ring *ring;
+    sb_presence_set *presence;
+    sb_timer *presence_timer;
+    uint64_t presence_due;
+
+    snapshot_req *snapshots;
+    size_t nsnapshots, cap_snapshots;
+    uint64_t next_req;
+
+    msgpack_sbuffer topic, body; /* reused encode buffers */
+
+    uint64_t changes_in, events_out, snapshots_served;
+    int64_t source_lag_ms; /* receive time - change time, newest batch; -1 before any */
+};
+
+static const char *SCOPE = "core";
+
+static void new_epoch(sb_core *core)
+{
+    unsigned char raw[8];
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    ssize_t got = fd >= 0 ? read(fd, raw, sizeof raw) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (got != (ssize_t)sizeof raw) {
+        /* No urandom (chroot): the clock and pid still differ between runs. */
+        uint64_t x = (uint64_t)sb_event_wall_ms() ^ ((uint64_t)getpid() << 32);
+        memcpy(raw, &x, sizeof raw);
+    }
+    for (size_t i = 0; i < sizeof raw; i++)
+        snprintf(core->epoch + 2 * i, 3, "%02x", raw[i]);
+}
+
+static int table_index(const sb_core *core, const char *table)
+{
+    for (size_t i = 0; i < core->cfg->ntables; i++)
+        if (strcmp(core->cfg->tables[i], table) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* ---- publishing ------------------------------------------------------------------- */
+
+static void fan_out(sb_core *core, sb_msg_kind kind, uint64_t seq)
+{
+    sb_message m = {.kind = kind, .seq = seq, .topic = core->topic.data,
+                    .topic_len = core->topic.size, .body = core->body.data,
+                    .body_len = core->body.size};
+    if (kind != SB_MSG_HEARTBEAT && sb_ring_push(core->ring, &m))
+        sb_log(SB_LOG_WARN, SCOPE, "replay buffer: out of memory, message %llu not retained",
+               (unsigned long long)seq);
+    for (size_t i = 0; i < core->ntransports; i++) {
+        sb_host *t = core->transports[i];
+        if (t->started)
+            t->desc->publish(t->state, &m);
+    }
+}
+
+static void publish_event(void *ud, const sb_debounce_event *ev)
+{
+    sb_core *core = ud;
+    uint64_t seq = core->seq + 1;
+    uint64_t tseq = core->tseq[ev->table] + 1;
+    if (sb_event_encode_change(&core->topic, &core->body, ev, core->cfg->tables[ev->table],
+                               core->epoch, seq, tseq)) {
+        sb_log(SB_LOG_ERROR, SCOPE, "out of memory encoding an event of %s",
+               core->cfg->tables[ev->table]);
+        return;
+    }
+    core->seq = seq;
+    core->tseq[ev->table] = tseq;
+    core->events_out++;
+    fan_out(core, SB_MSG_EVENT, seq);
+}
+
+static void heartbeat(void *ud)
+{
+    sb_core *core = ud;
+    if (sb_event_encode_heartbeat(&core->topic, &core->body, core->epoch, core->seq,
+                                  (const char *const *)core->cfg->tables, core->tseq,
+                                  core->cfg->ntables, sb_event_wall_ms()) == SB_OK)
+        fan_out(core, SB_MSG_HEARTBEAT, core->seq);
+}
+
+/* ---- debounce glue ---------------------------------------------------------------- */
+
+static uint64_t next_request_id(sb_core *core)
+{
+    return ++core->next_req;
+}
+
+static int fetch_rows(void *ud, uint32_t table, const sb_key *keys, size_t n, uint64_t *req)
+{
+    sb_core *core = ud;
+    sb_host *src = core->source;
+    if (!src || !src->started)
+        return SB_ERR_BUSY;
+    *req = next_request_id(core);
+    int rc = src->desc->fetch(src->state, *req, core->cfg->tables[table], keys, n);
+    if (rc < 0)
+        sb_log(SB_LOG_WARN, SCOPE, "fetching %zu rows of %s failed: %s (will retry)", n,
+               core->cfg->tables[table], sb_strerror(rc));
+    return rc;
+}
+
+static const sb_debounce_ops debounce_ops = {.fetch = fetch_rows, .publish = publish_event};
+
+static void debounce_tick(void *ud);
+
+/* Make sure the debounce timer fires when the engine next has work. */
+static void schedule_debounce(sb_core *core)
+{
+    uint64_t now = sb_loop_now(core->loop);
+    uint64_t due = sb_debounce_next_deadline(core->debounce, now);
+    if (due == UINT64_MAX || (core->debounce_timer && core->debounce_due <= due))
+        return;
+    sb_timer_remove(core->debounce_timer);
+    core->debounce_timer = NULL;
+    core->debounce_due = due;
+    if (sb_loop_timer(core->loop, core, due > now ? due - now : 0, 0, debounce_tick, core,
+                      &core->debounce_timer))
+        sb_log(SB_LOG_ERROR, SCOPE, "out of memory arming the debounce timer");
+}
+
+static void debounce_tick(void *ud)
+{
+    sb_core *core = ud;
+    core->debounce_timer = NULL; /* one-shot: freed after this callback */
+    sb_debounce_run(core->debounce, sb_loop_now(core->loop), DEBOUNCE_BUDGET);
+    schedule_debounce(core);
+}
+
+/* ---- life ------------------------------------------------------------------------- */
+
+static uint64_t *table_windows(const sb_config *cfg)
+{
+    uint64_t *w = malloc(cfg->ntables * sizeof *w);
+    for (size_t i = 0; w && i < cfg->ntables; i++)
+        w[i] = (uint64_t)sb_config_table_debounce(cfg, i);
+    return w;
+}
+
+int sb_core_new(sb_loop *loop, const sb_config *cfg, sb_core **out)
+{
+    sb_core *core = calloc(1, sizeof *core);
+    if (!core)
+        return SB_ERR_NOMEM;
+    core->loop = loop;
+    core->cfg = cfg;
+    core->heartbeat_ms = (uint64_t)cfg->heartbeat_ms;
+    core->source_lag_ms = -1;
+    core->debounce_due = UINT64_MAX;
+    msgpack_sbuffer_init(&core->topic);
+    msgpack_sbuffer_init(&core->body);
+    new_epoch(core);
+    uint64_t *windows = table_windows(cfg);
+    int rc = SB_ERR_NOMEM;
+    core->tseq = calloc(cfg->ntables, sizeof *core->tseq);
+    if (windows && core->tseq && sb_ring_new((size_t)cfg->replay_buffer, &core->ring) == SB_OK &&
+        sb_presence_set_new(&core->presence) == SB_OK)
+        rc = sb_debounce_new(cfg->ntables, windows, &debounce_ops, core, &core->debounce);
+    free(windows);
+    if (rc) {
+        sb_core_free(core);
+        return rc;
+    }
+    *out = core;
+    return SB_OK;
+}
+
+void sb_core_free(sb_core *core)
+{
+    if (!core)
+        return;
+    sb_loop_drop_owner(core->loop, core);
+    sb_debounce_free(core->debounce);
+    sb_ring_free(core->ring);
+    sb_presence_set_free(core->presence);
+    msgpack_sbuffer_destroy(&core->topic);
+    msgpack_sbuffer_destroy(&core->body);
+    free(core->snapshots);
+    free(core->transports);
+    free(core->tseq);
+    free(core);
+}
+
+void sb_core_set_source(sb_core *core, sb_host *source)
+{
+    core->source = source;
+}
+
+int sb_core_add_transport(sb_core *core, sb_host *transport)
+{
+    sb_host **grown = realloc(core->transports, (core->ntransports + 1) * sizeof *grown);
+    if (!grown)
+        return SB_ERR_NOMEM;
+    core->transports = grown;
+    core->transports[core->ntransports++] = transport;
+    return SB_OK;
+}
+
+int sb_core_start(sb_core *core)
+{
+    sb_log(SB_LOG_INFO, SCOPE, "epoch %s, %zu table(s), heartbeat every %llu ms", core->epoch,
+           core->cfg->ntables, (unsigned long long)core->heartbeat_ms);
+    return sb_loop_timer(core->loop, core, 0, core->heartbeat_ms, heartbeat, core,
+                         &core->heartbeat_timer);
+}
+
+void sb_core_reload(sb_core *core, const sb_config *cfg)
+{
+    uint64_t *windows = table_windows(cfg);
+    if (windows)
+        sb_debounce_set_windows(core->debounce, windows);
+    free(windows);
+    if ((uint64_t)cfg->heartbeat_ms != core->heartbeat_ms) {
+        sb_timer_remove(core->heartbeat_timer);
+        core->heartbeat_ms = (uint64_t)cfg->heartbeat_ms;
+        if (sb_loop_timer(core->loop, core, core->heartbeat_ms, core->heartbeat_ms, heartbeat,
+                          core, &core->heartbeat_timer))
+            sb_log(SB_LOG_ERROR, SCOPE, "out of memory re-arming the heartbeat");
+    }
+}
+
+void sb_core_drain(sb_core *core)
+{
+    sb_debounce_flush_all(core->debounce);
+    schedule_debounce(core);
+}
+
+bool sb_core_drained(const sb_core *core)
+{
+    return sb_debounce_pending(core->debounce) == 0;
+}
+
+/* ---- host API ----------------------------------------------------------------------- */
+
+const char *sb_core_epoch(const sb_core *core)
+{
+    return core->epoch;
+}
+
+int sb_core_emit(sb_core *core, const sb_change *changes, size_t n)
+{
+    uint64_t now = sb_loop_now(core->loop);
+    int64_t wall = sb_event_wall_ms();
+    int rc = SB_OK;
+    for (size_t i = 0; i < n; i++) {
+        const sb_change *c = &changes[i];
+        int t = c->table ? table_index(core, c->table) : -1;
+        if (t < 0 || c->op < SB_OP_INSERT || c->op > SB_OP_TRUNCATE) {
+            sb_log(SB_LOG_WARN, SCOPE, "ignoring a change of unknown table '%s' or op %d",
+                   c->table ? c->table : "(null)", (int)c->op);
+            rc = SB_ERR_INVAL;
+            continue;
+        }
+        core->changes_in++;
+        if (i + 1 == n)
+            core->source_lag_ms = wall > c->ts_ms ? wall - c->ts_ms : 0;
+        int crc = sb_debounce_change(core->debounce, (uint32_t)t, c, now);
+        if (crc) {
+            sb_log(SB_LOG_ERROR, SCOPE, "change of %s dropped: %s", c->table, sb_strerror(crc));
+            rc = crc;
+        }
+    }
+    schedule_debounce(core);
+    return rc;
+}
+
+static snapshot_req *find_snapshot(sb_core *core, uint64_t req)
+{
+    for (size_t i = 0; i < core->nsnapshots; i++)
+        if (core->snapshots[i].req == req)
+            return &core->snapshots[i];
+    return NULL;
+}
+
+static void remove_snapshot(sb_core *core, snapshot_req *s)
+{
+    *s = core->snapshots[--core->nsnapshots];
+}
+
+void sb_core_rows(sb_core *core, uint64_t req, const sb_row *rows, size_t n)
+{
+    if (sb_debounce_owns(core->debounce, req)) {
+        sb_debounce_rows(core->debounce, req, rows, n, sb_loop_now(core->loop));
+        schedule_debounce(core);
+        return;
+    }
+    snapshot_req *s = find_snapshot(core, req);
+    if (s && n)
+        s->fn(s->ud, rows, n, false, SB_OK);
+}
+
+void sb_core_done(sb_core *core, uint64_t req, int status)
+{
+    if (sb_debounce_owns(core->debounce, req)) {
+        if (status)
+            sb_log(SB_LOG_WARN, SCOPE, "row fetch failed: %s (will retry)",
+                   sb_strerror(status));
+        sb_debounce_done(core->debounce, req, status, sb_loop_now(core->loop));
+        schedule_debounce(core);
+        return;
+    }
+    snapshot_req *s = find_snapshot(core, req);
+    if (!s)
+        return;
+    snapshot_req done = *s;
+    remove_snapshot(core, s);
+    if (status == SB_OK)
+        core->snapshots_served++;
+    done.fn(done.ud, NULL, 0, true, status);
+}
+
+void sb_core_resync(sb_core *core, const char *reason)
+{
+    char old[sizeof core->epoch];
+    memcpy(old, core->epoch, sizeof old);
+    new_epoch(core);
+    core->seq = 0;
+    memset(core->tseq, 0, core->cfg->ntables * sizeof *core->tseq);
+    sb_ring_clear(core->ring);
+    sb_log(SB_LOG_WARN, SCOPE, "new epoch %s (was %s): %s; clients resynchronise", core->epoch,
+           old, reason ? reason : "source asked");
+    heartbeat(core);
+}
+
+int sb_core_snapshot(sb_core *core, const char *const *tables, size_t n, sb_rows_fn fn, void *ud,
+                     uint64_t *seq, uint64_t *req)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!tables[i] || table_index(core, tables[i]) < 0)
+            return SB_ERR_NOTFOUND;
+    sb_host *src = core->source;
+    if (!src || !src->started || !fn)
+        return SB_ERR_BUSY;
+    if (core->nsnapshots == core->cap_snapshots) {
+        size_t cap = core->cap_snapshots ? core->cap_snapshots * 2 : 8;
+        snapshot_req *grown = realloc(core->snapshots, cap * sizeof *grown);
+        if (!grown)
+            return SB_ERR_NOMEM;
+        core->snapshots = grown;
+        core->cap_snapshots = cap;
+    }
+    /* Taken before the source opens its database snapshot: anything published so far is
+     * committed and therefore inside it (docs/protocol.md, snapshot consistency). */
+    uint64_t id = next_request_id(core);
+    *seq = core->seq;
+    core->snapshots[core->nsnapshots++] = (snapshot_req){.req = id, .fn = fn, .ud = ud};
+    int rc = src->desc->snapshot(src->state, id, tables, n);
+    if (rc < 0) {
+        remove_snapshot(core, find_snapshot(core, id));
+        sb_log(SB_LOG_WARN, SCOPE, "snapshot refused by the source: %s", sb_strerror(rc));
+        return rc == SB_ERR_NOTFOUND ? rc : SB_ERR_BUSY;
+    }
+    if (req)
+        *req = id;
+    return SB_OK;
+}
+
+void sb_core_cancel(sb_core *core, uint64_t req)
+{
+    snapshot_req *s = find_snapshot(core, req);
+    if (!s)
+        return;
+    remove_snapshot(core, s);
+    if (core->source && core->source->started)
+        core->source->desc->cancel(core->source->state, req);
+}
+
+void sb_core_cancel_all(sb_core *core)
+{
+    while (core->nsnapshots)
+        sb_core_cancel(core, core->snapshots[0].req);
+}
+
+int sb_core_since(sb_core *core, const char *epoch, uint64_t seq, sb_replay_fn fn, void *ud,
+                  uint64_t *last)
+{
+    *last = core->seq;
+    if (!epoch || strcmp(epoch, core->epoch) != 0)
+        return SB_ERR_NOTFOUND;
+    return sb_ring_since(core->ring, seq, core->seq, fn, ud);
+}
+
+static void publish_presence(void *ud, uint32_t table, const sb_key *key,
+                             const sb_event_editor *editors, size_t n)
+{
+    sb_core *core = ud;
+    uint64_t seq = core->seq + 1;
+    if (sb_event_encode_presence(&core->topic, &core->body, core->cfg->tables[table], key,
+                                 editors, n, core->epoch, seq))
+        return;
+    core->seq = seq;
+    fan_out(core, SB_MSG_PRESENCE, seq);
+}
+
+static void presence_tick(void *ud);
+
+static void schedule_presence(sb_core *core)
+{
+    uint64_t due = sb_presence_next_expiry(core->presence);
+    if (due == UINT64_MAX || (core->presence_timer && core->presence_due <= due))
+        return;
+    sb_timer_remove(core->presence_timer);
+    core->presence_timer = NULL;
+    uint64_t now = sb_loop_now(core->loop);
+    core->presence_due = due;
+    if (sb_loop_timer(core->loop, core, due > now ? due - now : 0, 0, presence_tick, core,
+                      &core->presence_timer))
+        sb_log(SB_LOG_ERROR, SCOPE, "out of memory arming the presence timer");
+}
+
+static void presence_tick(void *ud)
+{
+    sb_core *core = ud;
+    core->presence_timer = NULL;
+    sb_presence_expire(core->presence, sb_loop_now(core->loop), publish_presence, core);
+    schedule_presence(core);
+}
+
+int sb_core_presence(sb_core *core, const sb_presence *p)
+{
+    int t = p->table ? table_index(core, p->table) : -1;
+    if (t < 0)
+        return SB_ERR_NOTFOUND;
+    if (!p->client || !p->state)
+        return SB_ERR_INVAL;
+    int rc = sb_presence_apply(core->presence, (uint32_t)t, &p->key, p->client, p->state,
+                               p->ttl_ms, sb_loop_now(core->loop), sb_event_wall_ms(),
+                               publish_presence, core);
+    schedule_presence(core);
+    return rc;
+}
+
+void sb_core_stats(sb_core *core, sb_stats *out)
+{
+    *out = (sb_stats){
+        .changes_in = core->changes_in,
+        .events_out = core->events_out,
+        .coalesced = sb_debounce_coalesced(core->debounce),
+        .snapshots = core->snapshots_served,
+        .pending = sb_debounce_pending(core->debounce),
+        .source_lag_ms = core->source_lag_ms,
+        .seq = core->seq,
+    };
+}

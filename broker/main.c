@@ -1,0 +1,278 @@
+/* main.c - syncbroker: arguments, start-up order, signals, reload and clean shutdown. */
+#include "config.h"
+#include "core.h"
+#include "host.h"
+#include "log.h"
+#include "loop.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+/* Longest a shutdown waits for pending entities to be fetched and published. */
+#define DRAIN_TIMEOUT_MS 5000
+
+typedef struct broker {
+    sb_config *cfg;
+    sb_loop *loop;
+    sb_core *core;
+    void *zmq_ctx;
+    sb_host **hosts; /* config order; hosts[source_index] is the source */
+    size_t nhosts;
+    size_t source_index;
+    int sig_pipe[2];
+    bool stop;
+    bool reload;
+} broker;
+
+static int sig_write_fd = -1;
+
+static void on_signal(int sig)
+{
+    unsigned char c = (unsigned char)sig;
+    int saved = errno;
+    /* The self-pipe turns an async signal into a loop event. */
+    if (write(sig_write_fd, &c, 1) < 0) {
+    }
+    errno = saved;
+}
+
+static void on_signal_pipe(void *ud, unsigned revents)
+{
+    broker *b = ud;
+    (void)revents;
+    unsigned char c;
+    while (read(b->sig_pipe[0], &c, 1) == 1) {
+        if (c == SIGHUP)
+            b->reload = true;
+        else
+            b->stop = true;
+    }
+}
+
+static int install_signals(broker *b)
+{
+    if (pipe(b->sig_pipe) != 0)
+        return SB_ERR_IO;
+    for (int i = 0; i < 2; i++) {
+        fcntl(b->sig_pipe[i], F_SETFL, O_NONBLOCK);
+        fcntl(b->sig_pipe[i], F_SETFD, FD_CLOEXEC);
+    }
+    sig_write_fd = b->sig_pipe[1];
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    return sb_loop_watch(b->loop, b, b->sig_pipe[0], NULL, SB_IO_READ, on_signal_pipe, b, NULL);
+}
+
+/* Open and create every plugin section; every refusal is reported, not just the first. */
+static int open_plugins(broker *b)
+{
+    b->hosts = calloc(b->cfg->nsections, sizeof *b->hosts);
+    if (!b->hosts)
+        return SB_ERR_NOMEM;
+    int rc = SB_OK;
+    for (size_t i = 0; i < b->cfg->nsections; i++) {
+        const sb_config_section *sec = &b->cfg->sections[i];
+        int hrc = sb_host_open(b->core, b->loop, b->zmq_ctx, b->cfg, sec, &b->hosts[i]);
+        if (hrc == SB_OK)
+            hrc = sb_host_create(b->hosts[i]);
+        if (hrc) {
+            rc = hrc;
+            continue;
+        }
+        if (sec->kind == SB_PLUGIN_SOURCE) {
+            b->source_index = i;
+            sb_core_set_source(b->core, b->hosts[i]);
+        } else if (sb_core_add_transport(b->core, b->hosts[i])) {
+            rc = SB_ERR_NOMEM;
+        }
+    }
+    b->nhosts = b->cfg->nsections;
+    return rc;
+}
+
+static void print_resolved(const broker *b)
+{
+    sb_config_print_core(b->cfg, stdout);
+    for (size_t i = 0; i < b->nhosts; i++)
+        sb_plugin_print_section(&b->cfg->sections[i], b->hosts[i]->desc, b->hosts[i]->opts,
+                                stdout);
+}
+
+/* Sources first (a source refuses an unknown table before anything binds), then
+ * transports. */
+static int start_plugins(broker *b)
+{
+    int rc = sb_host_start(b->hosts[b->source_index]);
+    for (size_t i = 0; i < b->nhosts && rc == SB_OK; i++)
+        if (i != b->source_index)
+            rc = sb_host_start(b->hosts[i]);
+    return rc;
+}
+
+static bool same_str(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+/* Plugin sections, tables and conninfo need a restart; say so instead of half-applying. */
+static void warn_unreloadable(const sb_config *old, const sb_config *new)
+{
+    bool same = same_str(old->conninfo, new->conninfo) && old->ntables == new->ntables &&
+                old->nsections == new->nsections && same_str(old->plugin_dir, new->plugin_dir);
+    for (size_t i = 0; same && i < old->ntables; i++)
+        same = strcmp(old->tables[i], new->tables[i]) == 0;
+    for (size_t i = 0; same && i < old->nsections; i++) {
+        const sb_config_section *a = &old->sections[i], *c = &new->sections[i];
+        same = same_str(a->name, c->name) && same_str(a->plugin, c->plugin) && a->nkv == c->nkv;
+        for (size_t j = 0; same && j < a->nkv; j++)
+            same = same_str(a->kv[j].key, c->kv[j].key) && same_str(a->kv[j].value, c->kv[j].value);
+    }
+    if (!same)
+        sb_log(SB_LOG_WARN, "broker",
+               "reload: [database] and plugin sections changed; they take effect on restart");
+}
+
+static void reload(broker *b)
+{
+    sb_config *fresh;
+    sb_log(SB_LOG_INFO, "broker", "SIGHUP: reloading %s", b->cfg->path);
+    if (sb_config_load(b->cfg->path, &fresh)) {
+        sb_log(SB_LOG_ERROR, "broker", "reload failed; keeping the running configuration");
+        return;
+    }
+    sb_log_set_level(fresh->log_level);
+    sb_core_reload(b->core, fresh);
+    warn_unreloadable(b->cfg, fresh);
+    /* Reloadable values now live in the core and the logger; the running config keeps the
+     * rest, so plugins' borrowed pointers (conninfo, tables) stay valid. */
+    b->cfg->debounce_ms = fresh->debounce_ms;
+    b->cfg->heartbeat_ms = fresh->heartbeat_ms;
+    b->cfg->log_level = fresh->log_level;
+    sb_config_free(fresh);
+}
+
+static void run(broker *b)
+{
+    while (!b->stop) {
+        if (sb_loop_run_once(b->loop, -1)) {
+            sb_log(SB_LOG_ERROR, "broker", "zmq_poll failed: %s", zmq_strerror(errno));
+            break;
+        }
+        if (b->reload) {
+            b->reload = false;
+            reload(b);
+        }
+    }
+    sb_log(SB_LOG_INFO, "broker", "stopping: publishing pending changes");
+    sb_core_drain(b->core);
+    uint64_t deadline = sb_loop_now(b->loop) + DRAIN_TIMEOUT_MS;
+    while (!sb_core_drained(b->core) && sb_loop_now(b->loop) < deadline)
+        if (sb_loop_run_once(b->loop, 100))
+            break;
+    if (!sb_core_drained(b->core))
+        sb_log(SB_LOG_WARN, "broker", "stopped with entities still pending (database down?)");
+}
+
+static void shutdown_broker(broker *b)
+{
+    if (b->core)
+        sb_core_cancel_all(b->core);
+    /* Reverse start order: transports stop (and flush) before the source. */
+    for (size_t i = b->nhosts; i-- > 0;)
+        if (i != b->source_index)
+            sb_host_stop(b->hosts[i]);
+    if (b->nhosts)
+        sb_host_stop(b->hosts[b->source_index]);
+    for (size_t i = 0; i < b->nhosts; i++)
+        sb_host_free(b->hosts[i]);
+    free(b->hosts);
+    sb_core_free(b->core);
+    if (b->zmq_ctx)
+        zmq_ctx_term(b->zmq_ctx);
+    sb_loop_free(b->loop);
+    for (int i = 0; i < 2; i++)
+        if (b->sig_pipe[i] > 0)
+            close(b->sig_pipe[i]);
+    sb_config_free(b->cfg);
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: syncbroker -c FILE [--check]\n"
+                 "       syncbroker --version\n"
+                 "  -c, --config FILE  configuration file (INI)\n"
+                 "      --check        validate the config and plugins, print the resolved\n"
+                 "                     config, exit 0 (valid) or 1\n"
+                 "      --version      print the version and plugin ABI, exit 0\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = NULL;
+    bool check = false;
+    for (int i = 1; i < argc; i++) {
+        if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc) {
+            path = argv[++i];
+        } else if (!strcmp(argv[i], "--check")) {
+            check = true;
+        } else if (!strcmp(argv[i], "--version")) {
+            printf("syncbroker %s (plugin ABI %d.%d)\n", SB_VERSION, SB_PLUGIN_ABI_MAJOR,
+                   SB_PLUGIN_ABI_MINOR);
+            return 0;
+        } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "syncbroker: unknown argument '%s'\n", argv[i]);
+            usage(stderr);
+            return 1;
+        }
+    }
+    if (!path) {
+        usage(stderr);
+        return 1;
+    }
+
+    broker b = {.sig_pipe = {-1, -1}};
+    if (sb_config_load(path, &b.cfg))
+        return 1;
+    sb_log_set_level(b.cfg->log_level);
+    int rc = sb_loop_new(&b.loop);
+    if (rc == SB_OK && !(b.zmq_ctx = zmq_ctx_new()))
+        rc = SB_ERR_ZMQ;
+    if (rc == SB_OK)
+        rc = sb_core_new(b.loop, b.cfg, &b.core);
+    if (rc == SB_OK)
+        rc = open_plugins(&b);
+    if (rc == SB_OK && check) {
+        print_resolved(&b);
+        fprintf(stdout, "\n; %s: configuration OK\n", path);
+    } else if (rc == SB_OK) {
+        rc = install_signals(&b);
+        if (rc == SB_OK)
+            rc = start_plugins(&b);
+        if (rc == SB_OK)
+            rc = sb_core_start(b.core);
+        if (rc == SB_OK) {
+            sb_log(SB_LOG_INFO, "broker", "syncbroker %s ready (%s)", SB_VERSION, path);
+            run(&b);
+        }
+    }
+    if (rc)
+        sb_log(SB_LOG_ERROR, "broker", "%s: not started: %s", path, sb_strerror(rc));
+    shutdown_broker(&b);
+    return rc ? 1 : 0;
+}
