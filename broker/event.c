@@ -30,19 +30,21 @@ static int pack_key(msgpack_packer *pk, const sb_key *key)
     return rc;
 }
 
+/* msgpack_sbuffer_write memcpy's into a NULL buffer for zero-length input (UB). */
+static int put(msgpack_sbuffer *buf, const char *s)
+{
+    size_t len = strlen(s);
+    return len ? msgpack_sbuffer_write(buf, s, len) : 0;
+}
+
 /* topic = prefix + table + "/" + parts joined with "/" */
 static int write_topic(msgpack_sbuffer *topic, const char *prefix, const char *table,
                        const sb_key *key)
 {
     msgpack_sbuffer_clear(topic);
-    int rc = msgpack_sbuffer_write(topic, prefix, strlen(prefix));
-    rc |= msgpack_sbuffer_write(topic, table, strlen(table));
-    rc |= msgpack_sbuffer_write(topic, "/", 1);
-    for (uint32_t i = 0; i < key->nparts; i++) {
-        if (i)
-            rc |= msgpack_sbuffer_write(topic, "/", 1);
-        rc |= msgpack_sbuffer_write(topic, key->parts[i], strlen(key->parts[i]));
-    }
+    int rc = put(topic, prefix) | put(topic, table) | put(topic, "/");
+    for (uint32_t i = 0; i < key->nparts; i++)
+        rc |= (i ? put(topic, "/") : 0) | put(topic, key->parts[i]);
     return rc ? SB_ERR_NOMEM : SB_OK;
 }
 
@@ -83,7 +85,7 @@ int sb_event_encode_heartbeat(msgpack_sbuffer *topic, msgpack_sbuffer *body, con
     msgpack_sbuffer_clear(body);
     msgpack_packer pk;
     msgpack_packer_init(&pk, body, msgpack_sbuffer_write);
-    int rc = msgpack_sbuffer_write(topic, "@hb", 3);
+    int rc = put(topic, "@hb");
     rc |= msgpack_pack_map(&pk, 4);
     rc |= pack_str(&pk, "epoch") | pack_str(&pk, epoch);
     rc |= pack_str(&pk, "seq") | msgpack_pack_uint64(&pk, seq);

@@ -1,0 +1,210 @@
+"""The plugin loader and the config parser refuse bad input with a message naming the file,
+line and key (and, for ABI problems, both versions), and syncbroker exits 1 before anything
+binds. Runs the real daemon; needs no database (--check never connects)."""
+import os
+import socket
+import stat
+import subprocess
+
+import pytest
+
+BUILD = os.environ["SB_BUILD_DIR"]
+BAD = os.environ["SB_BAD_PLUGIN_DIR"]
+BROKER = os.path.join(BUILD, "broker", "syncbroker")
+REAL = os.path.join(BUILD, "plugins")
+
+
+@pytest.fixture
+def plugin_dir(tmp_path):
+    """A plugin folder holding the real plugins and the deliberately bad ones."""
+    d = tmp_path / "plugins"
+    d.mkdir()
+    for folder in (REAL, BAD):
+        for name in os.listdir(folder):
+            if name.endswith(".so"):
+                os.symlink(os.path.join(folder, name), d / name)
+    return d
+
+
+def write_config(tmp_path, plugin_dir, transport="transport_file", extra="", source="source_poll",
+                 broker_extra="", database=None):
+    out = tmp_path / "out.txt"
+    database = database or (
+        "conninfo = host=127.0.0.1 port=1 dbname=none\n"
+        "tables = public.bookings, public.rooms\n")
+    text = (
+        "[broker]\n"
+        f"plugin_dir = {plugin_dir}\n"
+        f"{broker_extra}"
+        "\n[database]\n"
+        f"{database}"
+        "\n[source.main]\n"
+        f"plugin = {source}\n"
+        "\n[transport.t]\n"
+        f"plugin = {transport}\n"
+        f"{extra}")
+    if transport == "transport_file" and "path" not in extra:
+        text += f"path = {out}\n"
+    path = tmp_path / "sb.ini"
+    path.write_text(text)
+    return path
+
+
+def line_of(path, needle):
+    for no, line in enumerate(path.read_text().splitlines(), 1):
+        if needle in line:
+            return no
+    raise AssertionError(f"{needle!r} not in {path}")
+
+
+def run_broker(path, *args):
+    return subprocess.run([BROKER, "-c", str(path), *args], capture_output=True, text=True,
+                          timeout=30)
+
+
+def refused(path, *args):
+    r = run_broker(path, *args)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "AddressSanitizer" not in r.stderr and "runtime error" not in r.stderr, r.stderr
+    return r.stderr
+
+
+def test_check_prints_resolved_config(tmp_path, plugin_dir):
+    cfg = write_config(tmp_path, plugin_dir, transport="abi_good", extra="name = x\n")
+    r = run_broker(cfg, "--check")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "[transport.t]" in out and "plugin = abi_good" in out
+    assert "level = 3  ; default" in out and "name = x\n" in out
+    assert "debounce_ms = 200" in out and "heartbeat_ms = 1000" in out
+    assert "tables = public.bookings, public.rooms" in out
+    assert "[source.main]" in out and "poll_interval_ms = " in out
+
+
+@pytest.mark.parametrize("variant, message", [
+    ("abi_not_elf", "cannot load"),
+    ("abi_no_entry", "no entry symbol sb_plugin_entry()"),
+    ("abi_abi_major", "built for plugin ABI 2.0, this broker speaks ABI 1.0"),
+    ("abi_size", "descriptor is 24 bytes"),
+    ("abi_null_start", "mandatory callback 'start' is NULL"),
+    ("abi_null_descriptor", "sb_plugin_entry() returned NULL"),
+    ("abi_dup_option", "an option is declared twice"),
+    ("abi_missing", "No such file or directory"),
+])
+def test_loader_refuses(tmp_path, plugin_dir, variant, message):
+    cfg = write_config(tmp_path, plugin_dir, transport=variant, extra="name = x\n")
+    err = refused(cfg, "--check")
+    line = line_of(cfg, f"plugin = {variant}")
+    assert f"{cfg}:{line}: [transport.t] plugin: {plugin_dir}/{variant}.so: {message}" in err, err
+
+
+def test_loader_refuses_wrong_kind(tmp_path, plugin_dir):
+    cfg = write_config(tmp_path, plugin_dir, source="transport_file")
+    err = refused(cfg, "--check")
+    line = line_of(cfg, "plugin = transport_file")
+    assert (f"{cfg}:{line}: [source.main] plugin: {plugin_dir}/transport_file.so: is a "
+            "transport plugin, but [source.main] needs a source plugin") in err
+
+
+def test_loader_refuses_world_writable(tmp_path):
+    d = tmp_path / "p"
+    d.mkdir()
+    for name in ("source_poll.so", "transport_file.so"):
+        (d / name).write_bytes(open(os.path.join(REAL, name), "rb").read())
+    os.chmod(d / "transport_file.so", 0o777)
+    cfg = write_config(tmp_path, d)
+    assert "is world-writable" in refused(cfg, "--check")
+
+
+@pytest.mark.parametrize("extra, key, message", [
+    ("name = x\nbogus = 1\n", "bogus", "unknown key for plugin abi_good"),
+    ("name = x\nlevel = 9\n", "level", "'9' is not an integer between 1 and 5"),
+    ("name = x\nlevel = three\n", "level", "'three' is not an integer between 1 and 5"),
+    ("name = x\nverbose = maybe\n", "verbose", "'maybe' is not true or false"),
+])
+def test_plugin_option_errors(tmp_path, plugin_dir, extra, key, message):
+    cfg = write_config(tmp_path, plugin_dir, transport="abi_good", extra=extra)
+    err = refused(cfg, "--check")
+    line = line_of(cfg, f"{key} =")
+    assert f"{cfg}:{line}: [transport.t] {key}: {message}" in err, err
+
+
+def test_plugin_required_option(tmp_path, plugin_dir):
+    cfg = write_config(tmp_path, plugin_dir, transport="abi_good")
+    err = refused(cfg, "--check")
+    line = line_of(cfg, "[transport.t]")
+    assert f"{cfg}:{line}: [transport.t] name: required key is missing" in err, err
+
+
+@pytest.mark.parametrize("broker_extra, needle, message", [
+    ("debounce_ms = soon\n", "debounce_ms =", "[broker] debounce_ms: 'soon' is not an integer"),
+    ("heartbeat_ms = 0\n", "heartbeat_ms =", "[broker] heartbeat_ms: '0' is not an integer"),
+    ("log_level = loud\n", "log_level =", "[broker] log_level: 'loud' is not one of"),
+    ("colour = blue\n", "colour =", "[broker] colour: unknown key"),
+    ("debounce_ms = 1\ndebounce_ms = 2\n", "debounce_ms = 2", "set twice (first on line"),
+    ("debounce_ms.public.nope = 5\n", "debounce_ms.public.nope",
+     "[broker] debounce_ms.public.nope: 'public.nope' is not in [database] tables"),
+    ("x" * 300 + " = 1\n", "x" * 300, "line longer than"),
+])
+def test_broker_key_errors(tmp_path, plugin_dir, broker_extra, needle, message):
+    cfg = write_config(tmp_path, plugin_dir, broker_extra=broker_extra)
+    err = refused(cfg, "--check")
+    assert f"{cfg}:{line_of(cfg, needle)}: " in err and message in err, err
+
+
+@pytest.mark.parametrize("database, needle, message", [
+    ("conninfo = x\ntables = bookings\n", "tables =", "'bookings' is not a table name"),
+    ("conninfo = x\ntables = public.a; drop table x\n", None, None),
+    ("conninfo = x\ntables = public.\"A\"\n", "tables =", "'public.\"A\"' is not a table name"),
+    ("conninfo = x\ntables = public.a, public.a\n", "tables =", "'public.a' is listed twice"),
+    ("tables = public.a\n", None, "[database] conninfo: required key is missing"),
+])
+def test_database_errors(tmp_path, plugin_dir, database, needle, message):
+    cfg = write_config(tmp_path, plugin_dir, database=database)
+    r = run_broker(cfg, "--check")
+    if message is None:
+        # "; ..." is an inline comment: the rest is ignored, the table list is valid.
+        assert r.returncode == 0, r.stderr
+        return
+    assert r.returncode == 1
+    if needle:
+        assert f"{cfg}:{line_of(cfg, needle)}: [database] tables: {message}" in r.stderr
+    else:
+        assert message in r.stderr
+
+
+def test_unknown_section_and_missing_sections(tmp_path):
+    cfg = tmp_path / "sb.ini"
+    cfg.write_text("[broker]\n[databse]\nconninfo = x\n")
+    err = refused(cfg, "--check")
+    assert f"{cfg}:2: [databse]: unknown section" in err
+    assert "no [source.NAME] section" in err and "no [transport.NAME] section" in err
+    assert "[database] tables: required key is missing" in err
+
+
+def test_syntax_error_and_missing_file(tmp_path):
+    cfg = tmp_path / "sb.ini"
+    cfg.write_text("[broker]\nthis line has no equals sign\n")
+    assert f"{cfg}:2: syntax error" in refused(cfg)
+    assert "cannot open" in refused(tmp_path / "absent.ini")
+
+
+def test_refused_before_anything_binds(tmp_path, plugin_dir):
+    """A config error in one section stops the daemon before any transport binds."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = write_config(tmp_path, plugin_dir, transport="transport_zmq",
+                       extra=f"pub = tcp://127.0.0.1:{port}\n",
+                       broker_extra="debounce_ms = -1\n")
+    err = refused(cfg)
+    assert "debounce_ms" in err and "not started" not in err.split("debounce_ms")[0]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # still free: nothing was bound
+
+
+def test_version_and_usage():
+    r = subprocess.run([BROKER, "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and "plugin ABI 1.0" in r.stdout
+    r = subprocess.run([BROKER, "--frobnicate"], capture_output=True, text=True)
+    assert r.returncode == 1 and "unknown argument" in r.stderr

@@ -1,0 +1,300 @@
+/* Unit tests for the loop, the replay ring, presence and event encoding. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <msgpack.h>
+
+#include "event.h"
+#include "loop.h"
+#include "presence.h"
+#include "ring.h"
+
+/* ---- loop ------------------------------------------------------------------------- */
+
+typedef struct counter {
+    int runs;
+    sb_timer *self;
+    sb_watch *watch;
+    int fd;
+} counter;
+
+static void count_timer(void *ud)
+{
+    ((counter *)ud)->runs++;
+}
+
+static void stop_self(void *ud)
+{
+    counter *c = ud;
+    if (++c->runs == 3)
+        sb_timer_remove(c->self);
+}
+
+static void read_and_unwatch(void *ud, unsigned revents)
+{
+    counter *c = ud;
+    char buf[8];
+    assert_true(revents & SB_IO_READ);
+    assert_true(read(c->fd, buf, sizeof buf) > 0);
+    c->runs++;
+    sb_watch_remove(c->watch); /* removing itself inside its callback is allowed */
+}
+
+static void loop_timers_fire_in_order_and_repeat(void **state)
+{
+    (void)state;
+    sb_loop *loop;
+    assert_int_equal(sb_loop_new(&loop), SB_OK);
+    counter once = {0}, rep = {0}, cancelled = {0};
+    assert_int_equal(sb_loop_timer(loop, NULL, 0, 0, count_timer, &once, NULL), SB_OK);
+    assert_int_equal(sb_loop_timer(loop, NULL, 1, 1, stop_self, &rep, &rep.self), SB_OK);
+    sb_timer *t;
+    assert_int_equal(sb_loop_timer(loop, NULL, 1, 0, count_timer, &cancelled, &t), SB_OK);
+    sb_timer_remove(t);
+    uint64_t deadline = sb_loop_now(loop) + 2000;
+    while (rep.runs < 3 && sb_loop_now(loop) < deadline)
+        assert_int_equal(sb_loop_run_once(loop, 50), SB_OK);
+    assert_int_equal(once.runs, 1);
+    assert_int_equal(rep.runs, 3);
+    assert_int_equal(cancelled.runs, 0);
+    /* The repeating timer removed itself: nothing is left to wait for. */
+    assert_int_equal(sb_loop_run_once(loop, 0), SB_OK);
+    assert_int_equal(rep.runs, 3);
+    sb_loop_free(loop);
+}
+
+static void loop_watches_fds_and_drops_owner(void **state)
+{
+    (void)state;
+    sb_loop *loop;
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    assert_int_equal(sb_loop_new(&loop), SB_OK);
+    counter c = {.fd = fds[0]};
+    int owner;
+    assert_int_equal(
+        sb_loop_watch(loop, &owner, fds[0], NULL, SB_IO_READ, read_and_unwatch, &c, &c.watch),
+        SB_OK);
+    assert_int_equal(write(fds[1], "x", 1), 1);
+    assert_int_equal(sb_loop_run_once(loop, 1000), SB_OK);
+    assert_int_equal(c.runs, 1);
+    assert_int_equal(write(fds[1], "y", 1), 1);
+    assert_int_equal(sb_loop_run_once(loop, 0), SB_OK);
+    assert_int_equal(c.runs, 1); /* unwatched */
+
+    counter t = {0};
+    assert_int_equal(sb_loop_timer(loop, &owner, 0, 1, count_timer, &t, NULL), SB_OK);
+    sb_loop_drop_owner(loop, &owner);
+    assert_int_equal(sb_loop_run_once(loop, 5), SB_OK);
+    assert_int_equal(t.runs, 0);
+    sb_loop_free(loop);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+/* ---- ring ------------------------------------------------------------------------- */
+
+typedef struct replay {
+    uint64_t seqs[16];
+    size_t n;
+} replay;
+
+static void collect(void *ud, const sb_message *m)
+{
+    replay *r = ud;
+    char expect[16];
+    snprintf(expect, sizeof expect, "t/%llu", (unsigned long long)m->seq);
+    assert_int_equal(m->topic_len, strlen(expect));
+    assert_memory_equal(m->topic, expect, m->topic_len);
+    r->seqs[r->n++] = m->seq;
+}
+
+static void push(sb_ring *ring, uint64_t seq)
+{
+    char topic[16];
+    snprintf(topic, sizeof topic, "t/%llu", (unsigned long long)seq);
+    sb_message m = {.kind = SB_MSG_EVENT, .seq = seq, .topic = topic,
+                    .topic_len = strlen(topic), .body = "b", .body_len = 1};
+    assert_int_equal(sb_ring_push(ring, &m), SB_OK);
+}
+
+static void ring_replays_and_refuses_what_it_lost(void **state)
+{
+    (void)state;
+    sb_ring *ring;
+    assert_int_equal(sb_ring_new(4, &ring), SB_OK);
+    for (uint64_t s = 1; s <= 6; s++)
+        push(ring, s); /* holds 3..6 */
+    replay r = {0};
+    assert_int_equal(sb_ring_since(ring, 2, 6, collect, &r), SB_OK);
+    assert_int_equal(r.n, 4);
+    assert_int_equal(r.seqs[0], 3);
+    assert_int_equal(r.seqs[3], 6);
+    r.n = 0;
+    assert_int_equal(sb_ring_since(ring, 1, 6, collect, &r), SB_ERR_NOTFOUND); /* 2 is gone */
+    assert_int_equal(sb_ring_since(ring, 6, 6, collect, &r), SB_OK);
+    assert_int_equal(r.n, 0);
+    assert_int_equal(sb_ring_since(ring, 9, 6, collect, &r), SB_ERR_NOTFOUND);
+    sb_ring_clear(ring);
+    assert_int_equal(sb_ring_since(ring, 5, 6, collect, &r), SB_ERR_NOTFOUND);
+    sb_ring_free(ring);
+}
+
+/* ---- presence --------------------------------------------------------------------- */
+
+typedef struct seen_list {
+    int calls;
+    size_t last_n;
+    char first_client[32];
+    char first_state[16];
+} seen_list;
+
+static void on_list(void *ud, uint32_t table, const sb_key *key, const sb_event_editor *ed,
+                    size_t n)
+{
+    seen_list *s = ud;
+    assert_int_equal(table, 1);
+    assert_int_equal(key->nparts, 1);
+    assert_string_equal(key->parts[0], "42");
+    s->calls++;
+    s->last_n = n;
+    if (n) {
+        snprintf(s->first_client, sizeof s->first_client, "%s", ed[0].client);
+        snprintf(s->first_state, sizeof s->first_state, "%s", ed[0].state);
+    }
+}
+
+static void presence_lists_refreshes_and_expires(void **state)
+{
+    (void)state;
+    sb_presence_set *ps;
+    assert_int_equal(sb_presence_set_new(&ps), SB_OK);
+    const char *parts[] = {"42"};
+    sb_key key = {parts, 1};
+    seen_list s = {0};
+    assert_int_equal(sb_presence_apply(ps, 1, &key, "desk-a", "editing", 1000, 0, 5, on_list, &s),
+                     SB_OK);
+    assert_int_equal(s.calls, 1);
+    assert_int_equal(s.last_n, 1);
+    assert_string_equal(s.first_client, "desk-a");
+    /* A refresh extends the TTL without publishing. */
+    assert_int_equal(sb_presence_apply(ps, 1, &key, "desk-a", "editing", 1000, 900, 6, on_list,
+                                       &s),
+                     SB_OK);
+    assert_int_equal(s.calls, 1);
+    assert_int_equal(sb_presence_next_expiry(ps), 1900);
+    assert_int_equal(sb_presence_apply(ps, 1, &key, "desk-b", "viewing", 500, 900, 7, on_list, &s),
+                     SB_OK);
+    assert_int_equal(s.calls, 2);
+    assert_int_equal(s.last_n, 2);
+    sb_presence_expire(ps, 1400, on_list, &s); /* desk-b's TTL passed */
+    assert_int_equal(s.calls, 3);
+    assert_int_equal(s.last_n, 1);
+    assert_int_equal(sb_presence_apply(ps, 1, &key, "desk-a", "left", 0, 1500, 8, on_list, &s),
+                     SB_OK);
+    assert_int_equal(s.calls, 4);
+    assert_int_equal(s.last_n, 0);
+    assert_int_equal(sb_presence_next_expiry(ps), UINT64_MAX);
+    assert_int_equal(sb_presence_apply(ps, 1, &key, "desk-a", "dancing", 0, 0, 0, on_list, &s),
+                     SB_ERR_INVAL);
+    sb_presence_set_free(ps);
+}
+
+/* ---- event encoding --------------------------------------------------------------- */
+
+static const msgpack_object *field(const msgpack_object *map, const char *name)
+{
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object_kv *kv = &map->via.map.ptr[i];
+        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == strlen(name) &&
+            !memcmp(kv->key.via.str.ptr, name, kv->key.via.str.size))
+            return &kv->val;
+    }
+    fail_msg("no field %s", name);
+    return NULL;
+}
+
+static void event_encoding_matches_protocol(void **state)
+{
+    (void)state;
+    msgpack_sbuffer topic, body, row;
+    msgpack_sbuffer_init(&topic);
+    msgpack_sbuffer_init(&body);
+    msgpack_sbuffer_init(&row);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &row, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    msgpack_pack_str(&pk, 2);
+    msgpack_pack_str_body(&pk, "id", 2);
+    msgpack_pack_int(&pk, 7);
+    const char *parts[] = {"7", "2026-11-28"};
+    sb_debounce_event ev = {.key = {parts, 2}, .op = SB_OP_UPDATE, .version = 99,
+                            .origin = NULL, .ts_ms = 1234, .row = row.data,
+                            .row_len = row.size, .n = 3};
+    assert_int_equal(sb_event_encode_change(&topic, &body, &ev, "public.stays", "e1", 10, 4),
+                     SB_OK);
+    assert_int_equal(topic.size, strlen("public.stays/7/2026-11-28"));
+    assert_memory_equal(topic.data, "public.stays/7/2026-11-28", topic.size);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    assert_int_equal(msgpack_unpack_next(&u, body.data, body.size, &off), MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(off, body.size);
+    const msgpack_object *m = &u.data;
+    assert_int_equal(m->via.map.size, 11);
+    assert_int_equal(field(m, "seq")->via.u64, 10);
+    assert_int_equal(field(m, "tseq")->via.u64, 4);
+    assert_int_equal(field(m, "version")->via.u64, 99);
+    assert_int_equal(field(m, "n")->via.u64, 3);
+    assert_int_equal(field(m, "ts")->via.i64, 1234);
+    assert_int_equal(field(m, "origin")->type, MSGPACK_OBJECT_NIL);
+    assert_int_equal(field(m, "key")->type, MSGPACK_OBJECT_ARRAY);
+    assert_int_equal(field(m, "key")->via.array.size, 2);
+    assert_int_equal(field(m, "row")->type, MSGPACK_OBJECT_MAP);
+    assert_int_equal(field(field(m, "row"), "id")->via.u64, 7);
+    const msgpack_object *op = field(m, "op");
+    assert_int_equal(op->via.str.size, 6);
+    assert_memory_equal(op->via.str.ptr, "update", 6);
+
+    /* A delete carries no row even if one was handed over. */
+    ev.op = SB_OP_DELETE;
+    ev.key.nparts = 1;
+    assert_int_equal(sb_event_encode_change(&topic, &body, &ev, "public.stays", "e1", 11, 5),
+                     SB_OK);
+    off = 0;
+    assert_int_equal(msgpack_unpack_next(&u, body.data, body.size, &off), MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(field(&u.data, "row")->type, MSGPACK_OBJECT_NIL);
+    assert_int_equal(field(&u.data, "key")->type, MSGPACK_OBJECT_STR);
+
+    const char *tables[] = {"public.a", "public.b"};
+    const uint64_t tseq[] = {3, 0};
+    assert_int_equal(sb_event_encode_heartbeat(&topic, &body, "e1", 11, tables, tseq, 2, 99),
+                     SB_OK);
+    assert_memory_equal(topic.data, "@hb", 3);
+    off = 0;
+    assert_int_equal(msgpack_unpack_next(&u, body.data, body.size, &off), MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(field(field(&u.data, "tseq"), "public.a")->via.u64, 3);
+
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&topic);
+    msgpack_sbuffer_destroy(&body);
+    msgpack_sbuffer_destroy(&row);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(loop_timers_fire_in_order_and_repeat),
+        cmocka_unit_test(loop_watches_fds_and_drops_owner),
+        cmocka_unit_test(ring_replays_and_refuses_what_it_lost),
+        cmocka_unit_test(presence_lists_refreshes_and_expires),
+        cmocka_unit_test(event_encoding_matches_protocol),
+    };
+    return cmocka_run_group_tests_name("broker parts", tests, NULL, NULL);
+}
