@@ -392,9 +392,13 @@ static void check_complete(parse_state *ps)
         set_core_key(ps, k, d->default_value);
         ps->line = saved;
     }
-    for (size_t k = 0; k < NCORE_KEYS; k++)
-        if (core_keys[k].type == KEY_TABLES && ps->key_line[k] && cfg->ntables == 0)
+    for (size_t k = 0; k < NCORE_KEYS; k++) {
+        if (core_keys[k].type != KEY_TABLES)
+            continue;
+        cfg->tables_line = ps->key_line[k];
+        if (ps->key_line[k] && cfg->ntables == 0)
             config_error(ps, ps->key_line[k], "database", "tables", "no table listed");
+    }
 
     cfg->table_debounce_ms = malloc((cfg->ntables ? cfg->ntables : 1) * sizeof(int64_t));
     if (!cfg->table_debounce_ms) {

@@ -196,6 +196,9 @@ int sb_host_start(sb_host *h)
 {
     h->started = true; /* the plugin may call the host from start() */
     int rc = h->desc->start(h->state);
+    if (rc == SB_ERR_CONFIG && h->desc->kind == SB_PLUGIN_SOURCE)
+        sb_log(SB_LOG_ERROR, "config", "%s:%d: [database] tables: refused by [%s] (see above)",
+               h->cfg->path, h->cfg->tables_line, h->section);
     if (rc) {
         sb_log(SB_LOG_ERROR, h->section, "start failed: %s", sb_strerror(rc));
         h->started = false;

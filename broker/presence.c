@@ -69,7 +69,7 @@ static bool same_entity(const entry *x, uint32_t table, const char *key, size_t 
 static void publish(sb_presence_set *ps, uint32_t table, const char *key, size_t len,
                     uint32_t nparts, sb_presence_fn fn, void *ud)
 {
-    sb_event_editor stack[16];
+    sb_event_editor stack[16] = {{0}};
     size_t count = 0;
     for (size_t i = 0; i < ps->n; i++)
         count += same_entity(&ps->e[i], table, key, len);
