@@ -87,8 +87,8 @@ static void answer(bench *b, uint64_t version, uint64_t now)
         const char **parts = malloc(p->n * sizeof *parts);
         for (size_t i = 0; i < p->n; i++) {
             parts[i] = p->keys[i];
-            rows[i] = (sb_row){.key = {&parts[i], 1}, .version = version, .row = row,
-                               .row_len = sizeof row - 1};
+            rows[i] = (sb_row){
+                .key = {&parts[i], 1}, .version = version, .row = row, .row_len = sizeof row - 1};
         }
         sb_debounce_rows(b->d, p->req, rows, p->n, now);
         sb_debounce_done(b->d, p->req, SB_OK, now);
@@ -127,8 +127,11 @@ static result run_case(size_t nkeys, uint64_t window_ms, double seconds)
         uint64_t now_ms = t / 1000000u;
         for (int i = 0; i < BATCH; i++) {
             snprintf(keybuf, sizeof keybuf, "%llu", (unsigned long long)(key++ % nkeys));
-            sb_change c = {.table = "t", .key = {parts, 1}, .op = SB_OP_UPDATE,
-                           .version = ++version, .ts_ms = 0};
+            sb_change c = {.table = "t",
+                           .key = {parts, 1},
+                           .op = SB_OP_UPDATE,
+                           .version = ++version,
+                           .ts_ms = 0};
             sb_debounce_change(b.d, 0, &c, now_ms);
         }
         changes += BATCH;
@@ -162,11 +165,10 @@ int main(int argc, char **argv)
 {
     double seconds = argc > 1 ? atof(argv[1]) : 3.0;
     static const size_t keys[] = {1, 1000, 1000000};
-    printf("# debounce engine, %.1f s per case, batches of %d changes, slice budget %d\n",
-           seconds, BATCH, BUDGET);
-    printf("%-8s %-7s %12s %12s %10s %10s %10s %10s %10s %10s\n", "keys", "window",
-           "changes/s", "events/s", "slice_p50", "slice_p99", "slice_max", "entities",
-           "rss_MiB", "in_ratio");
+    printf("# debounce engine, %.1f s per case, batches of %d changes, slice budget %d\n", seconds,
+           BATCH, BUDGET);
+    printf("%-8s %-7s %12s %12s %10s %10s %10s %10s %10s %10s\n", "keys", "window", "changes/s",
+           "events/s", "slice_p50", "slice_p99", "slice_max", "entities", "rss_MiB", "in_ratio");
     for (size_t k = 0; k < 3; k++) {
         result base = run_case(keys[k], 0, seconds);
         result deb = run_case(keys[k], 200, seconds);

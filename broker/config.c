@@ -28,8 +28,7 @@ static const key_def core_keys[] = {
     {"broker", "plugin_dir", KEY_PATH, offsetof(sb_config, plugin_dir), ".", 0, 0},
     {"broker", "debounce_ms", KEY_INT, offsetof(sb_config, debounce_ms), "200", 0, 3600000},
     {"broker", "heartbeat_ms", KEY_INT, offsetof(sb_config, heartbeat_ms), "1000", 10, 3600000},
-    {"broker", "replay_buffer", KEY_INT, offsetof(sb_config, replay_buffer), "10000", 0,
-     100000000},
+    {"broker", "replay_buffer", KEY_INT, offsetof(sb_config, replay_buffer), "10000", 0, 100000000},
     {"broker", "log_level", KEY_LEVEL, offsetof(sb_config, log_level), "info", 0, 0},
     {"database", "conninfo", KEY_STRING, offsetof(sb_config, conninfo), NULL, 0, 0},
     {"database", "tables", KEY_TABLES, offsetof(sb_config, tables), NULL, 0, 0},
@@ -42,7 +41,7 @@ static const key_def core_keys[] = {
 typedef struct parse_state {
     sb_config *cfg;
     FILE *file;
-    int line;         /* line the handler is looking at */
+    int line;          /* line the handler is looking at */
     bool continuation; /* that line started with white space (an inih continuation) */
     int errors;
     int key_line[NCORE_KEYS]; /* where each core key was set, 0 = not set */
@@ -51,7 +50,7 @@ typedef struct parse_state {
         char *key; /* "debounce_ms.schema.table" */
         int64_t ms;
         int line;
-    } *debounces;
+    } * debounces;
     size_t ndebounces;
     sb_config_section *current; /* plugin section being filled */
     char current_name[128];
@@ -177,8 +176,8 @@ static int set_core_key(parse_state *ps, size_t k, const char *value)
     case KEY_INT:
         if (parse_int(value, d->min, d->max, (int64_t *)(void *)field)) {
             config_error(ps, ps->line, d->section, d->name,
-                         "'%s' is not an integer between %lld and %lld", value,
-                         (long long)d->min, (long long)d->max);
+                         "'%s' is not an integer between %lld and %lld", value, (long long)d->min,
+                         (long long)d->max);
             return SB_ERR_CONFIG;
         }
         return SB_OK;
@@ -211,8 +210,7 @@ static int handle_table_debounce(parse_state *ps, const char *name, const char *
                      value);
         return 1;
     }
-    struct pending_debounce *grown =
-        realloc(ps->debounces, (ps->ndebounces + 1) * sizeof *grown);
+    struct pending_debounce *grown = realloc(ps->debounces, (ps->ndebounces + 1) * sizeof *grown);
     char *copy = strdup(name);
     if (!grown || !copy) {
         free(copy);
@@ -228,8 +226,8 @@ static int handle_table_debounce(parse_state *ps, const char *name, const char *
 
 static int handle_core(parse_state *ps, const char *section, const char *name, const char *value)
 {
-    if (strcmp(section, "broker") == 0 && strncmp(name, TABLE_DEBOUNCE_PREFIX,
-                                                  strlen(TABLE_DEBOUNCE_PREFIX)) == 0)
+    if (strcmp(section, "broker") == 0 &&
+        strncmp(name, TABLE_DEBOUNCE_PREFIX, strlen(TABLE_DEBOUNCE_PREFIX)) == 0)
         return handle_table_debounce(ps, name, value);
     for (size_t k = 0; k < NCORE_KEYS; k++) {
         if (strcmp(core_keys[k].section, section) || strcmp(core_keys[k].name, name))
@@ -317,8 +315,8 @@ static void open_section(parse_state *ps, const char *name)
         return;
     }
     if (!ident_ok(instance, strlen(instance))) {
-        config_error(ps, ps->line, name, NULL,
-                     "instance name '%s' must be a lowercase identifier", instance);
+        config_error(ps, ps->line, name, NULL, "instance name '%s' must be a lowercase identifier",
+                     instance);
         return;
     }
     for (size_t i = 0; i < cfg->nsections; i++) {
@@ -506,8 +504,9 @@ int64_t sb_config_table_debounce(const sb_config *cfg, size_t i)
 
 void sb_config_print_core(const sb_config *cfg, FILE *out)
 {
-    fprintf(out, "[broker]\nplugin_dir = %s\ndebounce_ms = %lld\nheartbeat_ms = %lld\n"
-                 "replay_buffer = %lld\nlog_level = %s\n",
+    fprintf(out,
+            "[broker]\nplugin_dir = %s\ndebounce_ms = %lld\nheartbeat_ms = %lld\n"
+            "replay_buffer = %lld\nlog_level = %s\n",
             cfg->plugin_dir, (long long)cfg->debounce_ms, (long long)cfg->heartbeat_ms,
             (long long)cfg->replay_buffer, sb_log_level_name(cfg->log_level));
     for (size_t i = 0; i < cfg->ntables; i++)

@@ -40,7 +40,7 @@ typedef struct sb_config {
     char *conninfo;
     char **tables; /* "schema.name", config order */
     size_t ntables;
-    int tables_line; /* where `tables` is set, for errors found later (unknown table) */
+    int tables_line;            /* where `tables` is set, for errors found later (unknown table) */
     int64_t *table_debounce_ms; /* per table; -1 = use debounce_ms */
     sb_config_section *sections;
     size_t nsections;

@@ -83,8 +83,11 @@ static int table_index(const sb_core *core, const char *table)
 
 static void fan_out(sb_core *core, sb_msg_kind kind, uint64_t seq)
 {
-    sb_message m = {.kind = kind, .seq = seq, .topic = core->topic.data,
-                    .topic_len = core->topic.size, .body = core->body.data,
+    sb_message m = {.kind = kind,
+                    .seq = seq,
+                    .topic = core->topic.data,
+                    .topic_len = core->topic.size,
+                    .body = core->body.data,
                     .body_len = core->body.size};
     if (kind != SB_MSG_HEARTBEAT && sb_ring_push(core->ring, &m))
         sb_log(SB_LOG_WARN, SCOPE, "replay buffer: out of memory, message %llu not retained",
@@ -256,8 +259,8 @@ void sb_core_reload(sb_core *core, const sb_config *cfg)
     if ((uint64_t)cfg->heartbeat_ms != core->heartbeat_ms) {
         sb_timer_remove(core->heartbeat_timer);
         core->heartbeat_ms = (uint64_t)cfg->heartbeat_ms;
-        if (sb_loop_timer(core->loop, core, core->heartbeat_ms, core->heartbeat_ms, heartbeat,
-                          core, &core->heartbeat_timer))
+        if (sb_loop_timer(core->loop, core, core->heartbeat_ms, core->heartbeat_ms, heartbeat, core,
+                          &core->heartbeat_timer))
             sb_log(SB_LOG_ERROR, SCOPE, "out of memory re-arming the heartbeat");
     }
 }
@@ -336,8 +339,7 @@ void sb_core_done(sb_core *core, uint64_t req, int status)
 {
     if (sb_debounce_owns(core->debounce, req)) {
         if (status)
-            sb_log(SB_LOG_WARN, SCOPE, "row fetch failed: %s (will retry)",
-                   sb_strerror(status));
+            sb_log(SB_LOG_WARN, SCOPE, "row fetch failed: %s (will retry)", sb_strerror(status));
         sb_debounce_done(core->debounce, req, status, sb_loop_now(core->loop));
         schedule_debounce(core);
         return;
@@ -360,8 +362,8 @@ void sb_core_resync(sb_core *core, const char *reason)
     core->seq = 0;
     memset(core->tseq, 0, core->cfg->ntables * sizeof *core->tseq);
     sb_ring_clear(core->ring);
-    sb_log(SB_LOG_WARN, SCOPE, "new epoch %s (was %s): %s; clients resynchronise", core->epoch,
-           old, reason ? reason : "source asked");
+    sb_log(SB_LOG_WARN, SCOPE, "new epoch %s (was %s): %s; clients resynchronise", core->epoch, old,
+           reason ? reason : "source asked");
     heartbeat(core);
 }
 
@@ -428,8 +430,8 @@ static void publish_presence(void *ud, uint32_t table, const sb_key *key,
 {
     sb_core *core = ud;
     uint64_t seq = core->seq + 1;
-    if (sb_event_encode_presence(&core->topic, &core->body, core->cfg->tables[table], key,
-                                 editors, n, core->epoch, seq))
+    if (sb_event_encode_presence(&core->topic, &core->body, core->cfg->tables[table], key, editors,
+                                 n, core->epoch, seq))
         return;
     core->seq = seq;
     fan_out(core, SB_MSG_PRESENCE, seq);
@@ -466,9 +468,8 @@ int sb_core_presence(sb_core *core, const sb_presence *p)
         return SB_ERR_NOTFOUND;
     if (!p->client || !p->state)
         return SB_ERR_INVAL;
-    int rc = sb_presence_apply(core->presence, (uint32_t)t, &p->key, p->client, p->state,
-                               p->ttl_ms, sb_loop_now(core->loop), sb_event_wall_ms(),
-                               publish_presence, core);
+    int rc = sb_presence_apply(core->presence, (uint32_t)t, &p->key, p->client, p->state, p->ttl_ms,
+                               sb_loop_now(core->loop), sb_event_wall_ms(), publish_presence, core);
     schedule_presence(core);
     return rc;
 }

@@ -17,7 +17,7 @@ typedef struct merge {
 } merge;
 
 typedef struct entity {
-    struct entity *hnext;        /* hash chain */
+    struct entity *hnext;         /* hash chain */
     struct entity *qprev, *qnext; /* the one queue it is in (see `where`) */
     uint64_t hash;
     uint64_t deadline; /* window end or retry time */
@@ -29,8 +29,8 @@ typedef struct entity {
     uint8_t where;
     uint8_t seen;
     bool pending;
-    merge p;      /* pending changes */
-    merge f;      /* changes being fetched */
+    merge p; /* pending changes */
+    merge f; /* changes being fetched */
     uint16_t nparts;
     uint32_t keylen;
     char key[]; /* parts, each NUL-terminated */
@@ -99,9 +99,12 @@ static void q_remove(queue *q, entity *e)
 static queue *queue_of(sb_debounce *d, entity *e)
 {
     switch (e->where) {
-    case IN_READY: return &d->tables[e->table].ready;
-    case IN_WINDOW: return &d->tables[e->table].window;
-    case IN_RETRY: return &d->retry;
+    case IN_READY:
+        return &d->tables[e->table].ready;
+    case IN_WINDOW:
+        return &d->tables[e->table].window;
+    case IN_RETRY:
+        return &d->retry;
     }
     return NULL;
 }
@@ -287,8 +290,12 @@ int sb_debounce_change(sb_debounce *d, uint32_t table, const sb_change *c, uint6
                 settle(d, e, now);
             }
         }
-        sb_debounce_event ev = {.table = table, .op = SB_OP_TRUNCATE, .version = c->version,
-                                .origin = c->origin, .ts_ms = c->ts_ms, .n = 1};
+        sb_debounce_event ev = {.table = table,
+                                .op = SB_OP_TRUNCATE,
+                                .version = c->version,
+                                .origin = c->origin,
+                                .ts_ms = c->ts_ms,
+                                .n = 1};
         d->ops->publish(d->ud, &ev);
         return SB_OK;
     }
@@ -424,8 +431,8 @@ static bool resolve(sb_debounce *d, entity *e, const sb_row *row, sb_debounce_ev
     bool present = row->row != NULL;
     sb_op op;
     if (present) {
-        op = e->seen == SEEN_EXISTS    ? SB_OP_UPDATE
-             : e->seen == SEEN_DELETED ? SB_OP_INSERT
+        op = e->seen == SEEN_EXISTS          ? SB_OP_UPDATE
+             : e->seen == SEEN_DELETED       ? SB_OP_INSERT
              : e->f.first_op == SB_OP_INSERT ? SB_OP_INSERT
                                              : SB_OP_UPDATE;
     } else {
@@ -433,9 +440,13 @@ static bool resolve(sb_debounce *d, entity *e, const sb_row *row, sb_debounce_ev
             return false;
         op = SB_OP_DELETE;
     }
-    *ev = (sb_debounce_event){.table = e->table, .op = op, .version = version,
+    *ev = (sb_debounce_event){.table = e->table,
+                              .op = op,
+                              .version = version,
                               .origin = row->version > e->f.version ? row->origin : e->f.origin,
-                              .ts_ms = e->f.ts_ms, .row = row->row, .row_len = row->row_len,
+                              .ts_ms = e->f.ts_ms,
+                              .row = row->row,
+                              .row_len = row->row_len,
                               .n = e->f.n};
     e->published_version = version;
     e->seen = present ? SEEN_EXISTS : SEEN_DELETED;
@@ -591,8 +602,8 @@ void sb_debounce_flush_all(sb_debounce *d)
 
 /* ---- life ------------------------------------------------------------------------- */
 
-int sb_debounce_new(size_t ntables, const uint64_t *window_ms, const sb_debounce_ops *ops,
-                    void *ud, sb_debounce **out)
+int sb_debounce_new(size_t ntables, const uint64_t *window_ms, const sb_debounce_ops *ops, void *ud,
+                    sb_debounce **out)
 {
     if (ntables == 0 || ntables > UINT32_MAX - 1)
         return SB_ERR_INVAL;

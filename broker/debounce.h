@@ -53,8 +53,8 @@ typedef struct sb_debounce_ops {
 
 /* window_ms: one window per table (0 = off), copied. ops/ud are borrowed for the engine's
  * life. *out is owned by the caller (sb_debounce_free). */
-int sb_debounce_new(size_t ntables, const uint64_t *window_ms, const sb_debounce_ops *ops,
-                    void *ud, sb_debounce **out);
+int sb_debounce_new(size_t ntables, const uint64_t *window_ms, const sb_debounce_ops *ops, void *ud,
+                    sb_debounce **out);
 void sb_debounce_free(sb_debounce *d);
 
 /* Replace the per-table windows (config reload); open windows keep their deadline. */

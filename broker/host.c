@@ -18,8 +18,7 @@ static void api_log(sb_host *h, sb_log_level level, const char *fmt, ...)
     va_end(ap);
 }
 
-static int api_watch_fd(sb_host *h, int fd, unsigned events, sb_io_fn fn, void *ud,
-                        sb_watch **out)
+static int api_watch_fd(sb_host *h, int fd, unsigned events, sb_io_fn fn, void *ud, sb_watch **out)
 {
     return sb_loop_watch(h->loop, h, fd, NULL, events, fn, ud, out);
 }
@@ -74,8 +73,7 @@ static bool kind_ok(sb_host *h, sb_plugin_kind kind, const char *call)
 
 static int api_emit(sb_host *h, const sb_change *changes, size_t n)
 {
-    return kind_ok(h, SB_PLUGIN_SOURCE, "emit") ? sb_core_emit(h->core, changes, n)
-                                                : SB_ERR_STATE;
+    return kind_ok(h, SB_PLUGIN_SOURCE, "emit") ? sb_core_emit(h->core, changes, n) : SB_ERR_STATE;
 }
 
 static void api_rows(sb_host *h, uint64_t req, const sb_row *rows, size_t n)
@@ -96,8 +94,8 @@ static void api_resync(sb_host *h, const char *reason)
         sb_core_resync(h->core, reason);
 }
 
-static int api_snapshot(sb_host *h, const char *const *tables, size_t n, sb_rows_fn fn,
-                        void *ud, uint64_t *seq, uint64_t *req)
+static int api_snapshot(sb_host *h, const char *const *tables, size_t n, sb_rows_fn fn, void *ud,
+                        uint64_t *seq, uint64_t *req)
 {
     return kind_ok(h, SB_PLUGIN_TRANSPORT, "snapshot")
                ? sb_core_snapshot(h->core, tables, n, fn, ud, seq, req)
@@ -229,4 +227,3 @@ void sb_host_free(sb_host *h)
     free(h->section);
     free(h);
 }
-

@@ -96,8 +96,13 @@ int sb_loop_watch(sb_loop *loop, void *owner, int fd, void *zsock, unsigned even
     sb_watch *w = calloc(1, sizeof *w);
     if (!w)
         return SB_ERR_NOMEM;
-    *w = (sb_watch){.loop = loop, .owner = owner, .fd = fd, .zsock = zsock, .events = events,
-                    .fn = fn, .ud = ud};
+    *w = (sb_watch){.loop = loop,
+                    .owner = owner,
+                    .fd = fd,
+                    .zsock = zsock,
+                    .events = events,
+                    .fn = fn,
+                    .ud = ud};
     loop->watches[loop->nwatches++] = w;
     if (out)
         *out = w;
@@ -192,16 +197,21 @@ static void heap_remove(sb_loop *loop, sb_timer *t)
     t->heap_index = SIZE_MAX;
 }
 
-int sb_loop_timer(sb_loop *loop, void *owner, uint64_t delay_ms, uint64_t repeat_ms,
-                  sb_timer_fn fn, void *ud, sb_timer **out)
+int sb_loop_timer(sb_loop *loop, void *owner, uint64_t delay_ms, uint64_t repeat_ms, sb_timer_fn fn,
+                  void *ud, sb_timer **out)
 {
     if (!fn)
         return SB_ERR_INVAL;
     sb_timer *t = calloc(1, sizeof *t);
     if (!t)
         return SB_ERR_NOMEM;
-    *t = (sb_timer){.loop = loop, .owner = owner, .due = sb_loop_now(loop) + delay_ms,
-                    .repeat = repeat_ms, .fn = fn, .ud = ud, .heap_index = SIZE_MAX};
+    *t = (sb_timer){.loop = loop,
+                    .owner = owner,
+                    .due = sb_loop_now(loop) + delay_ms,
+                    .repeat = repeat_ms,
+                    .fn = fn,
+                    .ud = ud,
+                    .heap_index = SIZE_MAX};
     if (heap_push(loop, t)) {
         free(t);
         return SB_ERR_NOMEM;
@@ -303,8 +313,8 @@ int sb_loop_run_once(sb_loop *loop, int max_wait_ms)
             ev |= ZMQ_POLLIN;
         if (w->events & SB_IO_WRITE)
             ev |= ZMQ_POLLOUT;
-        loop->items[n] = (zmq_pollitem_t){.socket = w->zsock, .fd = w->zsock ? 0 : w->fd,
-                                          .events = ev};
+        loop->items[n] =
+            (zmq_pollitem_t){.socket = w->zsock, .fd = w->zsock ? 0 : w->fd, .events = ev};
         loop->item_watch[n++] = w;
     }
 

@@ -31,8 +31,8 @@ int sb_watch_set(sb_watch *w, unsigned events);
 void sb_watch_remove(sb_watch *w);
 
 /* Timer: first run after delay_ms, then every repeat_ms (0 = one-shot, freed after it runs). */
-int sb_loop_timer(sb_loop *loop, void *owner, uint64_t delay_ms, uint64_t repeat_ms,
-                  sb_timer_fn fn, void *ud, sb_timer **out);
+int sb_loop_timer(sb_loop *loop, void *owner, uint64_t delay_ms, uint64_t repeat_ms, sb_timer_fn fn,
+                  void *ud, sb_timer **out);
 void sb_timer_remove(sb_timer *t);
 
 /* Remove every watch and timer tagged with owner. */

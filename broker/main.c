@@ -107,8 +107,7 @@ static void print_resolved(const broker *b)
 {
     sb_config_print_core(b->cfg, stdout);
     for (size_t i = 0; i < b->nhosts; i++)
-        sb_plugin_print_section(&b->cfg->sections[i], b->hosts[i]->desc, b->hosts[i]->opts,
-                                stdout);
+        sb_plugin_print_section(&b->cfg->sections[i], b->hosts[i]->desc, b->hosts[i]->opts, stdout);
 }
 
 /* Sources first (a source refuses an unknown table before anything binds), then
@@ -131,7 +130,7 @@ static bool same_str(const char *a, const char *b)
 static void warn_unreloadable(const sb_config *old, const sb_config *new)
 {
     bool same = same_str(old->conninfo, new->conninfo) && old->ntables == new->ntables &&
-                old->nsections == new->nsections && same_str(old->plugin_dir, new->plugin_dir);
+                old->nsections == new->nsections &&same_str(old->plugin_dir, new->plugin_dir);
     for (size_t i = 0; same && i < old->ntables; i++)
         same = strcmp(old->tables[i], new->tables[i]) == 0;
     for (size_t i = 0; same && i < old->nsections; i++) {

@@ -36,8 +36,10 @@ static void refuse(const sb_config *cfg, const sb_config_section *sec, const cha
 static const char *kind_name(sb_plugin_kind kind)
 {
     switch (kind) {
-    case SB_PLUGIN_SOURCE: return "source";
-    case SB_PLUGIN_TRANSPORT: return "transport";
+    case SB_PLUGIN_SOURCE:
+        return "source";
+    case SB_PLUGIN_TRANSPORT:
+        return "transport";
     }
     return "unknown";
 }
@@ -151,8 +153,9 @@ int sb_plugin_lib_open(const sb_config *cfg, const sb_config_section *sec, sb_pl
     dlerror();
     void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!handle) {
-        refuse(cfg, sec, path, "cannot load: %s (not a shared object, or missing dependencies? "
-                               "check ldd)",
+        refuse(cfg, sec, path,
+               "cannot load: %s (not a shared object, or missing dependencies? "
+               "check ldd)",
                dlerror());
         free(path);
         return SB_ERR_ABI;
@@ -235,14 +238,14 @@ static int convert_value(const sb_config *cfg, const sb_config_section *sec, int
         long long n = strtoll(v->str, &end, 10);
         if (errno || end == v->str || *end || n < o->min || n > o->max) {
             sb_log(SB_LOG_ERROR, "config",
-                   "%s:%d: [%s] %s: '%s' is not an integer between %lld and %lld", cfg->path,
-                   line, sec->name, o->name, v->str, (long long)o->min, (long long)o->max);
+                   "%s:%d: [%s] %s: '%s' is not an integer between %lld and %lld", cfg->path, line,
+                   sec->name, o->name, v->str, (long long)o->min, (long long)o->max);
             return SB_ERR_CONFIG;
         }
         v->num = n;
     } else if (o->type == SB_OPT_BOOL && parse_bool(v->str, &v->flag)) {
-        sb_log(SB_LOG_ERROR, "config", "%s:%d: [%s] %s: '%s' is not true or false", cfg->path,
-               line, sec->name, o->name, v->str);
+        sb_log(SB_LOG_ERROR, "config", "%s:%d: [%s] %s: '%s' is not true or false", cfg->path, line,
+               sec->name, o->name, v->str);
         return SB_ERR_CONFIG;
     }
     return SB_OK;
@@ -263,8 +266,8 @@ int sb_plugin_resolve_options(const sb_config *cfg, const sb_config_section *sec
         while (i < n && strcmp(desc->options[i].name, sec->kv[j].key))
             i++;
         if (i == n) {
-            sb_log(SB_LOG_ERROR, "config", "%s:%d: [%s] %s: unknown key for plugin %s",
-                   cfg->path, sec->kv[j].line, sec->name, sec->kv[j].key, desc->name);
+            sb_log(SB_LOG_ERROR, "config", "%s:%d: [%s] %s: unknown key for plugin %s", cfg->path,
+                   sec->kv[j].line, sec->name, sec->kv[j].key, desc->name);
             rc = SB_ERR_CONFIG;
             continue;
         }
@@ -278,8 +281,8 @@ int sb_plugin_resolve_options(const sb_config *cfg, const sb_config_section *sec
             continue;
         const sb_option_spec *o = &desc->options[i];
         if (!o->default_value) {
-            sb_log(SB_LOG_ERROR, "config", "%s:%d: [%s] %s: required key is missing",
-                   cfg->path, sec->line, sec->name, o->name);
+            sb_log(SB_LOG_ERROR, "config", "%s:%d: [%s] %s: required key is missing", cfg->path,
+                   sec->line, sec->name, o->name);
             rc = SB_ERR_CONFIG;
             continue;
         }

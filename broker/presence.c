@@ -120,8 +120,8 @@ int sb_presence_apply(sb_presence_set *ps, uint32_t table, const sb_key *key, co
     if (!flat)
         return SB_ERR_NOMEM;
     size_t i = 0;
-    while (i < ps->n && !(same_entity(&ps->e[i], table, flat, len) &&
-                          strcmp(ps->e[i].client, client) == 0))
+    while (i < ps->n &&
+           !(same_entity(&ps->e[i], table, flat, len) && strcmp(ps->e[i].client, client) == 0))
         i++;
     bool changed = false;
     int rc = SB_OK;
@@ -161,9 +161,14 @@ int sb_presence_apply(sb_presence_set *ps, uint32_t table, const sb_key *key, co
             return SB_ERR_NOMEM;
         }
         memcpy(flat_copy, flat, len);
-        ps->e[ps->n++] = (entry){.table = table, .nparts = key->nparts, .key = flat_copy,
-                                 .keylen = len, .client = client_copy, .state = st,
-                                 .since_ms = wall_ms, .expires = now + ttl_ms};
+        ps->e[ps->n++] = (entry){.table = table,
+                                 .nparts = key->nparts,
+                                 .key = flat_copy,
+                                 .keylen = len,
+                                 .client = client_copy,
+                                 .state = st,
+                                 .since_ms = wall_ms,
+                                 .expires = now + ttl_ms};
         changed = true;
     }
     if (changed)

@@ -66,8 +66,7 @@ int sb_ring_push(sb_ring *r, const sb_message *m)
     return SB_OK;
 }
 
-int sb_ring_since(const sb_ring *r, uint64_t after, uint64_t last_seq, sb_replay_fn fn,
-                  void *ud)
+int sb_ring_since(const sb_ring *r, uint64_t after, uint64_t last_seq, sb_replay_fn fn, void *ud)
 {
     if (after > last_seq)
         return SB_ERR_NOTFOUND; /* the client is ahead of us: it belongs to another run */

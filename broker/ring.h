@@ -21,8 +21,7 @@ int sb_ring_push(sb_ring *r, const sb_message *m);
 
 /* Replay messages with seq > after, oldest first. SB_ERR_NOTFOUND if the ring no longer
  * holds seq after + 1 (and after is behind the newest). */
-int sb_ring_since(const sb_ring *r, uint64_t after, uint64_t last_seq, sb_replay_fn fn,
-                  void *ud);
+int sb_ring_since(const sb_ring *r, uint64_t after, uint64_t last_seq, sb_replay_fn fn, void *ud);
 
 /* Forget everything (new epoch). */
 void sb_ring_clear(sb_ring *r);

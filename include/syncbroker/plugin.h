@@ -68,19 +68,32 @@ enum sb_err {
 static inline const char *sb_strerror(int rc)
 {
     switch (rc) {
-    case SB_OK: return "ok";
-    case SB_ERR_NOMEM: return "out of memory";
-    case SB_ERR_INVAL: return "invalid argument";
-    case SB_ERR_IO: return "I/O error";
-    case SB_ERR_DB: return "database error";
-    case SB_ERR_ZMQ: return "ZeroMQ error";
-    case SB_ERR_ABI: return "plugin ABI mismatch";
-    case SB_ERR_CONFIG: return "configuration error";
-    case SB_ERR_NOTFOUND: return "not found";
-    case SB_ERR_BUSY: return "busy";
-    case SB_ERR_STATE: return "wrong state";
-    case SB_ERR_UNSUPPORTED: return "unsupported";
-    default: return "unknown error";
+    case SB_OK:
+        return "ok";
+    case SB_ERR_NOMEM:
+        return "out of memory";
+    case SB_ERR_INVAL:
+        return "invalid argument";
+    case SB_ERR_IO:
+        return "I/O error";
+    case SB_ERR_DB:
+        return "database error";
+    case SB_ERR_ZMQ:
+        return "ZeroMQ error";
+    case SB_ERR_ABI:
+        return "plugin ABI mismatch";
+    case SB_ERR_CONFIG:
+        return "configuration error";
+    case SB_ERR_NOTFOUND:
+        return "not found";
+    case SB_ERR_BUSY:
+        return "busy";
+    case SB_ERR_STATE:
+        return "wrong state";
+    case SB_ERR_UNSUPPORTED:
+        return "unsupported";
+    default:
+        return "unknown error";
     }
 }
 
@@ -176,10 +189,10 @@ typedef enum sb_msg_kind {
 
 typedef struct sb_message {
     sb_msg_kind kind;
-    uint64_t seq;       /* stream position (heartbeat: last seq published) */
-    const char *topic;  /* not NUL-terminated on the wire; topic_len bytes */
+    uint64_t seq;      /* stream position (heartbeat: last seq published) */
+    const char *topic; /* not NUL-terminated on the wire; topic_len bytes */
     size_t topic_len;
-    const void *body;   /* packed msgpack map */
+    const void *body; /* packed msgpack map */
     size_t body_len;
 } sb_message;
 
@@ -194,13 +207,13 @@ typedef struct sb_presence {
 
 /* Counters for the `stats` request. */
 typedef struct sb_stats {
-    uint64_t changes_in;     /* changes received from the source */
-    uint64_t events_out;     /* change events published */
-    uint64_t coalesced;      /* changes merged into another event or dropped by version */
-    uint64_t snapshots;      /* snapshots served */
-    uint64_t pending;        /* entities waiting for a debounce window or a row fetch */
-    int64_t source_lag_ms;   /* receive time - change time of the newest batch; -1 if none */
-    uint64_t seq;            /* last seq published */
+    uint64_t changes_in;   /* changes received from the source */
+    uint64_t events_out;   /* change events published */
+    uint64_t coalesced;    /* changes merged into another event or dropped by version */
+    uint64_t snapshots;    /* snapshots served */
+    uint64_t pending;      /* entities waiting for a debounce window or a row fetch */
+    int64_t source_lag_ms; /* receive time - change time of the newest batch; -1 if none */
+    uint64_t seq;          /* last seq published */
 } sb_stats;
 
 /* Snapshot rows delivered to a transport. Called with batches of rows (n > 0), then once
@@ -242,8 +255,8 @@ typedef struct sb_host_api {
     /* Start a timer: first run after delay_ms, then every repeat_ms (0 = one-shot; a
      * one-shot timer frees itself after its callback returns, so *out is then invalid).
      * *out may be NULL for a one-shot the caller never cancels. */
-    int (*timer_start)(sb_host *h, uint64_t delay_ms, uint64_t repeat_ms, sb_timer_fn fn,
-                       void *ud, sb_timer **out);
+    int (*timer_start)(sb_host *h, uint64_t delay_ms, uint64_t repeat_ms, sb_timer_fn fn, void *ud,
+                       sb_timer **out);
 
     /* Cancel and free a timer that has not fired (one-shot) or is repeating. NULL is ignored. */
     void (*timer_stop)(sb_timer *t);
@@ -317,9 +330,9 @@ typedef struct sb_plugin {
     uint16_t abi_minor; /* SB_PLUGIN_ABI_MINOR the plugin was built for */
     uint32_t size;      /* sizeof(sb_plugin) as compiled into the plugin */
     sb_plugin_kind kind;
-    const char *name;        /* e.g. "source_poll"; must match the file name */
-    const char *version;     /* the plugin's own version, e.g. "1.0.0" */
-    const char *description; /* one line */
+    const char *name;              /* e.g. "source_poll"; must match the file name */
+    const char *version;           /* the plugin's own version, e.g. "1.0.0" */
+    const char *description;       /* one line */
     const sb_option_spec *options; /* NULL-name-terminated; NULL = no options */
 
     /* Mandatory for every kind. */
@@ -327,8 +340,7 @@ typedef struct sb_plugin {
     /* Create an instance. opts has one entry per options[] entry. *state is the plugin's
      * and is passed back to every callback. No sockets are bound and no connections are
      * opened here: --check calls create() and destroy() only. */
-    int (*create)(const sb_host_api *api, sb_host *host, const sb_option_value *opts,
-                  void **state);
+    int (*create)(const sb_host_api *api, sb_host *host, const sb_option_value *opts, void **state);
     /* Connect, bind, register watches and timers. Sources start first (a source that finds
      * a configured table unknown fails here, before any transport binds), then transports;
      * host callbacks start flowing once the broker's loop runs. */
@@ -364,11 +376,11 @@ typedef struct sb_plugin {
 typedef const sb_plugin *(*sb_plugin_entry_fn)(void);
 
 /* Use once in a plugin: SB_PLUGIN_DECLARE(my_descriptor); */
-#define SB_PLUGIN_DECLARE(descriptor)                                                          \
-    SB_EXPORT const sb_plugin *sb_plugin_entry(void);                                          \
-    SB_EXPORT const sb_plugin *sb_plugin_entry(void)                                           \
-    {                                                                                          \
-        return &(descriptor);                                                                  \
+#define SB_PLUGIN_DECLARE(descriptor)                                                              \
+    SB_EXPORT const sb_plugin *sb_plugin_entry(void);                                              \
+    SB_EXPORT const sb_plugin *sb_plugin_entry(void)                                               \
+    {                                                                                              \
+        return &(descriptor);                                                                      \
     }
 
 #ifdef __cplusplus

@@ -119,8 +119,12 @@ static void push(sb_ring *ring, uint64_t seq)
 {
     char topic[16];
     snprintf(topic, sizeof topic, "t/%llu", (unsigned long long)seq);
-    sb_message m = {.kind = SB_MSG_EVENT, .seq = seq, .topic = topic,
-                    .topic_len = strlen(topic), .body = "b", .body_len = 1};
+    sb_message m = {.kind = SB_MSG_EVENT,
+                    .seq = seq,
+                    .topic = topic,
+                    .topic_len = strlen(topic),
+                    .body = "b",
+                    .body_len = 1};
     assert_int_equal(sb_ring_push(ring, &m), SB_OK);
 }
 
@@ -184,8 +188,7 @@ static void presence_lists_refreshes_and_expires(void **state)
     assert_int_equal(s.last_n, 1);
     assert_string_equal(s.first_client, "desk-a");
     /* A refresh extends the TTL without publishing. */
-    assert_int_equal(sb_presence_apply(ps, 1, &key, "desk-a", "editing", 1000, 900, 6, on_list,
-                                       &s),
+    assert_int_equal(sb_presence_apply(ps, 1, &key, "desk-a", "editing", 1000, 900, 6, on_list, &s),
                      SB_OK);
     assert_int_equal(s.calls, 1);
     assert_int_equal(sb_presence_next_expiry(ps), 1900);
@@ -234,9 +237,14 @@ static void event_encoding_matches_protocol(void **state)
     msgpack_pack_str_body(&pk, "id", 2);
     msgpack_pack_int(&pk, 7);
     const char *parts[] = {"7", "2026-11-28"};
-    sb_debounce_event ev = {.key = {parts, 2}, .op = SB_OP_UPDATE, .version = 99,
-                            .origin = NULL, .ts_ms = 1234, .row = row.data,
-                            .row_len = row.size, .n = 3};
+    sb_debounce_event ev = {.key = {parts, 2},
+                            .op = SB_OP_UPDATE,
+                            .version = 99,
+                            .origin = NULL,
+                            .ts_ms = 1234,
+                            .row = row.data,
+                            .row_len = row.size,
+                            .n = 3};
     assert_int_equal(sb_event_encode_change(&topic, &body, &ev, "public.stays", "e1", 10, 4),
                      SB_OK);
     assert_int_equal(topic.size, strlen("public.stays/7/2026-11-28"));

@@ -149,8 +149,12 @@ static void change(fixture *f, uint32_t table, const char *key, sb_op op, uint64
     r->version = version;
     snprintf(r->row, sizeof r->row, "%s", op == SB_OP_DELETE ? "" : row);
     const char *parts[] = {key};
-    sb_change c = {.table = "t", .key = {parts, 1}, .op = op, .version = version,
-                   .origin = "desk-a", .ts_ms = 42};
+    sb_change c = {.table = "t",
+                   .key = {parts, 1},
+                   .op = op,
+                   .version = version,
+                   .origin = "desk-a",
+                   .ts_ms = 42};
     assert_int_equal(sb_debounce_change(f->d, table, &c, f->now), SB_OK);
 }
 
@@ -171,8 +175,11 @@ static void answer_all(fixture *f)
         for (size_t k = 0; k < r->n; k++) {
             db_row *d = db_find(f, r->keys[k]);
             parts[k] = r->keys[k];
-            rows[k] = (sb_row){.table = "t", .key = {&parts[k], 1}, .version = d->version,
-                               .row = d->row[0] ? d->row : NULL, .row_len = strlen(d->row)};
+            rows[k] = (sb_row){.table = "t",
+                               .key = {&parts[k], 1},
+                               .version = d->version,
+                               .row = d->row[0] ? d->row : NULL,
+                               .row_len = strlen(d->row)};
         }
         sb_debounce_rows(f->d, r->req, rows, r->n, f->now);
         sb_debounce_done(f->d, r->req, SB_OK, f->now);
@@ -550,12 +557,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(per_table_windows, setup_200, teardown),
         cmocka_unit_test_setup_teardown(set_windows_applies_to_new_windows, setup_200, teardown),
         cmocka_unit_test_setup_teardown(many_keys_sliced_fetches, setup_200, teardown),
-        cmocka_unit_test_setup_teardown(failed_fetch_is_retried_nothing_lost, setup_200,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(fetch_error_after_issue_keeps_changes, setup_200,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(truncate_published_at_once_and_clears, setup_200,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(failed_fetch_is_retried_nothing_lost, setup_200, teardown),
+        cmocka_unit_test_setup_teardown(fetch_error_after_issue_keeps_changes, setup_200, teardown),
+        cmocka_unit_test_setup_teardown(truncate_published_at_once_and_clears, setup_200, teardown),
         cmocka_unit_test_setup_teardown(flush_all_publishes_pending_now, setup_200, teardown),
         cmocka_unit_test_setup_teardown(composite_keys, setup_200, teardown),
         cmocka_unit_test_setup_teardown(unanswered_key_is_retried, setup_0, teardown),
