@@ -14,6 +14,8 @@
 
 /* Entities touched per debounce slice: keeps one loop iteration to a few milliseconds. */
 #define DEBOUNCE_BUDGET 2000
+/* Tolerated difference between the database's clock (change ts) and ours. */
+#define CLOCK_SKEW_MS 1000
 
 typedef struct snapshot_req {
     uint64_t req;
@@ -50,6 +52,7 @@ struct sb_core {
     msgpack_sbuffer topic, body; /* reused encode buffers */
 
     uint64_t changes_in, events_out, snapshots_served;
+    int64_t last_snapshot_end_ms; /* wall clock; INT64_MIN before the first snapshot */
     int64_t source_lag_ms; /* receive time - change time, newest batch; -1 before any */
 };
 
@@ -192,6 +195,7 @@ int sb_core_new(sb_loop *loop, const sb_config *cfg, sb_core **out)
     core->cfg = cfg;
     core->heartbeat_ms = (uint64_t)cfg->heartbeat_ms;
     core->source_lag_ms = -1;
+    core->last_snapshot_end_ms = INT64_MIN;
     core->debounce_due = UINT64_MAX;
     msgpack_sbuffer_init(&core->topic);
     msgpack_sbuffer_init(&core->body);
@@ -318,9 +322,22 @@ static snapshot_req *find_snapshot(sb_core *core, uint64_t req)
     return NULL;
 }
 
+/* A running snapshot may show clients rows whose inserts were never published; tell the
+ * debounce engine which changes may have been seen that way. */
+static void update_exposure(sb_core *core)
+{
+    int64_t until = core->nsnapshots ? INT64_MAX
+                    : core->last_snapshot_end_ms == INT64_MIN
+                        ? INT64_MIN
+                        : core->last_snapshot_end_ms + CLOCK_SKEW_MS;
+    sb_debounce_set_exposure(core->debounce, until);
+}
+
 static void remove_snapshot(sb_core *core, snapshot_req *s)
 {
     *s = core->snapshots[--core->nsnapshots];
+    core->last_snapshot_end_ms = sb_event_wall_ms();
+    update_exposure(core);
 }
 
 void sb_core_rows(sb_core *core, uint64_t req, const sb_row *rows, size_t n)
@@ -389,6 +406,7 @@ int sb_core_snapshot(sb_core *core, const char *const *tables, size_t n, sb_rows
     uint64_t id = next_request_id(core);
     *seq = core->seq;
     core->snapshots[core->nsnapshots++] = (snapshot_req){.req = id, .fn = fn, .ud = ud};
+    update_exposure(core);
     int rc = src->desc->snapshot(src->state, id, tables, n);
     if (rc < 0) {
         remove_snapshot(core, find_snapshot(core, id));

@@ -10,6 +10,7 @@ enum where { IN_NONE, IN_READY, IN_WINDOW, IN_RETRY };
 /* Merged unpublished changes. */
 typedef struct merge {
     uint8_t first_op; /* op of the earliest change merged */
+    int64_t first_ts_ms; /* and its time */
     uint32_t n;
     uint64_t version; /* newest */
     int64_t ts_ms;
@@ -68,6 +69,7 @@ struct sb_debounce {
     request reqs[SB_DEBOUNCE_MAX_INFLIGHT];
     size_t ninflight;
     size_t rr; /* round-robin position over tables' ready queues */
+    int64_t exposed_until_ms; /* see sb_debounce_set_exposure */
 };
 
 /* ---- queues ----------------------------------------------------------------------- */
@@ -234,6 +236,7 @@ static void merge_add(merge *m, bool *pending, const sb_change *c)
 {
     if (!*pending) {
         m->first_op = (uint8_t)c->op;
+        m->first_ts_ms = c->ts_ms;
         m->n = 0;
         *pending = true;
     }
@@ -436,7 +439,12 @@ static bool resolve(sb_debounce *d, entity *e, const sb_row *row, sb_debounce_ev
              : e->f.first_op == SB_OP_INSERT ? SB_OP_INSERT
                                              : SB_OP_UPDATE;
     } else {
-        if (e->seen == SEEN_DELETED || (e->seen == SEEN_UNKNOWN && e->f.first_op == SB_OP_INSERT))
+        /* An insert subscribers never saw, deleted again: nothing to say, unless a snapshot
+         * may have shown them the row meanwhile. */
+        bool unseen = e->seen == SEEN_DELETED || e->f.first_op == SB_OP_INSERT;
+        if (e->seen != SEEN_EXISTS && unseen && e->f.first_ts_ms > d->exposed_until_ms)
+            return false;
+        if (e->seen == SEEN_DELETED && e->f.first_op != SB_OP_INSERT)
             return false;
         op = SB_OP_DELETE;
     }
@@ -618,6 +626,7 @@ int sb_debounce_new(size_t ntables, const uint64_t *window_ms, const sb_debounce
     d->ntables = ntables;
     d->ops = ops;
     d->ud = ud;
+    d->exposed_until_ms = INT64_MIN;
     sb_debounce_set_windows(d, window_ms);
     *out = d;
     return SB_OK;
@@ -627,6 +636,11 @@ void sb_debounce_set_windows(sb_debounce *d, const uint64_t *window_ms)
 {
     for (size_t t = 0; t < d->ntables; t++)
         d->tables[t].window_ms = window_ms[t];
+}
+
+void sb_debounce_set_exposure(sb_debounce *d, int64_t until_ms)
+{
+    d->exposed_until_ms = until_ms;
 }
 
 void sb_debounce_free(sb_debounce *d)

@@ -18,6 +18,10 @@
  *   published + ..delete                 -> delete
  *   published as deleted + insert        -> insert
  *   published as existing + delete..insert -> update (subscribers still hold the old row)
+ * "Nothing" needs care: a snapshot may have shown a client the row of an insert that was
+ * never published. Changes written before the time set with sb_debounce_set_exposure()
+ * are treated as possibly seen, so their delete is published.
+ *
  * The row and version published are those read at flush time (the newest committed state),
  * so an event never pairs a row with an older version.
  */
@@ -59,6 +63,10 @@ void sb_debounce_free(sb_debounce *d);
 
 /* Replace the per-table windows (config reload); open windows keep their deadline. */
 void sb_debounce_set_windows(sb_debounce *d, const uint64_t *window_ms);
+
+/* Snapshots may have exposed rows written before until_ms (change ts, ms since the Unix
+ * epoch; INT64_MAX while a snapshot runs). Initially INT64_MIN: nothing exposed. */
+void sb_debounce_set_exposure(sb_debounce *d, int64_t until_ms);
 
 /* Feed one change read from the database (copied). TRUNCATE is published at once. */
 int sb_debounce_change(sb_debounce *d, uint32_t table, const sb_change *c, uint64_t now);

@@ -1,34 +1,12 @@
 /* event.c - see event.h. */
 #include "event.h"
 
+#include <sb_mp.h>
+
 #include <string.h>
 #include <time.h>
 
 static const char *const op_names[] = {"", "insert", "update", "delete", "truncate"};
-
-static int pack_str(msgpack_packer *pk, const char *s)
-{
-    size_t len = strlen(s);
-    return msgpack_pack_str(pk, len) || msgpack_pack_str_body(pk, s, len);
-}
-
-static int pack_opt_str(msgpack_packer *pk, const char *s)
-{
-    return s ? pack_str(pk, s) : msgpack_pack_nil(pk);
-}
-
-/* A key is a str for one part, an array for several, nil for none. */
-static int pack_key(msgpack_packer *pk, const sb_key *key)
-{
-    if (key->nparts == 0)
-        return msgpack_pack_nil(pk);
-    if (key->nparts == 1)
-        return pack_str(pk, key->parts[0]);
-    int rc = msgpack_pack_array(pk, key->nparts);
-    for (uint32_t i = 0; i < key->nparts && !rc; i++)
-        rc = pack_str(pk, key->parts[i]);
-    return rc;
-}
 
 /* msgpack_sbuffer_write memcpy's into a NULL buffer for zero-length input (UB). */
 static int put(msgpack_sbuffer *buf, const char *s)
@@ -58,22 +36,20 @@ int sb_event_encode_change(msgpack_sbuffer *topic, msgpack_sbuffer *body,
     msgpack_packer pk;
     msgpack_packer_init(&pk, body, msgpack_sbuffer_write);
     int rc = msgpack_pack_map(&pk, 11);
-    rc |= pack_str(&pk, "seq") | msgpack_pack_uint64(&pk, seq);
-    rc |= pack_str(&pk, "tseq") | msgpack_pack_uint64(&pk, tseq);
-    rc |= pack_str(&pk, "epoch") | pack_str(&pk, epoch);
-    rc |= pack_str(&pk, "table") | pack_str(&pk, table);
-    rc |= pack_str(&pk, "key") | pack_key(&pk, &ev->key);
-    rc |= pack_str(&pk, "op") | pack_str(&pk, op_names[ev->op]);
-    rc |= pack_str(&pk, "version") | msgpack_pack_uint64(&pk, ev->version);
-    rc |= pack_str(&pk, "origin") | pack_opt_str(&pk, ev->origin);
-    rc |= pack_str(&pk, "ts") | msgpack_pack_int64(&pk, ev->ts_ms);
-    rc |= pack_str(&pk, "row");
+    rc |= sb_mp_pack_kv_uint(&pk, "seq", seq);
+    rc |= sb_mp_pack_kv_uint(&pk, "tseq", tseq);
+    rc |= sb_mp_pack_kv_cstr(&pk, "epoch", epoch);
+    rc |= sb_mp_pack_kv_cstr(&pk, "table", table);
+    rc |= sb_mp_pack_cstr(&pk, "key") | sb_mp_pack_key(&pk, &ev->key);
+    rc |= sb_mp_pack_kv_cstr(&pk, "op", op_names[ev->op]);
+    rc |= sb_mp_pack_kv_uint(&pk, "version", ev->version);
+    rc |= sb_mp_pack_kv_cstr(&pk, "origin", ev->origin);
+    rc |= sb_mp_pack_kv_int(&pk, "ts", ev->ts_ms);
     /* The source packed the row once; it is copied in verbatim. */
-    if (ev->row && ev->op != SB_OP_DELETE && ev->op != SB_OP_TRUNCATE)
-        rc |= msgpack_sbuffer_write(body, ev->row, ev->row_len);
-    else
-        rc |= msgpack_pack_nil(&pk);
-    rc |= pack_str(&pk, "n") | msgpack_pack_uint32(&pk, ev->n);
+    bool has_row = ev->op != SB_OP_DELETE && ev->op != SB_OP_TRUNCATE;
+    rc |= sb_mp_pack_cstr(&pk, "row") |
+          sb_mp_pack_raw(&pk, has_row ? ev->row : NULL, ev->row_len);
+    rc |= sb_mp_pack_kv_uint(&pk, "n", ev->n);
     return rc ? SB_ERR_NOMEM : SB_OK;
 }
 
@@ -87,12 +63,12 @@ int sb_event_encode_heartbeat(msgpack_sbuffer *topic, msgpack_sbuffer *body, con
     msgpack_packer_init(&pk, body, msgpack_sbuffer_write);
     int rc = put(topic, "@hb");
     rc |= msgpack_pack_map(&pk, 4);
-    rc |= pack_str(&pk, "epoch") | pack_str(&pk, epoch);
-    rc |= pack_str(&pk, "seq") | msgpack_pack_uint64(&pk, seq);
-    rc |= pack_str(&pk, "tseq") | msgpack_pack_map(&pk, ntables);
+    rc |= sb_mp_pack_kv_cstr(&pk, "epoch", epoch);
+    rc |= sb_mp_pack_kv_uint(&pk, "seq", seq);
+    rc |= sb_mp_pack_cstr(&pk, "tseq") | msgpack_pack_map(&pk, ntables);
     for (size_t i = 0; i < ntables; i++)
-        rc |= pack_str(&pk, tables[i]) | msgpack_pack_uint64(&pk, tseq[i]);
-    rc |= pack_str(&pk, "ts") | msgpack_pack_int64(&pk, ts_ms);
+        rc |= sb_mp_pack_kv_uint(&pk, tables[i], tseq[i]);
+    rc |= sb_mp_pack_kv_int(&pk, "ts", ts_ms);
     return rc ? SB_ERR_NOMEM : SB_OK;
 }
 
@@ -106,16 +82,16 @@ int sb_event_encode_presence(msgpack_sbuffer *topic, msgpack_sbuffer *body, cons
     msgpack_packer pk;
     msgpack_packer_init(&pk, body, msgpack_sbuffer_write);
     int rc = msgpack_pack_map(&pk, 5);
-    rc |= pack_str(&pk, "seq") | msgpack_pack_uint64(&pk, seq);
-    rc |= pack_str(&pk, "epoch") | pack_str(&pk, epoch);
-    rc |= pack_str(&pk, "table") | pack_str(&pk, table);
-    rc |= pack_str(&pk, "key") | pack_key(&pk, key);
-    rc |= pack_str(&pk, "editors") | msgpack_pack_array(&pk, n);
+    rc |= sb_mp_pack_kv_uint(&pk, "seq", seq);
+    rc |= sb_mp_pack_kv_cstr(&pk, "epoch", epoch);
+    rc |= sb_mp_pack_kv_cstr(&pk, "table", table);
+    rc |= sb_mp_pack_cstr(&pk, "key") | sb_mp_pack_key(&pk, key);
+    rc |= sb_mp_pack_cstr(&pk, "editors") | msgpack_pack_array(&pk, n);
     for (size_t i = 0; i < n; i++) {
         rc |= msgpack_pack_map(&pk, 3);
-        rc |= pack_str(&pk, "client") | pack_str(&pk, editors[i].client);
-        rc |= pack_str(&pk, "state") | pack_str(&pk, editors[i].state);
-        rc |= pack_str(&pk, "since") | msgpack_pack_int64(&pk, editors[i].since_ms);
+        rc |= sb_mp_pack_kv_cstr(&pk, "client", editors[i].client);
+        rc |= sb_mp_pack_kv_cstr(&pk, "state", editors[i].state);
+        rc |= sb_mp_pack_kv_int(&pk, "since", editors[i].since_ms);
     }
     return rc ? SB_ERR_NOMEM : SB_OK;
 }

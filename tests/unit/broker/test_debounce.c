@@ -289,6 +289,24 @@ static void insert_then_delete_unpublished_is_nothing(void **state)
     assert_int_equal(sb_debounce_entities(f->d), 1); /* key 1's window only */
 }
 
+static void insert_delete_exposed_by_snapshot_is_delete(void **state)
+{
+    fixture *f = *state;
+    /* A snapshot ran after the insert was written: a client may hold the row. */
+    sb_debounce_set_exposure(f->d, 42);
+    change(f, 0, "2", SB_OP_INSERT, 11, "x");
+    change(f, 0, "2", SB_OP_DELETE, 12, "");
+    cycle(f);
+    assert_int_equal(f->nevents, 1);
+    assert_int_equal(f->events[0].op, SB_OP_DELETE);
+    /* Written after the snapshot: nobody can have it. */
+    sb_debounce_set_exposure(f->d, 41);
+    change(f, 0, "3", SB_OP_INSERT, 13, "x");
+    change(f, 0, "3", SB_OP_DELETE, 14, "");
+    cycle(f);
+    assert_int_equal(f->nevents, 1);
+}
+
 static void published_then_delete_is_delete(void **state)
 {
     fixture *f = *state;
@@ -543,6 +561,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(window_restarts_only_after_publish, setup_200, teardown),
         cmocka_unit_test_setup_teardown(many_updates_bounded_events, setup_200, teardown),
         cmocka_unit_test_setup_teardown(insert_then_delete_unpublished_is_nothing, setup_200,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(insert_delete_exposed_by_snapshot_is_delete, setup_0,
                                         teardown),
         cmocka_unit_test_setup_teardown(published_then_delete_is_delete, setup_200, teardown),
         cmocka_unit_test_setup_teardown(insert_in_window_of_unpublished_insert_then_delete,

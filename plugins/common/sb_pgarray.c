@@ -1,0 +1,159 @@
+/* sb_pgarray.c - see sb_pgarray.h. */
+#include "sb_pgarray.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syncbroker/plugin.h>
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+static bool is_null_word(const char *s, size_t len)
+{
+    static const char word[] = "null";
+    if (len != 4)
+        return false;
+    for (size_t i = 0; i < 4; i++)
+        if ((s[i] | 0x20) != word[i])
+            return false;
+    return true;
+}
+
+/* One pass over the literal. With ptrs/buf NULL it only validates and counts (*n, *bytes);
+ * otherwise it writes the unescaped, NUL-terminated elements into buf and their addresses
+ * into ptrs. Both passes run the same code, so the sizes always agree. */
+static int scan(const char *s, uint32_t *n, size_t *bytes, char **ptrs, char *buf)
+{
+    uint32_t count = 0;
+    size_t used = 0;
+    if (*s == '[') { /* dimension decoration: [lo:hi]= */
+        const char *eq = strchr(s, '=');
+        if (!eq)
+            return SB_ERR_INVAL;
+        s = eq + 1;
+    }
+    while (is_space(*s))
+        s++;
+    if (*s++ != '{')
+        return SB_ERR_INVAL;
+    while (is_space(*s))
+        s++;
+    if (*s == '}') {
+        s++;
+    } else {
+        for (;;) {
+            while (is_space(*s))
+                s++;
+            char *out = buf ? buf + used : NULL;
+            size_t len = 0;
+            if (*s == '"') {
+                for (s++; *s != '"'; s++) {
+                    if (*s == '\\')
+                        s++;
+                    if (*s == '\0')
+                        return SB_ERR_INVAL;
+                    if (out)
+                        out[len] = *s;
+                    len++;
+                }
+                s++;
+                while (is_space(*s))
+                    s++;
+            } else {
+                const char *start = s, *raw_end = s; /* raw_end: after the last non-space */
+                size_t trimmed = 0;                  /* length without trailing spaces */
+                for (; *s != ',' && *s != '}'; s++) {
+                    if (*s == '\0' || *s == '{' || *s == '"')
+                        return SB_ERR_INVAL;
+                    if (*s == '\\') {
+                        s++;
+                        if (*s == '\0')
+                            return SB_ERR_INVAL;
+                    } else if (is_space(*s)) {
+                        if (out)
+                            out[len] = *s;
+                        len++;
+                        continue;
+                    }
+                    if (out)
+                        out[len] = *s;
+                    trimmed = ++len;
+                    raw_end = s + 1;
+                }
+                len = trimmed;
+                if (len == 0 || is_null_word(start, (size_t)(raw_end - start)))
+                    return SB_ERR_INVAL; /* empty element or NULL */
+            }
+            if (out) {
+                out[len] = '\0';
+                ptrs[count] = out;
+            }
+            used += len + 1;
+            count++;
+            if (*s == ',') {
+                s++;
+                continue;
+            }
+            if (*s++ != '}')
+                return SB_ERR_INVAL;
+            break;
+        }
+    }
+    while (is_space(*s))
+        s++;
+    if (*s != '\0')
+        return SB_ERR_INVAL;
+    *n = count;
+    *bytes = used;
+    return SB_OK;
+}
+
+int sb_pgarray_parse(const char *text, char ***parts, uint32_t *n)
+{
+    uint32_t count;
+    size_t bytes;
+    if (!text || scan(text, &count, &bytes, NULL, NULL) != SB_OK)
+        return SB_ERR_INVAL;
+    size_t head = ((size_t)count + 1) * sizeof(char *);
+    char **block = malloc(head + bytes + 1);
+    if (!block)
+        return SB_ERR_NOMEM;
+    scan(text, &count, &bytes, block, (char *)block + head);
+    block[count] = NULL;
+    *parts = block;
+    *n = count;
+    return SB_OK;
+}
+
+int sb_pgarray_build(const char *const *parts, size_t n, char **out)
+{
+    size_t len = 3; /* {, } and NUL */
+    for (size_t i = 0; i < n; i++) {
+        len += 3; /* two quotes and a comma */
+        for (const char *p = parts[i]; *p; p++)
+            len += (*p == '"' || *p == '\\') ? 2 : 1;
+    }
+    char *s = malloc(len);
+    if (!s)
+        return SB_ERR_NOMEM;
+    char *w = s;
+    *w++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            *w++ = ',';
+        *w++ = '"';
+        for (const char *p = parts[i]; *p; p++) {
+            if (*p == '"' || *p == '\\')
+                *w++ = '\\';
+            *w++ = *p;
+        }
+        *w++ = '"';
+    }
+    *w++ = '}';
+    *w = '\0';
+    *out = s;
+    return SB_OK;
+}

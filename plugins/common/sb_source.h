@@ -1,0 +1,69 @@
+/*
+ * sb_source.h - the change-source engine behind source_poll and source_notify.
+ *
+ * One engine, two ways to wake it: SB_WAKE_POLL reads the change log every
+ * poll_interval_ms; SB_WAKE_NOTIFY LISTENs on channel "syncbroker" and reads when a
+ * notification arrives (coalesced: one more read after the running one), with a slow
+ * poll_interval_ms safety net. Everything else is shared: the main connection (cursor, row
+ * fetches, pruning), the snapshot connection, the options and the plugin callbacks.
+ *
+ * A plugin is a descriptor whose options are SB_SOURCE_OPTIONS(...) and whose create()
+ * calls sb_source_create() with its wake mode; every other callback is sb_source_*.
+ */
+#ifndef SB_SOURCE_H
+#define SB_SOURCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <syncbroker/plugin.h>
+
+typedef enum sb_wake_mode { SB_WAKE_POLL = 1, SB_WAKE_NOTIFY = 2 } sb_wake_mode;
+
+/* The NOTIFY channel the capture triggers use (sql/002_capture.sql). */
+#define SB_NOTIFY_CHANNEL "syncbroker"
+
+/* Option indexes: the order of SB_SOURCE_OPTIONS. */
+enum sb_source_opt {
+    SB_SRC_OPT_POLL_INTERVAL_MS,
+    SB_SRC_OPT_BATCH_ROWS,
+    SB_SRC_OPT_RECONNECT_MIN_MS,
+    SB_SRC_OPT_RECONNECT_MAX_MS,
+    SB_SRC_OPT_CONNECT_TIMEOUT_MS,
+    SB_SRC_OPT_PRUNE_INTERVAL_MS,
+    SB_SRC_OPT_READER,
+    SB_SRC_OPT_TOMBSTONE_RETENTION_S,
+    SB_SRC_OPT_READER_TIMEOUT_S,
+    SB_SRC_NOPTS
+};
+
+/* The option spec of a source, terminator included; only the poll interval's default and
+ * help differ between the plugins. */
+// clang-format off
+#define SB_SOURCE_OPTIONS(poll_default, poll_help)                                                 \
+    {"poll_interval_ms", SB_OPT_INT, poll_default, 1, 3600000, poll_help},                         \
+    {"batch_rows", SB_OPT_INT, "1000", 1, 1000000, "snapshot rows per batch"},                     \
+    {"reconnect_min_ms", SB_OPT_INT, "100", 1, 3600000, "first reconnect delay (ms)"},             \
+    {"reconnect_max_ms", SB_OPT_INT, "5000", 1, 3600000, "longest reconnect delay (ms)"},          \
+    {"connect_timeout_ms", SB_OPT_INT, "5000", 100, 3600000,                                       \
+     "give up a connection attempt after this long"},                                              \
+    {"prune_interval_ms", SB_OPT_INT, "1000", 10, 86400000,                                        \
+     "how often to record this broker's position and prune the change log (ms)"},                  \
+    {"reader", SB_OPT_STRING, "syncbroker", 0, 0,                                                  \
+     "this broker's row in syncbroker.reader (unique per broker)"},                                \
+    {"tombstone_retention_s", SB_OPT_INT, "86400", 0, INT32_MAX,                                   \
+     "keep the versions of deleted rows this long"},                                               \
+    {"reader_timeout_s", SB_OPT_INT, "3600", 1, INT32_MAX,                                         \
+     "forget readers not seen this long (the log is kept for them until then)"},                   \
+    {NULL, 0, NULL, 0, 0, NULL}
+// clang-format on
+
+int sb_source_create(const sb_host_api *api, sb_host *host, const sb_option_value *opts,
+                     sb_wake_mode mode, void **state);
+int sb_source_start(void *state);
+void sb_source_stop(void *state);
+void sb_source_destroy(void *state);
+int sb_source_fetch(void *state, uint64_t req, const char *table, const sb_key *keys, size_t nkeys);
+int sb_source_snapshot(void *state, uint64_t req, const char *const *tables, size_t n);
+void sb_source_cancel(void *state, uint64_t req);
+
+#endif /* SB_SOURCE_H */

@@ -1,0 +1,323 @@
+/*
+ * request.c - decode, validate and serve one service request (docs/protocol.md, Service).
+ * Every request gets exactly one reply: the op's answer or {error, message}.
+ */
+#include "tz.h"
+
+#include "sb_mp.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Requests are small maps: no need for msgpack-c's full depth. */
+static const sb_mp_limits request_limits = {.max_depth = 8, .max_elements = 4096};
+
+/* A packer writing into its own sbuffer. */
+typedef struct tz_out {
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+} tz_out;
+
+static void out_init(tz_out *o)
+{
+    msgpack_sbuffer_init(&o->sb);
+    msgpack_packer_init(&o->pk, &o->sb, msgpack_sbuffer_write);
+}
+
+void tz_reply_map(tz *t, tz_frames *env, msgpack_sbuffer *sb, int pack_rc, tz_frames *extra)
+{
+    if (pack_rc < 0 || tz_frames_push_sbuf(env, sb) < 0 ||
+        (extra && tz_frames_move(env, extra) < 0)) {
+        t->api->log(t->host, SB_LOG_ERROR, "out of memory building a reply: dropped");
+        t->errors++;
+        msgpack_sbuffer_destroy(sb);
+        tz_frames_clear(env);
+        if (extra)
+            tz_frames_clear(extra);
+        return;
+    }
+    t->reply(t, env);
+}
+
+void tz_reply_error(tz *t, tz_frames *env, const char *code, const char *fmt, ...)
+{
+    char message[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    t->errors++;
+    t->api->log(t->host, SB_LOG_DEBUG, "request refused: %s: %s", code, message);
+    tz_out o;
+    out_init(&o);
+    int rc = msgpack_pack_map(&o.pk, 2);
+    rc |= sb_mp_pack_kv_cstr(&o.pk, "error", code);
+    rc |= sb_mp_pack_kv_cstr(&o.pk, "message", message);
+    tz_reply_map(t, env, &o.sb, rc, NULL);
+}
+
+/* Copy at most 64 bytes of untrusted text into buf (cap > 68), replacing anything but
+ * printable ASCII: it goes into a log line and a UTF-8 reply string. */
+static const char *printable(const char *s, size_t n, char *buf, size_t cap)
+{
+    size_t limit = n > 64 ? 64 : n, j = 0;
+    for (size_t i = 0; i < limit && j + 4 < cap; i++)
+        buf[j++] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
+    if (limit < n) {
+        memcpy(buf + j, "...", 3);
+        j += 3;
+    }
+    buf[j] = '\0';
+    return buf;
+}
+
+void tz_reply_unknown_table(tz *t, tz_frames *env, const char *table, size_t len)
+{
+    char name[80];
+    tz_reply_error(t, env, "unknown_table", "table '%s' is not configured",
+                   printable(table, len, name, sizeof name));
+}
+
+bool tz_table_known(tz *t, const char *table)
+{
+    size_t n = 0;
+    const char *const *tables = t->api->tables(t->host, &n);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(tables[i], table) == 0)
+            return true;
+    return false;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t current_seq(tz *t)
+{
+    sb_stats s = {0};
+    t->api->stats(t->host, &s);
+    return s.seq;
+}
+
+/* ---- ops ----------------------------------------------------------------------------- */
+
+static void serve_ping(tz *t, tz_frames *env, const msgpack_object *req)
+{
+    (void)req;
+    tz_out o;
+    out_init(&o);
+    int rc = msgpack_pack_map(&o.pk, 3);
+    rc |= sb_mp_pack_kv_cstr(&o.pk, "epoch", t->api->epoch(t->host));
+    rc |= sb_mp_pack_kv_uint(&o.pk, "seq", current_seq(t));
+    rc |= sb_mp_pack_kv_int(&o.pk, "ts", wall_ms());
+    tz_reply_map(t, env, &o.sb, rc, NULL);
+}
+
+static void serve_stats(tz *t, tz_frames *env, const msgpack_object *req)
+{
+    (void)req;
+    sb_stats s = {0};
+    t->api->stats(t->host, &s);
+    tz_out o;
+    out_init(&o);
+    int rc = msgpack_pack_map(&o.pk, 11);
+    rc |= sb_mp_pack_kv_cstr(&o.pk, "epoch", t->api->epoch(t->host));
+    rc |= sb_mp_pack_kv_uint(&o.pk, "seq", s.seq);
+    rc |= sb_mp_pack_kv_uint(&o.pk, "changes_in", s.changes_in);
+    rc |= sb_mp_pack_kv_uint(&o.pk, "events_out", s.events_out);
+    rc |= sb_mp_pack_kv_uint(&o.pk, "coalesced", s.coalesced);
+    rc |= sb_mp_pack_kv_uint(&o.pk, "snapshots", s.snapshots);
+    rc |= sb_mp_pack_kv_uint(&o.pk, "pending", s.pending);
+    rc |= sb_mp_pack_kv_int(&o.pk, "source_lag_ms", s.source_lag_ms);
+    rc |= sb_mp_pack_kv_int(&o.pk, "subscribers", t->pub ? t->subscribers : -1);
+    rc |= sb_mp_pack_kv_uint(&o.pk, "requests", t->requests);
+    rc |= sb_mp_pack_kv_uint(&o.pk, "errors", t->errors);
+    tz_reply_map(t, env, &o.sb, rc, NULL);
+}
+
+typedef struct replay_ctx {
+    tz_frames frames;
+    int rc;
+} replay_ctx;
+
+static void on_replay(void *ud, const sb_message *m)
+{
+    replay_ctx *c = ud;
+    if (c->rc == SB_OK)
+        c->rc = tz_frames_push(&c->frames, m->body, m->body_len);
+}
+
+/* Answer a request whose fields could not be read: rc is SB_ERR_INVAL or SB_ERR_NOMEM. */
+static void reply_parse_error(tz *t, tz_frames *env, int rc, const char *why)
+{
+    if (rc == SB_ERR_NOMEM)
+        tz_reply_error(t, env, "internal", "out of memory");
+    else
+        tz_reply_error(t, env, "bad_request", "%s", why);
+}
+
+static void serve_since(tz *t, tz_frames *env, const msgpack_object *req)
+{
+    char *epoch = NULL;
+    uint64_t seq;
+    int rc = sb_mp_get_uint(sb_mp_map_get(req, "seq"), &seq);
+    if (rc == SB_OK)
+        rc = sb_mp_dup_str(sb_mp_map_get(req, "epoch"), &epoch);
+    if (rc < 0) {
+        reply_parse_error(t, env, rc, "since needs epoch (str) and seq (uint)");
+        return;
+    }
+    replay_ctx c = {.rc = SB_OK};
+    uint64_t last = 0;
+    rc = t->api->since(t->host, epoch, seq, on_replay, &c, &last);
+    free(epoch);
+    if (rc == SB_OK)
+        rc = c.rc;
+    if (rc < 0) {
+        tz_frames_clear(&c.frames);
+        if (rc == SB_ERR_NOTFOUND)
+            tz_reply_error(t, env, "resync",
+                           "epoch changed or seq %llu is no longer retained: take a snapshot",
+                           (unsigned long long)seq);
+        else
+            tz_reply_error(t, env, "internal", "since failed: %s", sb_strerror(rc));
+        return;
+    }
+    tz_out o;
+    out_init(&o);
+    int prc = msgpack_pack_map(&o.pk, 2);
+    prc |= sb_mp_pack_kv_cstr(&o.pk, "epoch", t->api->epoch(t->host));
+    prc |= sb_mp_pack_kv_uint(&o.pk, "seq", last);
+    tz_reply_map(t, env, &o.sb, prc, &c.frames);
+}
+
+/* Owned copies of a presence request's fields. */
+typedef struct presence_req {
+    char *client, *table, *state;
+    sb_key key;
+    uint64_t ttl_ms;
+} presence_req;
+
+static void presence_free(presence_req *p)
+{
+    free(p->client);
+    free(p->table);
+    free(p->state);
+    sb_mp_key_free(&p->key);
+}
+
+/* 0, SB_ERR_INVAL (with *why set) or SB_ERR_NOMEM. */
+static int presence_parse(const msgpack_object *req, presence_req *p, const char **why)
+{
+    int rc;
+    *why = "presence needs client, table, state (str), key (str or [str]) and ttl_ms (uint)";
+    if ((rc = sb_mp_dup_str(sb_mp_map_get(req, "client"), &p->client)) < 0 ||
+        (rc = sb_mp_dup_str(sb_mp_map_get(req, "table"), &p->table)) < 0 ||
+        (rc = sb_mp_dup_str(sb_mp_map_get(req, "state"), &p->state)) < 0 ||
+        (rc = sb_mp_dup_key(sb_mp_map_get(req, "key"), &p->key)) < 0)
+        return rc;
+    if (strcmp(p->state, "editing") && strcmp(p->state, "viewing") && strcmp(p->state, "left")) {
+        *why = "state must be editing, viewing or left";
+        return SB_ERR_INVAL;
+    }
+    if (p->client[0] == '\0') {
+        *why = "client must not be empty";
+        return SB_ERR_INVAL;
+    }
+    /* A TTL only matters while someone stays; "left" may omit it. */
+    const msgpack_object *ttl = sb_mp_map_get(req, "ttl_ms");
+    p->ttl_ms = 0;
+    if ((ttl || strcmp(p->state, "left") != 0) &&
+        (sb_mp_get_uint(ttl, &p->ttl_ms) < 0 || p->ttl_ms > UINT32_MAX)) {
+        *why = "ttl_ms must be a uint of at most 2^32-1";
+        return SB_ERR_INVAL;
+    }
+    return SB_OK;
+}
+
+static void serve_presence(tz *t, tz_frames *env, const msgpack_object *req)
+{
+    presence_req p = {0};
+    const char *why;
+    int rc = presence_parse(req, &p, &why);
+    if (rc == SB_OK && !tz_table_known(t, p.table))
+        rc = SB_ERR_NOTFOUND;
+    else if (rc == SB_OK) {
+        sb_presence sp = {.client = p.client,
+                          .table = p.table,
+                          .key = p.key,
+                          .state = p.state,
+                          .ttl_ms = (uint32_t)p.ttl_ms};
+        rc = t->api->presence(t->host, &sp);
+        why = sb_strerror(rc);
+    }
+    if (rc == SB_OK) {
+        tz_out o;
+        out_init(&o);
+        int prc = msgpack_pack_map(&o.pk, 1);
+        prc |= sb_mp_pack_kv_bool(&o.pk, "ok", true);
+        tz_reply_map(t, env, &o.sb, prc, NULL);
+    } else if (rc == SB_ERR_INVAL || rc == SB_ERR_NOMEM) {
+        reply_parse_error(t, env, rc, why);
+    } else if (rc == SB_ERR_NOTFOUND) {
+        tz_reply_unknown_table(t, env, p.table, strlen(p.table));
+    } else {
+        tz_reply_error(t, env, "internal", "presence failed: %s", sb_strerror(rc));
+    }
+    presence_free(&p);
+}
+
+/* ---- dispatch ------------------------------------------------------------------------ */
+
+typedef void (*op_fn)(tz *t, tz_frames *env, const msgpack_object *req);
+
+static const struct {
+    const char *name;
+    op_fn fn;
+} ops[] = {
+    {"ping", serve_ping},         {"snapshot", tz_snapshot_serve}, {"since", serve_since},
+    {"presence", serve_presence}, {"stats", serve_stats},
+};
+
+void tz_request_serve(tz *t, tz_frames *env, const void *body, size_t len)
+{
+    t->requests++;
+    if (len > (uint64_t)t->max_request) {
+        tz_reply_error(t, env, "too_large", "request of %zu bytes exceeds max_request %lld", len,
+                       (long long)t->max_request);
+        return;
+    }
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    int rc = sb_mp_unpack(body, len, &request_limits, &up);
+    const msgpack_object *req = &up.data;
+    const char *op;
+    size_t oplen;
+    if (rc == SB_ERR_NOMEM)
+        tz_reply_error(t, env, "internal", "out of memory");
+    else if (rc < 0)
+        tz_reply_error(t, env, "bad_request", "request is not one valid msgpack object");
+    else if (req->type != MSGPACK_OBJECT_MAP)
+        tz_reply_error(t, env, "bad_request", "request is not a map");
+    else if (sb_mp_get_str(sb_mp_map_get(req, "op"), &op, &oplen) < 0)
+        tz_reply_error(t, env, "bad_request", "request has no str op");
+    else {
+        char name[80];
+        size_t i = 0;
+        while (i < sizeof ops / sizeof ops[0] &&
+               (strlen(ops[i].name) != oplen || memcmp(ops[i].name, op, oplen) != 0))
+            i++;
+        if (i < sizeof ops / sizeof ops[0])
+            ops[i].fn(t, env, req);
+        else
+            tz_reply_error(t, env, "unknown_op", "unknown op '%s'",
+                           printable(op, oplen, name, sizeof name));
+    }
+    msgpack_unpacked_destroy(&up);
+}

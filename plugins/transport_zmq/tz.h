@@ -1,0 +1,124 @@
+/*
+ * tz.h - internals of the transport_zmq plugin, shared by its files and its tests.
+ *
+ *   transport_zmq.c  descriptor, options, life cycle
+ *   pub.c            XPUB events socket: publish(), subscription counting
+ *   service.c        ROUTER service socket: reading requests, sending and queueing replies
+ *   request.c        decoding and validating a request, the synchronous ops, error replies
+ *   snapshot.c       the asynchronous snapshot op (per-request state)
+ *   frames.c         tz_frames, an owned list of message frames
+ *
+ * Everything runs on the broker's loop thread.
+ */
+#ifndef TZ_H
+#define TZ_H
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <syncbroker/plugin.h>
+
+/* ---- frames -------------------------------------------------------------------------- */
+
+/* One ZeroMQ frame; data is malloc'd (never NULL, even for an empty frame). */
+typedef struct tz_frame {
+    unsigned char *data;
+    size_t len;
+} tz_frame;
+
+/* An owned list of frames: one multipart message or a part of one. Zero-initialise. */
+typedef struct tz_frames {
+    tz_frame *v;
+    size_t n, cap;
+    size_t bytes; /* sum of the frames' lengths */
+} tz_frames;
+
+/* Append a copy of len bytes. 0 or SB_ERR_NOMEM. */
+int tz_frames_push(tz_frames *f, const void *data, size_t len);
+/* Append one frame made of a followed by b (copies both). */
+int tz_frames_push2(tz_frames *f, const void *a, size_t alen, const void *b, size_t blen);
+/* Append the sbuffer's bytes as one frame, taking them over (sb is left empty). */
+int tz_frames_push_sbuf(tz_frames *f, msgpack_sbuffer *sb);
+/* Move every frame of src to the end of dst (src is left empty). */
+int tz_frames_move(tz_frames *dst, tz_frames *src);
+/* Free every frame and the list; f is left empty and reusable. */
+void tz_frames_clear(tz_frames *f);
+/* Same routing id: frame 0 of both (the ROUTER's peer identity). */
+bool tz_frames_same_peer(const tz_frames *a, const tz_frames *b);
+
+/* ---- the plugin instance ------------------------------------------------------------- */
+
+typedef struct tz tz;
+typedef struct tz_snap tz_snap;       /* snapshot.c */
+typedef struct tz_pending tz_pending; /* service.c */
+
+/* Where a finished reply goes; takes the frames over (msg is left empty). */
+typedef void (*tz_reply_fn)(tz *t, tz_frames *msg);
+
+struct tz {
+    const sb_host_api *api;
+    sb_host *host;
+
+    /* options (strings are copies owned by tz) */
+    char *pub_endpoint, *service_endpoint;
+    int sndhwm, reply_hwm;
+    int64_t max_request;
+    uint32_t snapshot_batch;
+    size_t max_pending_replies, max_pending_bytes, max_snapshots;
+
+    /* sockets, watches, timers: between start() and stop() */
+    void *pub, *router;
+    sb_watch *pub_watch, *router_watch;
+    sb_timer *retry_timer;
+
+    /* replies waiting for their peer to drop below its HWM, oldest first */
+    tz_pending *pending_head, *pending_tail;
+    size_t pending_count, pending_bytes;
+
+    /* snapshots started and not yet answered */
+    tz_snap *snaps;
+    size_t nsnaps;
+
+    /* tz_service_reply, or a test's sink */
+    tz_reply_fn reply;
+
+    /* counters for the stats op */
+    uint64_t requests, errors, replies_dropped, publish_failed;
+    int64_t subscribers; /* live subscriptions that receive heartbeats */
+};
+
+/* pub.c */
+/* Create a socket of ZeroMQ `type` in the broker's context, configure it (linger, SNDHWM
+ * hwm, and per type), bind it to endpoint and log the bound address ("<what> listening on
+ * tcp://..."). Logs once and returns SB_ERR_ZMQ on failure. */
+int tz_bind_socket(tz *t, int type, const char *what, const char *endpoint, int hwm, void **out);
+int tz_pub_start(tz *t);
+void tz_pub_stop(tz *t);
+int tz_publish(void *state, const sb_message *m);
+
+/* service.c */
+int tz_service_start(tz *t);
+void tz_service_stop(tz *t);
+void tz_service_reply(tz *t, tz_frames *msg);
+
+/* request.c: serve one request body for the peer whose envelope (routing id first) is env.
+ * env is taken over; the reply goes to t->reply, now or, for a snapshot, later. */
+void tz_request_serve(tz *t, tz_frames *env, const void *body, size_t len);
+/* Reply {error: code, message: printf(fmt, ...)} and count an error. Takes env over. */
+void tz_reply_error(tz *t, tz_frames *env, const char *code, const char *fmt, ...) SB_PRINTF(4, 5);
+/* Reply env + the packed map in sb (+ extra frames, may be NULL). pack_rc < 0 means packing
+ * failed: the reply is dropped with a log line. Takes env, sb's bytes and extra over. */
+void tz_reply_map(tz *t, tz_frames *env, msgpack_sbuffer *sb, int pack_rc, tz_frames *extra);
+/* Reply unknown_table naming the (untrusted, len bytes) table. Takes env over. */
+void tz_reply_unknown_table(tz *t, tz_frames *env, const char *table, size_t len);
+/* True when the C string table is one of api->tables(). */
+bool tz_table_known(tz *t, const char *table);
+
+/* snapshot.c */
+void tz_snapshot_serve(tz *t, tz_frames *env, const msgpack_object *req);
+/* Cancel the running snapshots of the peer that routes like msg (it is gone). */
+void tz_snapshot_cancel_peer(tz *t, const tz_frames *msg);
+void tz_snapshot_cancel_all(tz *t);
+
+#endif /* TZ_H */

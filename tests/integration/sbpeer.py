@@ -1,0 +1,255 @@
+"""A Python peer for the Syncbroker wire protocol (docs/protocol.md): a SUB helper, a
+request helper for the service, and a Replica that follows the client algorithm. Also reads
+a table from PostgreSQL in the same typed form the broker publishes, for comparisons."""
+import time
+
+import msgpack
+import zmq
+
+CTX = zmq.Context.instance()
+INT_TYPES = {"smallint", "integer", "bigint", "oid"}
+FLOAT_TYPES = {"real", "double precision"}
+
+
+def unpack(frame):
+    return msgpack.unpackb(frame, raw=False, strict_map_key=False)
+
+
+def request(endpoint, body, timeout=5.0, socket_type=zmq.REQ):
+    """Sends one request (a dict is packed, bytes go as they are) and returns the decoded reply
+    frames (a frame that is not msgpack comes back as bytes). Raises TimeoutError."""
+    sock = CTX.socket(socket_type)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    try:
+        payload = body if isinstance(body, bytes) else msgpack.packb(body, use_bin_type=True)
+        if socket_type == zmq.DEALER:
+            sock.send_multipart([b"", payload])  # the empty delimiter REQ would add
+        else:
+            sock.send(payload)
+        if not sock.poll(int(timeout * 1000)):
+            raise TimeoutError(f"no reply from {endpoint} within {timeout}s")
+        frames = sock.recv_multipart()
+        if socket_type == zmq.DEALER:
+            assert frames[0] == b"", f"DEALER reply lacks the delimiter: {frames[:2]}"
+            frames = frames[1:]
+        out = []
+        for frame in frames:
+            try:
+                out.append(unpack(frame))
+            except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+                out.append(frame)
+        return out
+    finally:
+        sock.close()
+
+
+def key_tuple(key):
+    return tuple(key) if isinstance(key, (list, tuple)) else (key,)
+
+
+class Subscriber:
+    """SUB socket: data topics first, '@hb' last (its first heartbeat proves the rest live)."""
+
+    def __init__(self, endpoint, topics=("",)):
+        self.sock = CTX.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVHWM, 0)
+        self.sock.connect(endpoint)
+        for topic in topics:
+            self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"@hb")
+        self.pending = []  # non-heartbeat messages received while waiting for a heartbeat
+
+    def close(self):
+        self.sock.close()
+
+    def recv(self, timeout):
+        """(topic, body) of the next message, or raises TimeoutError."""
+        if not self.sock.poll(int(timeout * 1000)):
+            raise TimeoutError(f"no message within {timeout}s")
+        frames = self.sock.recv_multipart()
+        assert len(frames) == 2, f"event with {len(frames)} frames"
+        return frames[0].decode(), unpack(frames[1])
+
+    def wait_heartbeat(self, timeout=10.0):
+        """Returns the first heartbeat body; other messages meanwhile go to self.pending."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no heartbeat within {timeout}s")
+            topic, body = self.recv(left)
+            if topic == "@hb":
+                return body
+            self.pending.append((topic, body))
+
+    def collect_until(self, pred, timeout=10.0, heartbeats=False):
+        """Receives messages (heartbeats only if asked) until pred(messages) is true; returns
+        them. Messages in self.pending come first. AssertionError with what came on timeout."""
+        got, self.pending = list(self.pending), []
+        if not heartbeats:
+            got = [m for m in got if m[0] != "@hb"]
+        deadline = time.monotonic() + timeout
+        while not pred(got):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"condition not met within {timeout}s; received {got!r}")
+            try:
+                topic, body = self.recv(min(left, 0.2))
+            except TimeoutError:
+                continue
+            if topic != "@hb" or heartbeats:
+                got.append((topic, body))
+        return got
+
+
+class Replica:
+    """Follows docs/protocol.md: subscribe, first heartbeat, snapshot, buffered events with
+    seq > snapshot seq (version-checked), then the stream; on a tseq gap or a new epoch,
+    `since`, and a new snapshot if that answers resync. rows: {(table, key tuple): row}."""
+
+    def __init__(self, pub, service, tables):
+        self.service = service
+        self.tables = list(tables)
+        self.sub = Subscriber(pub, [f"{t}/" for t in self.tables])
+        self.rows = {}
+        self.versions = {}
+        self.epoch = None
+        self.seq = 0          # newest seq applied (or the snapshot's)
+        self.tseq = {}
+        self.gaps = []        # (table, expected tseq, got): each one forced a since/snapshot
+        self.resyncs = 0      # snapshots taken after the first
+
+    def close(self):
+        self.sub.close()
+
+    def start(self, timeout=10.0):
+        self.sub.wait_heartbeat(timeout)
+        head = self.snapshot(timeout)
+        buffered, self.sub.pending = self.sub.pending, []
+        for _topic, ev in buffered:
+            self.apply(ev)
+        return head
+
+    def snapshot(self, timeout=10.0):
+        frames = request(self.service, {"op": "snapshot", "tables": self.tables}, timeout=timeout)
+        head = frames[0]
+        assert isinstance(head, dict) and "error" not in head, head
+        self.rows, self.versions, self.tseq = {}, {}, {}
+        self.epoch, self.seq = head["epoch"], head["seq"]
+        count = 0
+        for frame in frames[1:]:
+            for item in frame:
+                k = (item["table"], key_tuple(item["key"]))
+                self.rows[k] = item["row"]
+                self.versions[k] = item["version"]
+                count += 1
+        assert count == head["rows"], f"snapshot said {head['rows']} rows, sent {count}"
+        return head
+
+    def resync(self, ev):
+        """Catch up after a gap: `since`, else (new epoch, buffer gone) a snapshot."""
+        if ev["epoch"] == self.epoch:
+            frames = request(self.service, {"op": "since", "epoch": self.epoch, "seq": self.seq})
+            if isinstance(frames[0], dict) and "error" not in frames[0]:
+                self.tseq = {}
+                for missed in frames[1:]:
+                    if missed.get("table") in self.tables and "op" in missed:
+                        self._apply_change(missed)
+                return
+        self.resyncs += 1
+        self.snapshot()
+
+    def apply(self, ev):
+        if "op" not in ev or ev.get("table") not in self.tables:
+            return  # presence, or a table we did not ask for
+        if ev["epoch"] == self.epoch and ev["seq"] <= self.seq:
+            return  # already in the snapshot or applied
+        last = self.tseq.get(ev["table"])
+        if ev["epoch"] != self.epoch or (last is not None and ev["tseq"] != last + 1):
+            if ev["epoch"] == self.epoch:
+                self.gaps.append((ev["table"], last + 1, ev["tseq"]))
+            self.resync(ev)
+            if ev["epoch"] != self.epoch or ev["seq"] <= self.seq:
+                return
+        self._apply_change(ev)
+
+    def _apply_change(self, ev):
+        if ev["seq"] <= self.seq:
+            return
+        self.seq = ev["seq"]
+        table = ev["table"]
+        self.tseq[table] = ev["tseq"]
+        if ev["op"] == "truncate":
+            for k in [k for k in self.versions if k[0] == table]:
+                self.rows.pop(k, None)
+                del self.versions[k]
+            return
+        k = (table, key_tuple(ev["key"]))
+        if ev["version"] <= self.versions.get(k, 0):
+            return
+        self.versions[k] = ev["version"]
+        if ev["op"] == "delete":
+            self.rows.pop(k, None)
+        else:
+            self.rows[k] = ev["row"]
+
+    def pump(self, timeout=0.1):
+        """Applies whatever arrives within timeout; returns how many messages came."""
+        n = 0
+        try:
+            while True:
+                topic, ev = self.sub.recv(timeout if n == 0 else 0)
+                n += 1
+                if topic != "@hb":
+                    self.apply(ev)
+                elif ev["epoch"] != self.epoch:
+                    self.resyncs += 1  # a new broker run: nothing we hold is comparable
+                    self.snapshot()
+        except TimeoutError:
+            return n
+
+    def wait_equal(self, expected_fn, timeout=20.0):
+        """Pumps events until self.rows == expected_fn() (re-read whenever the stream is idle)."""
+        deadline = time.monotonic() + timeout
+        expected = expected_fn()
+        while self.rows != expected:
+            if time.monotonic() > deadline:
+                wrong = {k: (self.rows.get(k), v) for k, v in expected.items()
+                         if self.rows.get(k) != v}
+                extra = [k for k in self.rows if k not in expected]
+                raise AssertionError(
+                    f"replica differs from the database after {timeout}s: "
+                    f"{len(wrong)} wrong/missing, e.g. {list(wrong.items())[:3]}; "
+                    f"{len(extra)} extra, e.g. {extra[:3]}")
+            self.pump(0.05)
+            expected = expected_fn()
+
+
+def typed_rows(conn, table):
+    """{(table, key tuple): row} as the broker publishes them: ints, floats, bools, NULL as
+    None, everything else in PostgreSQL's text form; the key as text in key order."""
+    with conn.cursor() as cur:
+        cur.execute("""
+            SELECT a.attname, format_type(a.atttypid, a.atttypmod)
+            FROM pg_attribute a
+            WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+            ORDER BY a.attnum""", (table,))
+        cols = cur.fetchall()
+        cur.execute("SELECT pk_cols FROM syncbroker.tracked WHERE relid = %s::regclass", (table,))
+        pk = cur.fetchone()[0]
+        exprs = []
+        for name, typ in cols:
+            ident = '"' + name.replace('"', '""') + '"'
+            if typ in INT_TYPES or typ in FLOAT_TYPES or typ == "boolean":
+                exprs.append(ident)
+            else:
+                exprs.append(f"{ident}::text")
+        keys = ['"' + c.replace('"', '""') + '"::text' for c in pk]
+        cur.execute(f"SELECT {', '.join(keys)}, {', '.join(exprs)} FROM {table}")
+        out = {}
+        for rec in cur.fetchall():
+            key = tuple(rec[:len(keys)])
+            out[(table, key)] = {name: rec[len(keys) + i] for i, (name, _) in enumerate(cols)}
+        return out

@@ -1,0 +1,92 @@
+"""The service socket: ping, snapshot, since over REQ and DEALER, and refusals of malformed
+requests that leave the broker serving."""
+import msgpack
+import pytest
+import zmq
+
+from sbpeer import Subscriber, request
+
+BOOKINGS = "public.bookings"
+
+
+def q(conn, sql, args=None):
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+
+
+def pack(obj):
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+BAD_REQUESTS = [
+    ("not msgpack", b"\xc1\xc1\xc1", "bad_request"),
+    ("empty frame", b"", "bad_request"),
+    ("truncated map", b"\x82\xa2op", "bad_request"),
+    ("not a map", pack([1, 2, 3]), "bad_request"),
+    ("a string", pack("ping"), "bad_request"),
+    ("missing op", pack({"tables": [BOOKINGS]}), "bad_request"),
+    ("op not a string", pack({"op": 5}), "bad_request"),
+    ("unknown op", pack({"op": "drop_database"}), "unknown_op"),
+    ("unknown table", pack({"op": "snapshot", "tables": ["public.nope"]}), "unknown_table"),
+    ("tables not a list", pack({"op": "snapshot", "tables": BOOKINGS}), "bad_request"),
+    ("table not a string", pack({"op": "snapshot", "tables": [7]}), "bad_request"),
+    ("since seq a string", pack({"op": "since", "epoch": "x", "seq": "1"}), "bad_request"),
+    ("presence without client", pack({"op": "presence", "table": BOOKINGS, "key": "1",
+                                      "state": "editing", "ttl_ms": 1000}), "bad_request"),
+    ("presence bad state", pack({"op": "presence", "client": "c", "table": BOOKINGS, "key": "1",
+                                 "state": "dancing", "ttl_ms": 1000}), "bad_request"),
+    ("huge", pack({"op": "ping", "pad": "x" * 70_000}), "too_large"),
+    ("deeply nested", b"\x91" * 100_000, "too_large"),
+]
+
+
+def test_malformed_requests_get_errors_and_the_broker_carries_on(broker, hotel):
+    b = broker(hotel, [BOOKINGS])
+    for name, payload, code in BAD_REQUESTS:
+        reply = request(b.service, payload)
+        assert len(reply) == 1 and isinstance(reply[0], dict), (name, reply)
+        assert reply[0].get("error") == code, (name, reply)
+        assert isinstance(reply[0].get("message"), str) and reply[0]["message"], (name, reply)
+        assert b.ping()["epoch"] == b.hello["epoch"], name
+    b.stop()
+
+
+@pytest.mark.parametrize("socket_type", [zmq.REQ, zmq.DEALER], ids=["REQ", "DEALER"])
+def test_req_and_dealer_clients(broker, hotel, conn, socket_type):
+    b = broker(hotel, [BOOKINGS])
+    q(conn, "INSERT INTO bookings (id, guest) SELECT g, 'g' || g FROM generate_series(1, 25) g")
+    ping = request(b.service, {"op": "ping"}, socket_type=socket_type)[0]
+    assert isinstance(ping["epoch"], str) and isinstance(ping["seq"], int)
+    assert isinstance(ping["ts"], int)
+    frames = request(b.service, {"op": "snapshot", "tables": [BOOKINGS]}, socket_type=socket_type)
+    head = frames[0]
+    assert head["epoch"] == ping["epoch"] and head["tables"] == [BOOKINGS] and head["rows"] == 25
+    items = [item for frame in frames[1:] for item in frame]
+    assert sorted(int(i["key"]) for i in items) == list(range(1, 26))
+    assert all(i["table"] == BOOKINGS and i["row"]["guest"] == "g" + i["key"] for i in items)
+    stats = request(b.service, {"op": "stats"}, socket_type=socket_type)[0]
+    assert stats["epoch"] == ping["epoch"] and stats["snapshots"] >= 1
+    b.stop()
+
+
+def test_since_returns_missed_events(broker, hotel, conn):
+    b = broker(hotel, [BOOKINGS])
+    sub = Subscriber(b.pub, [f"{BOOKINGS}/"])
+    sub.wait_heartbeat()
+    start = b.ping()
+    live = []
+    for sql in ("INSERT INTO bookings (id, guest) VALUES (1, 'a')",
+                "UPDATE bookings SET guest = 'b' WHERE id = 1",
+                "INSERT INTO bookings (id, guest) VALUES (2, 'c')"):
+        q(conn, sql)  # one at a time: changes the broker reads together coalesce
+        live += [e for _, e in sub.collect_until(lambda m: len(m) >= 1)]
+    assert [e["op"] for e in live] == ["insert", "update", "insert"]
+    frames = request(b.service, {"op": "since", "epoch": start["epoch"], "seq": start["seq"]})
+    assert frames[0]["epoch"] == start["epoch"] and frames[0]["seq"] == live[-1]["seq"]
+    assert frames[1:] == live  # the exact PUB bodies, in seq order
+    one = request(b.service, {"op": "since", "epoch": start["epoch"], "seq": live[0]["seq"]})
+    assert one[1:] == live[1:]
+    stale = request(b.service, {"op": "since", "epoch": "not-this-run", "seq": 0})
+    assert stale[0]["error"] == "resync"
+    sub.close()
+    b.stop()

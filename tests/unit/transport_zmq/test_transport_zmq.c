@@ -1,0 +1,917 @@
+/*
+ * test_transport_zmq.c - the transport_zmq plugin against real REQ, DEALER and SUB peers
+ * over tcp://127.0.0.1 (ports picked by the OS), driven by the fake host's loop.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "fake_host.h"
+#include "sb_mp.h"
+#include "tz.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#define WAIT_MS 5000
+
+/* Exported by transport_zmq.c through SB_PLUGIN_DECLARE. */
+const sb_plugin *sb_plugin_entry(void);
+
+static const char *const tables[] = {"public.bookings", "public.rooms"};
+
+typedef struct fixture {
+    fake_host *fh;
+    const sb_plugin *p;
+    tz *t;
+    char pub[256], service[256];
+    void *socks[16]; /* client sockets, closed at teardown */
+    size_t nsocks;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    f->fh = fake_host_new();
+    f->p = sb_plugin_entry();
+    fake_host_set_tables(f->fh, tables, 2);
+    fake_host_set_epoch(f->fh, "ep1");
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    for (size_t i = 0; i < f->nsocks; i++)
+        if (f->socks[i])
+            zmq_close(f->socks[i]);
+    if (f->t) {
+        f->p->stop(f->t);
+        assert_int_equal(fake_host_watch_count(f->fh), 0);
+        assert_int_equal(fake_host_timer_count(f->fh), 0);
+        f->p->destroy(f->t);
+    }
+    fake_host_free(f->fh);
+    free(f);
+    return 0;
+}
+
+/* The address after "<what> listening on " in the log. */
+static void bound_endpoint(fixture *f, const char *what, char *out, size_t cap)
+{
+    char needle[64];
+    snprintf(needle, sizeof needle, "%s listening on ", what);
+    const char *line = fake_host_log_find(f->fh, needle);
+    assert_non_null(line);
+    snprintf(out, cap, "%s", strstr(line, needle) + strlen(needle));
+}
+
+/* Create and start the plugin with free ports and extra "key=value" options. */
+static int start_with(fixture *f, const char *extra1, const char *extra2)
+{
+    const char *overrides[] = {"pub=tcp://127.0.0.1:*", "service=tcp://127.0.0.1:*", extra1, extra2,
+                               NULL};
+    if (!extra1)
+        overrides[2] = NULL;
+    else if (!extra2)
+        overrides[3] = NULL;
+    sb_option_value opts[16];
+    assert_true(fake_host_options(f->p->options, overrides, opts, 16) > 0);
+    void *state = NULL;
+    assert_int_equal(f->p->create(fake_host_api(), fake_host_handle(f->fh), opts, &state), 0);
+    f->t = state;
+    int rc = f->p->start(f->t);
+    if (rc == SB_OK) {
+        bound_endpoint(f, "events (XPUB)", f->pub, sizeof f->pub);
+        bound_endpoint(f, "service (ROUTER)", f->service, sizeof f->service);
+    }
+    return rc;
+}
+
+static void *client(fixture *f, int type, const char *endpoint)
+{
+    void *s = zmq_socket(fake_host_zmq_context(f->fh), type);
+    int zero = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    assert_int_equal(zmq_connect(s, endpoint), 0);
+    assert_true(f->nsocks < 16);
+    f->socks[f->nsocks++] = s;
+    return s;
+}
+
+static void close_client(fixture *f, void *s)
+{
+    for (size_t i = 0; i < f->nsocks; i++)
+        if (f->socks[i] == s)
+            f->socks[i] = NULL;
+    zmq_close(s);
+}
+
+static void send_body(void *s, const void *body, size_t len)
+{
+    assert_true(zmq_send(s, body, len, 0) >= 0);
+}
+
+/* Pack a request map of n entries: key, kind, value with kind 's' (const char *), 'u'
+ * (uint64_t), 'i' (int64_t), 'a' (NULL-terminated const char **: array of str), 'x' (packed
+ * bytes: const char *, size_t). */
+static void pack_req(msgpack_sbuffer *sb, int n, ...)
+{
+    msgpack_packer pk;
+    msgpack_sbuffer_init(sb);
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, (size_t)n);
+    va_list ap;
+    va_start(ap, n);
+    for (int i = 0; i < n; i++) {
+        sb_mp_pack_cstr(&pk, va_arg(ap, const char *));
+        switch (va_arg(ap, int)) {
+        case 's':
+            sb_mp_pack_cstr(&pk, va_arg(ap, const char *));
+            break;
+        case 'u':
+            msgpack_pack_uint64(&pk, va_arg(ap, uint64_t));
+            break;
+        case 'i':
+            msgpack_pack_int64(&pk, va_arg(ap, int64_t));
+            break;
+        case 'a': {
+            const char **a = va_arg(ap, const char **);
+            size_t k = 0;
+            while (a[k])
+                k++;
+            msgpack_pack_array(&pk, k);
+            for (size_t j = 0; j < k; j++)
+                sb_mp_pack_cstr(&pk, a[j]);
+            break;
+        }
+        default: {
+            const char *raw = va_arg(ap, const char *);
+            sb_mp_pack_raw(&pk, raw, va_arg(ap, size_t));
+        }
+        }
+    }
+    va_end(ap);
+}
+
+#define SEND_REQ(sock, ...)                                                                        \
+    do {                                                                                           \
+        msgpack_sbuffer sb_;                                                                       \
+        pack_req(&sb_, __VA_ARGS__);                                                               \
+        send_body((sock), sb_.data, sb_.size);                                                     \
+        msgpack_sbuffer_destroy(&sb_);                                                             \
+    } while (0)
+
+/* Run the loop until s has a message, then read all its frames. */
+static void recv_reply(fixture *f, void *s, tz_frames *out)
+{
+    assert_true(fake_host_run_until(f->fh, fake_host_zsock_readable, s, WAIT_MS));
+    *out = (tz_frames){0};
+    int more = 1;
+    while (more) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        assert_true(zmq_msg_recv(&m, s, 0) >= 0);
+        more = zmq_msg_more(&m);
+        assert_int_equal(tz_frames_push(out, zmq_msg_data(&m), zmq_msg_size(&m)), 0);
+        zmq_msg_close(&m);
+    }
+}
+
+/* Decoded frame i of r; free with msgpack_unpacked_destroy. */
+static const msgpack_object *decode(const tz_frames *r, size_t i, msgpack_unpacked *up)
+{
+    assert_true(i < r->n);
+    msgpack_unpacked_init(up);
+    assert_int_equal(sb_mp_unpack(r->v[i].data, r->v[i].len, NULL, up), SB_OK);
+    assert_int_equal(up->data.type, MSGPACK_OBJECT_MAP);
+    return &up->data;
+}
+
+static uint64_t get_uint(const msgpack_object *m, const char *key)
+{
+    uint64_t v = 0;
+    assert_int_equal(sb_mp_get_uint(sb_mp_map_get(m, key), &v), SB_OK);
+    return v;
+}
+
+/* Assert a one-frame reply {error: code, message: ...containing needle}. */
+static void assert_error_reply(fixture *f, void *s, const char *code, const char *needle)
+{
+    tz_frames r;
+    recv_reply(f, s, &r);
+    assert_int_equal(r.n, 1);
+    msgpack_unpacked up;
+    const msgpack_object *m = decode(&r, 0, &up);
+    const char *got;
+    size_t len;
+    assert_int_equal(sb_mp_get_str(sb_mp_map_get(m, "error"), &got, &len), 0);
+    if (len != strlen(code) || memcmp(got, code, len) != 0)
+        fail_msg("expected error %s, got %.*s", code, (int)len, got);
+    const char *msg;
+    assert_int_equal(sb_mp_get_str(sb_mp_map_get(m, "message"), &msg, &len), 0);
+    if (needle) {
+        char text[512];
+        snprintf(text, sizeof text, "%.*s", (int)len, msg);
+        if (!strstr(text, needle))
+            fail_msg("message '%s' lacks '%s'", text, needle);
+    }
+    msgpack_unpacked_destroy(&up);
+    tz_frames_clear(&r);
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- ops ----------------------------------------------------------------------------- */
+
+static void test_ping(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, NULL, NULL), 0);
+    fake_host_stats(f->fh)->seq = 42;
+    void *req = client(f, ZMQ_REQ, f->service);
+    int64_t before = wall_ms();
+    SEND_REQ(req, 1, "op", 's', "ping");
+    tz_frames r;
+    recv_reply(f, req, &r);
+    int64_t after = wall_ms();
+    assert_int_equal(r.n, 1);
+    msgpack_unpacked up;
+    const msgpack_object *m = decode(&r, 0, &up);
+    assert_true(sb_mp_str_eq(sb_mp_map_get(m, "epoch"), "ep1"));
+    assert_int_equal(get_uint(m, "seq"), 42);
+    uint64_t ts = get_uint(m, "ts");
+    assert_true((int64_t)ts >= before && (int64_t)ts <= after);
+    msgpack_unpacked_destroy(&up);
+    tz_frames_clear(&r);
+}
+
+static const unsigned char row_a[] = {0x81, 0xa2, 'i', 'd', 0x01};
+static const unsigned char row_b[] = {0x82, 0xa2, 'i', 'd', 0x02, 0xa1, 'n', 0xc0};
+
+static sb_row make_row(const char *table, const char *const *parts, uint32_t nparts,
+                       uint64_t version, const unsigned char *row, size_t len)
+{
+    return (sb_row){
+        .table = table, .key = {parts, nparts}, .version = version, .row = row, .row_len = len};
+}
+
+static bool one_snapshot_started(void *ud)
+{
+    return fake_host_snapshot_count(((fixture *)ud)->fh) >= 1;
+}
+
+/* Check a row frame: an array of `n` row maps; returns the first row map's key object. */
+static void assert_row_frame(const tz_frame *fr, uint32_t n, uint64_t first_version)
+{
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    assert_int_equal(sb_mp_unpack(fr->data, fr->len, NULL, &up), SB_OK);
+    const msgpack_object *items;
+    uint32_t count;
+    assert_int_equal(sb_mp_get_array(&up.data, &items, &count), 0);
+    assert_int_equal(count, n);
+    assert_int_equal(get_uint(&items[0], "version"), first_version);
+    assert_true(sb_mp_str_eq(sb_mp_map_get(&items[0], "table"), "public.bookings"));
+    msgpack_unpacked_destroy(&up);
+}
+
+static void test_snapshot_req_multi_frame(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, "snapshot_batch=2", NULL), 0);
+    fake_host_script_snapshot(f->fh, SB_OK, 7);
+    void *req = client(f, ZMQ_REQ, f->service);
+    SEND_REQ(req, 1, "op", 's', "snapshot");
+    assert_true(fake_host_run_until(f->fh, one_snapshot_started, f, WAIT_MS));
+    fake_snapshot *s = fake_host_snapshot_get(f->fh, 0);
+    assert_int_equal(s->ntables, 0); /* all tables: NULL/0 */
+
+    const char *k1[] = {"1"}, *k2[] = {"2"}, *kc[] = {"12", "2026-11-28"};
+    sb_row first[] = {make_row("public.bookings", k1, 1, 10, row_a, sizeof row_a),
+                      make_row("public.bookings", k2, 1, 11, row_b, sizeof row_b),
+                      make_row("public.bookings", kc, 2, 12, row_a, sizeof row_a)};
+    sb_row second[] = {make_row("public.bookings", k1, 1, 13, row_b, sizeof row_b),
+                       make_row("public.bookings", k2, 1, 14, row_a, sizeof row_a)};
+    fake_host_snapshot_rows(f->fh, 0, first, 3);
+    fake_host_snapshot_rows(f->fh, 0, second, 2);
+    fake_host_run_once(f->fh, 0);
+    assert_false(fake_host_zsock_readable(req)); /* nothing before done */
+    fake_host_snapshot_done(f->fh, 0, SB_OK);
+
+    tz_frames r;
+    recv_reply(f, req, &r);
+    assert_int_equal(r.n, 4); /* header + 2 + 2 + 1 rows */
+    msgpack_unpacked up;
+    const msgpack_object *h = decode(&r, 0, &up);
+    assert_true(sb_mp_str_eq(sb_mp_map_get(h, "epoch"), "ep1"));
+    assert_int_equal(get_uint(h, "seq"), 7);
+    assert_int_equal(get_uint(h, "rows"), 5);
+    const msgpack_object *tl;
+    uint32_t nt;
+    assert_int_equal(sb_mp_get_array(sb_mp_map_get(h, "tables"), &tl, &nt), 0);
+    assert_int_equal(nt, 2);
+    assert_true(sb_mp_str_eq(&tl[0], "public.bookings"));
+    assert_true(sb_mp_str_eq(&tl[1], "public.rooms"));
+    msgpack_unpacked_destroy(&up);
+    assert_row_frame(&r.v[1], 2, 10);
+    assert_row_frame(&r.v[2], 2, 12);
+    assert_row_frame(&r.v[3], 1, 14);
+
+    /* Frame 2, first row: the composite key is an array, the row bytes are verbatim. */
+    msgpack_unpacked_init(&up);
+    assert_int_equal(sb_mp_unpack(r.v[2].data, r.v[2].len, NULL, &up), 0);
+    const msgpack_object *row = &up.data.via.array.ptr[0];
+    const msgpack_object *key = sb_mp_map_get(row, "key");
+    assert_int_equal(key->type, MSGPACK_OBJECT_ARRAY);
+    assert_true(sb_mp_str_eq(&key->via.array.ptr[1], "2026-11-28"));
+    const msgpack_object *cols = sb_mp_map_get(row, "row");
+    assert_int_equal(get_uint(cols, "id"), 1);
+    msgpack_unpacked_destroy(&up);
+    tz_frames_clear(&r);
+    assert_int_equal(f->t->nsnaps, 0);
+}
+
+static void test_snapshot_dealer_tables_sync_answer(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, NULL, NULL), 0);
+    const char *k[] = {"101"};
+    sb_row rows[] = {make_row("public.rooms", k, 1, 3, row_b, sizeof row_b)};
+    fake_host_script_snapshot(f->fh, SB_OK, 9);
+    fake_host_script_snapshot_sync(f->fh, rows, 1, SB_OK); /* answered inside the call */
+    void *d = client(f, ZMQ_DEALER, f->service);
+    const char *want[] = {"public.rooms", NULL};
+    /* A DEALER with its own envelope: an empty delimiter, like REQ. */
+    assert_true(zmq_send(d, "", 0, ZMQ_SNDMORE) == 0);
+    SEND_REQ(d, 2, "op", 's', "snapshot", "tables", 'a', want);
+    tz_frames r;
+    recv_reply(f, d, &r);
+    assert_int_equal(r.n, 3);
+    assert_int_equal(r.v[0].len, 0); /* the envelope comes back */
+    msgpack_unpacked up;
+    const msgpack_object *h = decode(&r, 1, &up);
+    assert_int_equal(get_uint(h, "rows"), 1);
+    assert_int_equal(get_uint(h, "seq"), 9);
+    const msgpack_object *tl;
+    uint32_t nt;
+    assert_int_equal(sb_mp_get_array(sb_mp_map_get(h, "tables"), &tl, &nt), 0);
+    assert_int_equal(nt, 1);
+    assert_true(sb_mp_str_eq(&tl[0], "public.rooms"));
+    msgpack_unpacked_destroy(&up);
+    fake_snapshot *s = fake_host_snapshot_get(f->fh, 0);
+    assert_int_equal(s->ntables, 1);
+    assert_string_equal(s->tables[0], "public.rooms");
+    tz_frames_clear(&r);
+
+    /* A DEALER without an envelope gets the bare reply. */
+    SEND_REQ(d, 1, "op", 's', "snapshot");
+    recv_reply(f, d, &r);
+    assert_int_equal(r.n, 2);
+    decode(&r, 0, &up);
+    msgpack_unpacked_destroy(&up);
+    tz_frames_clear(&r);
+}
+
+static bool two_snapshots_started(void *ud)
+{
+    return fake_host_snapshot_count(((fixture *)ud)->fh) >= 2;
+}
+
+static void test_concurrent_snapshots_keep_their_own_rows(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, NULL, NULL), 0);
+    fake_host_script_snapshot(f->fh, SB_OK, 1);
+    void *a = client(f, ZMQ_REQ, f->service);
+    void *b = client(f, ZMQ_REQ, f->service);
+    SEND_REQ(a, 1, "op", 's', "snapshot");
+    assert_true(fake_host_run_until(f->fh, one_snapshot_started, f, WAIT_MS));
+    SEND_REQ(b, 1, "op", 's', "snapshot");
+    assert_true(fake_host_run_until(f->fh, two_snapshots_started, f, WAIT_MS));
+    const char *k[] = {"1"};
+    sb_row ra = make_row("public.bookings", k, 1, 100, row_a, sizeof row_a);
+    sb_row rb = make_row("public.bookings", k, 1, 200, row_b, sizeof row_b);
+    fake_host_snapshot_rows(f->fh, 0, &ra, 1);
+    fake_host_snapshot_rows(f->fh, 1, &rb, 1);
+    fake_host_snapshot_rows(f->fh, 1, &rb, 1);
+    fake_host_snapshot_done(f->fh, 1, SB_OK); /* the second finishes first */
+    tz_frames r;
+    recv_reply(f, b, &r);
+    assert_int_equal(r.n, 2);
+    assert_row_frame(&r.v[1], 2, 200);
+    tz_frames_clear(&r);
+    assert_false(fake_host_zsock_readable(a));
+    fake_host_snapshot_done(f->fh, 0, SB_OK);
+    recv_reply(f, a, &r);
+    assert_int_equal(r.n, 2);
+    assert_row_frame(&r.v[1], 1, 100);
+    tz_frames_clear(&r);
+}
+
+static void test_snapshot_errors(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, NULL, NULL), 0);
+    void *req = client(f, ZMQ_REQ, f->service);
+    const char *unknown[] = {"public.bookings", "public.nope", NULL};
+    SEND_REQ(req, 2, "op", 's', "snapshot", "tables", 'a', unknown);
+    assert_error_reply(f, req, "unknown_table", "public.nope");
+    assert_int_equal(fake_host_snapshot_count(f->fh), 0);
+
+    SEND_REQ(req, 2, "op", 's', "snapshot", "tables", 's', "public.bookings");
+    assert_error_reply(f, req, "bad_request", "tables");
+    SEND_REQ(req, 2, "op", 's', "snapshot", "tables", 'x', "\x91\x01", (size_t)2);
+    assert_error_reply(f, req, "bad_request", "tables");
+
+    fake_host_script_snapshot(f->fh, SB_ERR_BUSY, 0);
+    SEND_REQ(req, 1, "op", 's', "snapshot");
+    assert_error_reply(f, req, "unavailable", NULL);
+    fake_host_script_snapshot(f->fh, SB_ERR_NOTFOUND, 0);
+    SEND_REQ(req, 1, "op", 's', "snapshot");
+    assert_error_reply(f, req, "unknown_table", NULL);
+
+    /* The source fails midway: the rows already packed are thrown away. */
+    fake_host_script_snapshot(f->fh, SB_OK, 0);
+    SEND_REQ(req, 1, "op", 's', "snapshot");
+    assert_true(fake_host_run_until(f->fh, one_snapshot_started, f, WAIT_MS));
+    const char *k[] = {"1"};
+    sb_row ra = make_row("public.bookings", k, 1, 1, row_a, sizeof row_a);
+    fake_host_snapshot_rows(f->fh, 0, &ra, 1);
+    fake_host_snapshot_done(f->fh, 0, SB_ERR_DB);
+    assert_error_reply(f, req, "unavailable", "database");
+    assert_int_equal(f->t->nsnaps, 0);
+}
+
+static void test_snapshot_limit(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, "max_snapshots=1", NULL), 0);
+    fake_host_script_snapshot(f->fh, SB_OK, 0);
+    void *a = client(f, ZMQ_REQ, f->service);
+    void *b = client(f, ZMQ_REQ, f->service);
+    SEND_REQ(a, 1, "op", 's', "snapshot");
+    assert_true(fake_host_run_until(f->fh, one_snapshot_started, f, WAIT_MS));
+    SEND_REQ(b, 1, "op", 's', "snapshot");
+    assert_error_reply(f, b, "unavailable", "snapshots are running");
+    fake_host_snapshot_done(f->fh, 0, SB_OK);
+    tz_frames r;
+    recv_reply(f, a, &r);
+    assert_int_equal(r.n, 1);
+    tz_frames_clear(&r);
+}
+
+static void test_since(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, NULL, NULL), 0);
+    static const unsigned char b1[] = {0x81, 0xa3, 's', 'e', 'q', 0x05};
+    static const unsigned char b2[] = {0x81, 0xa3, 's', 'e', 'q', 0x06};
+    sb_message msgs[] = {
+        {SB_MSG_EVENT, 4, "public.bookings/1", 17, b1, sizeof b1}, /* not after seq 4 */
+        {SB_MSG_EVENT, 5, "public.bookings/1", 17, b1, sizeof b1},
+        {SB_MSG_PRESENCE, 6, "@presence/public.bookings/1", 27, b2, sizeof b2},
+    };
+    fake_host_script_since(f->fh, SB_OK, 6, msgs, 3);
+    void *req = client(f, ZMQ_REQ, f->service);
+    SEND_REQ(req, 3, "op", 's', "since", "epoch", 's', "ep1", "seq", 'u', (uint64_t)4);
+    tz_frames r;
+    recv_reply(f, req, &r);
+    assert_int_equal(r.n, 3);
+    msgpack_unpacked up;
+    const msgpack_object *h = decode(&r, 0, &up);
+    assert_int_equal(get_uint(h, "seq"), 6);
+    assert_true(sb_mp_str_eq(sb_mp_map_get(h, "epoch"), "ep1"));
+    msgpack_unpacked_destroy(&up);
+    assert_int_equal(r.v[1].len, sizeof b1);
+    assert_memory_equal(r.v[1].data, b1, sizeof b1);
+    assert_memory_equal(r.v[2].data, b2, sizeof b2);
+    tz_frames_clear(&r);
+    assert_string_equal(fake_host_since_last_epoch(f->fh), "ep1");
+
+    fake_host_script_since(f->fh, SB_ERR_NOTFOUND, 6, NULL, 0);
+    SEND_REQ(req, 3, "op", 's', "since", "epoch", 's', "old", "seq", 'u', (uint64_t)1);
+    assert_error_reply(f, req, "resync", "snapshot");
+
+    SEND_REQ(req, 3, "op", 's', "since", "epoch", 'u', (uint64_t)1, "seq", 'u', (uint64_t)1);
+    assert_error_reply(f, req, "bad_request", "epoch");
+    SEND_REQ(req, 3, "op", 's', "since", "epoch", 's', "ep1", "seq", 'i', (int64_t)-1);
+    assert_error_reply(f, req, "bad_request", "seq");
+    SEND_REQ(req, 2, "op", 's', "since", "epoch", 's', "ep1");
+    assert_error_reply(f, req, "bad_request", "seq");
+    assert_int_equal(fake_host_since_calls(f->fh), 2);
+}
+
+static void test_presence(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, NULL, NULL), 0);
+    void *req = client(f, ZMQ_REQ, f->service);
+    const char *key[] = {"12", "2026-11-28", NULL};
+    SEND_REQ(req, 6, "op", 's', "presence", "client", 's', "desk-a", "table", 's',
+             "public.bookings", "key", 'a', key, "state", 's', "editing", "ttl_ms", 'u',
+             (uint64_t)5000);
+    tz_frames r;
+    recv_reply(f, req, &r);
+    msgpack_unpacked up;
+    const msgpack_object *m = decode(&r, 0, &up);
+    bool ok = false;
+    assert_int_equal(sb_mp_get_bool(sb_mp_map_get(m, "ok"), &ok), 0);
+    assert_true(ok);
+    msgpack_unpacked_destroy(&up);
+    tz_frames_clear(&r);
+    assert_int_equal(fake_host_presence_count(f->fh), 1);
+    const sb_presence *p = fake_host_presence_get(f->fh, 0);
+    assert_string_equal(p->client, "desk-a");
+    assert_string_equal(p->table, "public.bookings");
+    assert_string_equal(p->state, "editing");
+    assert_int_equal(p->ttl_ms, 5000);
+    assert_int_equal(p->key.nparts, 2);
+    assert_string_equal(p->key.parts[1], "2026-11-28");
+
+    /* "left" may omit the TTL. */
+    SEND_REQ(req, 5, "op", 's', "presence", "client", 's', "desk-a", "table", 's',
+             "public.bookings", "key", 's', "12", "state", 's', "left");
+    recv_reply(f, req, &r);
+    tz_frames_clear(&r);
+    assert_int_equal(fake_host_presence_count(f->fh), 2);
+    assert_int_equal(fake_host_presence_get(f->fh, 1)->key.nparts, 1);
+
+    SEND_REQ(req, 6, "op", 's', "presence", "client", 's', "desk-a", "table", 's', "public.nope",
+             "key", 's', "1", "state", 's', "editing", "ttl_ms", 'u', (uint64_t)1);
+    assert_error_reply(f, req, "unknown_table", "public.nope");
+    SEND_REQ(req, 6, "op", 's', "presence", "client", 's', "desk-a", "table", 's',
+             "public.bookings", "key", 's', "1", "state", 's', "typing", "ttl_ms", 'u',
+             (uint64_t)1);
+    assert_error_reply(f, req, "bad_request", "state");
+    SEND_REQ(req, 5, "op", 's', "presence", "client", 's', "desk-a", "table", 's',
+             "public.bookings", "key", 's', "1", "state", 's', "editing");
+    assert_error_reply(f, req, "bad_request", "ttl_ms");
+    SEND_REQ(req, 6, "op", 's', "presence", "client", 's', "desk-a", "table", 's',
+             "public.bookings", "key", 'u', (uint64_t)1, "state", 's', "editing", "ttl_ms", 'u',
+             (uint64_t)1);
+    assert_error_reply(f, req, "bad_request", NULL);
+    SEND_REQ(req, 6, "op", 's', "presence", "client", 's', "desk-a", "table", 's',
+             "public.bookings", "key", 's', "1", "state", 's', "editing", "ttl_ms", 'u',
+             (uint64_t)1 << 40);
+    assert_error_reply(f, req, "bad_request", "ttl_ms");
+    assert_int_equal(fake_host_presence_count(f->fh), 2);
+
+    fake_host_script_presence(f->fh, SB_ERR_NOMEM);
+    SEND_REQ(req, 6, "op", 's', "presence", "client", 's', "desk-a", "table", 's',
+             "public.bookings", "key", 's', "1", "state", 's', "viewing", "ttl_ms", 'u',
+             (uint64_t)1);
+    assert_error_reply(f, req, "internal", NULL);
+}
+
+static void test_stats(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, NULL, NULL), 0);
+    *fake_host_stats(f->fh) = (sb_stats){.changes_in = 11,
+                                         .events_out = 7,
+                                         .coalesced = 4,
+                                         .snapshots = 2,
+                                         .pending = 1,
+                                         .source_lag_ms = 35,
+                                         .seq = 99};
+    void *req = client(f, ZMQ_REQ, f->service);
+    SEND_REQ(req, 1, "op", 's', "nope");
+    assert_error_reply(f, req, "unknown_op", "nope");
+    SEND_REQ(req, 1, "op", 's', "stats");
+    tz_frames r;
+    recv_reply(f, req, &r);
+    msgpack_unpacked up;
+    const msgpack_object *m = decode(&r, 0, &up);
+    assert_int_equal(m->via.map.size, 11);
+    assert_true(sb_mp_str_eq(sb_mp_map_get(m, "epoch"), "ep1"));
+    assert_int_equal(get_uint(m, "seq"), 99);
+    assert_int_equal(get_uint(m, "changes_in"), 11);
+    assert_int_equal(get_uint(m, "events_out"), 7);
+    assert_int_equal(get_uint(m, "coalesced"), 4);
+    assert_int_equal(get_uint(m, "snapshots"), 2);
+    assert_int_equal(get_uint(m, "pending"), 1);
+    assert_int_equal(get_uint(m, "source_lag_ms"), 35);
+    assert_int_equal(get_uint(m, "subscribers"), 0);
+    assert_int_equal(get_uint(m, "requests"), 2);
+    assert_int_equal(get_uint(m, "errors"), 1);
+    msgpack_unpacked_destroy(&up);
+    tz_frames_clear(&r);
+}
+
+static void test_malformed_requests(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, NULL, NULL), 0);
+    static const struct {
+        const char *bytes;
+        size_t len;
+        const char *code, *needle;
+    } cases[] = {
+        {"\xc1", 1, "bad_request", "msgpack"},       /* reserved byte */
+        {"\x91\x01", 2, "bad_request", "not a map"}, /* array */
+        {"\xa4ping", 5, "bad_request", "not a map"}, /* bare str */
+        {"\x81\xa1"
+         "a\x01",
+         4, "bad_request", "op"},                                 /* no op */
+        {"\x81\xa2op\x01", 5, "bad_request", "op"},               /* op not a str */
+        {"\x81\xa2op\xa4ping\x00", 10, "bad_request", "msgpack"}, /* trailing byte */
+        {"\x81\xa2op\xa4pin", 8, "bad_request", "msgpack"},       /* truncated */
+        {"\xdd\x01\x00\x00\x00", 5, "bad_request", "msgpack"},    /* allocation bomb */
+        {"", 0, "bad_request", "msgpack"},                        /* empty body */
+        {"\x81\xa2op\xa4"
+         "zap\xff",
+         9, "unknown_op", "zap?"}, /* non-ASCII op */
+    };
+    void *req = client(f, ZMQ_REQ, f->service);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        send_body(req, cases[i].bytes, cases[i].len);
+        assert_error_reply(f, req, cases[i].code, cases[i].needle);
+    }
+    /* Still serving. */
+    SEND_REQ(req, 1, "op", 's', "ping");
+    tz_frames r;
+    recv_reply(f, req, &r);
+    tz_frames_clear(&r);
+    assert_int_equal(f->t->errors, sizeof cases / sizeof cases[0]);
+}
+
+static bool peer_disconnected(void *mon)
+{
+    return fake_host_zsock_readable(mon);
+}
+
+static void *monitor_disconnects(fixture *f, const char *name)
+{
+    assert_int_equal(zmq_socket_monitor(f->t->router, name, ZMQ_EVENT_DISCONNECTED), 0);
+    void *mon = zmq_socket(fake_host_zmq_context(f->fh), ZMQ_PAIR);
+    assert_int_equal(zmq_connect(mon, name), 0);
+    f->socks[f->nsocks++] = mon;
+    return mon;
+}
+
+static void test_oversize_requests(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, "max_request=256", NULL), 0);
+    void *mon = monitor_disconnects(f, "inproc://tz-oversize");
+    char pad[4096];
+    memset(pad, 'p', sizeof pad - 1);
+    pad[sizeof pad - 1] = '\0';
+    pad[300] = '\0';
+    void *req = client(f, ZMQ_REQ, f->service);
+    SEND_REQ(req, 2, "op", 's', "ping", "pad", 's', pad);
+    assert_error_reply(f, req, "too_large", "256");
+
+    /* Beyond 4 x max_request ZeroMQ itself drops the peer: no reply, everyone else served. */
+    pad[300] = 'p';
+    void *big = client(f, ZMQ_REQ, f->service);
+    SEND_REQ(big, 2, "op", 's', "ping", "pad", 's', pad);
+    assert_true(fake_host_run_until(f->fh, peer_disconnected, mon, WAIT_MS));
+    SEND_REQ(req, 1, "op", 's', "ping");
+    tz_frames r;
+    recv_reply(f, req, &r);
+    tz_frames_clear(&r);
+    assert_false(fake_host_zsock_readable(big));
+    assert_int_equal(f->t->requests, 2);
+}
+
+static bool snapshot_finished(void *ud)
+{
+    return ((fixture *)ud)->t->nsnaps == 0;
+}
+
+static void test_vanished_client_during_snapshot(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, NULL, NULL), 0);
+    void *mon = monitor_disconnects(f, "inproc://tz-vanish");
+    fake_host_script_snapshot(f->fh, SB_OK, 0);
+    void *gone = client(f, ZMQ_DEALER, f->service);
+    SEND_REQ(gone, 1, "op", 's', "snapshot");
+    SEND_REQ(gone, 1, "op", 's', "snapshot");
+    assert_true(fake_host_run_until(f->fh, two_snapshots_started, f, WAIT_MS));
+    close_client(f, gone);
+    assert_true(fake_host_run_until(f->fh, peer_disconnected, mon, WAIT_MS));
+
+    /* Another client is served meanwhile. */
+    void *other = client(f, ZMQ_REQ, f->service);
+    SEND_REQ(other, 1, "op", 's', "ping");
+    tz_frames r;
+    recv_reply(f, other, &r);
+    tz_frames_clear(&r);
+
+    /* The first snapshot's reply finds nobody: dropped, and the second is cancelled. */
+    fake_host_snapshot_done(f->fh, 0, SB_OK);
+    assert_true(fake_host_run_until(f->fh, snapshot_finished, f, WAIT_MS));
+    assert_true(fake_host_snapshot_get(f->fh, 1)->cancelled);
+    assert_int_equal(f->t->replies_dropped, 1);
+
+    fake_host_script_snapshot_sync(f->fh, NULL, 0, SB_OK);
+    SEND_REQ(other, 1, "op", 's', "snapshot");
+    recv_reply(f, other, &r);
+    assert_int_equal(r.n, 1);
+    tz_frames_clear(&r);
+}
+
+/* ---- slow clients -------------------------------------------------------------------- */
+
+#define SLOW_REPLIES 32
+
+static bool replies_held(void *ud)
+{
+    fixture *f = ud;
+    return fake_host_snapshot_count(f->fh) == SLOW_REPLIES && f->t->pending_count > 0;
+}
+
+/* A DEALER asks for SLOW_REPLIES snapshots of ~1 MiB and does not read. Returns it once the
+ * transport holds replies for it (ZeroMQ answered EAGAIN). */
+static void *flood_slow_client(fixture *f, unsigned char **blob)
+{
+    size_t size = 1 << 20;
+    *blob = malloc(size);
+    (*blob)[0] = 0x81;
+    (*blob)[1] = 0xa1;
+    (*blob)[2] = 'b';
+    (*blob)[3] = 0xc6; /* bin32 */
+    uint32_t n = (uint32_t)(size - 8);
+    for (int i = 0; i < 4; i++)
+        (*blob)[4 + i] = (unsigned char)(n >> (24 - 8 * i));
+    memset(*blob + 8, 'z', n);
+    const char *k[] = {"1"};
+    sb_row row = make_row("public.bookings", k, 1, 1, *blob, size);
+    fake_host_script_snapshot(f->fh, SB_OK, 0);
+    fake_host_script_snapshot_sync(f->fh, &row, 1, SB_OK);
+
+    void *slow = zmq_socket(fake_host_zmq_context(f->fh), ZMQ_DEALER);
+    int one = 1, zero = 0;
+    zmq_setsockopt(slow, ZMQ_RCVHWM, &one, sizeof one);
+    zmq_setsockopt(slow, ZMQ_LINGER, &zero, sizeof zero);
+    assert_int_equal(zmq_connect(slow, f->service), 0);
+    f->socks[f->nsocks++] = slow;
+    for (int i = 0; i < SLOW_REPLIES; i++)
+        SEND_REQ(slow, 1, "op", 's', "snapshot");
+    assert_true(fake_host_run_until(f->fh, replies_held, f, 20000));
+    return slow;
+}
+
+static void assert_others_served(fixture *f)
+{
+    void *other = client(f, ZMQ_REQ, f->service);
+    SEND_REQ(other, 1, "op", 's', "ping");
+    tz_frames r;
+    recv_reply(f, other, &r);
+    assert_int_equal(r.n, 1);
+    tz_frames_clear(&r);
+}
+
+static void test_client_at_hwm_does_not_block_others(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, "reply_hwm=1", NULL), 0);
+    unsigned char *blob;
+    void *slow = flood_slow_client(f, &blob);
+    assert_others_served(f);
+
+    /* The slow client catches up and gets every reply: nothing was lost. */
+    for (int i = 0; i < SLOW_REPLIES; i++) {
+        tz_frames r;
+        recv_reply(f, slow, &r);
+        assert_int_equal(r.n, 2);
+        /* array, map, keys and values, then the row verbatim */
+        assert_true(r.v[1].len > (1 << 20));
+        assert_memory_equal(r.v[1].data + r.v[1].len - (1 << 20), blob, 1 << 20);
+        tz_frames_clear(&r);
+    }
+    assert_int_equal(f->t->pending_count, 0);
+    assert_int_equal(f->t->replies_dropped, 0);
+    free(blob);
+}
+
+static void test_held_replies_are_bounded(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, "reply_hwm=1", "max_pending_replies=2"), 0);
+    unsigned char *blob;
+    void *slow = flood_slow_client(f, &blob);
+    assert_true(f->t->pending_count <= 2);
+    assert_true(f->t->replies_dropped > 0);
+    assert_non_null(fake_host_log_find(f->fh, "dropping the oldest"));
+    size_t expected = SLOW_REPLIES - f->t->replies_dropped;
+    for (size_t i = 0; i < expected; i++) {
+        tz_frames r;
+        recv_reply(f, slow, &r);
+        tz_frames_clear(&r);
+    }
+    assert_int_equal(f->t->pending_count, 0);
+    assert_int_equal(f->t->replies_dropped, SLOW_REPLIES - expected);
+    free(blob);
+}
+
+/* ---- events -------------------------------------------------------------------------- */
+
+static bool subscribers_are(fixture *f, int64_t n)
+{
+    return f->t->subscribers == n;
+}
+
+static bool one_subscriber(void *ud)
+{
+    return subscribers_are(ud, 1);
+}
+
+static bool no_subscriber(void *ud)
+{
+    return subscribers_are(ud, 0);
+}
+
+static void test_publish_two_frames_and_count_subscribers(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, NULL, NULL), 0);
+    void *sub = client(f, ZMQ_SUB, f->pub);
+    zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "public.bookings/", 16);
+    zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "@hb", 3);
+    assert_true(fake_host_run_until(f->fh, one_subscriber, f, WAIT_MS));
+
+    static const unsigned char body[] = {0x81, 0xa3, 's', 'e', 'q', 0x05};
+    sb_message other = {SB_MSG_EVENT, 4, "public.rooms/1", 14, body, sizeof body};
+    sb_message m = {SB_MSG_EVENT, 5, "public.bookings/1", 17, body, sizeof body};
+    assert_int_equal(f->p->publish(f->t, &other), 0); /* filtered out by the subscription */
+    assert_int_equal(f->p->publish(f->t, &m), 0);
+    tz_frames r;
+    recv_reply(f, sub, &r);
+    assert_int_equal(r.n, 2);
+    assert_int_equal(r.v[0].len, 17);
+    assert_memory_equal(r.v[0].data, "public.bookings/1", 17);
+    assert_int_equal(r.v[1].len, sizeof body);
+    assert_memory_equal(r.v[1].data, body, sizeof body);
+    tz_frames_clear(&r);
+
+    close_client(f, sub);
+    assert_true(fake_host_run_until(f->fh, no_subscriber, f, WAIT_MS));
+}
+
+static void test_bind_failure_and_check_mode(void **state)
+{
+    fixture *f = *state;
+    /* create + destroy (what --check does) binds nothing. */
+    sb_option_value opts[16];
+    assert_true(fake_host_options(f->p->options, NULL, opts, 16) > 0);
+    void *st = NULL;
+    assert_int_equal(f->p->create(fake_host_api(), fake_host_handle(f->fh), opts, &st), 0);
+    assert_null(((tz *)st)->router);
+    assert_int_equal(fake_host_watch_count(f->fh), 0);
+    f->p->destroy(st);
+
+    void *squatter = zmq_socket(fake_host_zmq_context(f->fh), ZMQ_ROUTER);
+    f->socks[f->nsocks++] = squatter;
+    assert_int_equal(zmq_bind(squatter, "tcp://127.0.0.1:*"), 0);
+    char taken[256], opt[300];
+    size_t len = sizeof taken;
+    zmq_getsockopt(squatter, ZMQ_LAST_ENDPOINT, taken, &len);
+    snprintf(opt, sizeof opt, "service=%s", taken);
+    assert_int_equal(start_with(f, opt, NULL), SB_ERR_ZMQ);
+    char expect[400];
+    snprintf(expect, sizeof expect, "cannot bind the service (ROUTER) socket to %s", taken);
+    assert_non_null(fake_host_log_find(f->fh, expect));
+    /* start() cleaned up after itself: the events socket is closed again. */
+    assert_null(f->t->pub);
+    assert_int_equal(fake_host_watch_count(f->fh), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_ping, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_req_multi_frame, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_dealer_tables_sync_answer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_snapshots_keep_their_own_rows, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_since, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_presence, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_requests, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_oversize_requests, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vanished_client_during_snapshot, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_at_hwm_does_not_block_others, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_held_replies_are_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_publish_two_frames_and_count_subscribers, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_bind_failure_and_check_mode, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
