@@ -19,9 +19,9 @@ CREATE TABLE IF NOT EXISTS syncbroker.tracked (
 );
 
 -- The change log. Readers select by transaction visibility (the gap-free cursor), hence the
--- index on xid; id only gives each row an identity.
+-- index on xid. No primary key: version identifies a change, and every index here is paid for
+-- by every tracked write.
 CREATE TABLE IF NOT EXISTS syncbroker.change (
-    id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     xid     xid8 NOT NULL DEFAULT pg_current_xact_id(),
     relid   oid NOT NULL,
     pk      text[],                    -- NULL for a truncate
@@ -42,9 +42,9 @@ CREATE TABLE IF NOT EXISTS syncbroker.entity (
     changed_at timestamptz NOT NULL,
     PRIMARY KEY (relid, pk)
 ) WITH (fillfactor = 90);   -- room on the page for HOT updates
--- Tombstones only: the index leaves changed_at, version and origin unindexed, so updating a
--- live entity stays a HOT update (no index insertion on the writer's hot path).
-CREATE INDEX IF NOT EXISTS entity_tombstone_idx ON syncbroker.entity (relid) WHERE deleted;
+-- No secondary index: an index on any column the trigger updates (a partial index on
+-- `deleted` included) would rule out HOT updates and add an index insertion to every tracked
+-- write. Tombstone pruning scans the table instead, at most once a minute (prune()).
 
 -- Where each reader's cursor is, so pruning never removes what a live reader still needs.
 CREATE TABLE IF NOT EXISTS syncbroker.reader (
@@ -58,3 +58,5 @@ CREATE TABLE IF NOT EXISTS syncbroker.settings (
     value text NOT NULL
 );
 INSERT INTO syncbroker.settings (key, value) VALUES ('notify', 'off') ON CONFLICT (key) DO NOTHING;
+INSERT INTO syncbroker.settings (key, value) VALUES ('tombstones_pruned_at', '-infinity')
+ON CONFLICT (key) DO NOTHING;

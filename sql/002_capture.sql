@@ -205,8 +205,14 @@ BEGIN
     END IF;
     DELETE FROM syncbroker.change c WHERE c.xid < _horizon;
     GET DIAGNOSTICS _changes = ROW_COUNT;
-    DELETE FROM syncbroker.entity e WHERE e.deleted AND e.changed_at < now() - retention;
-    GET DIAGNOSTICS _tombstones = ROW_COUNT;
+    _tombstones := 0;
+    -- Tombstones need a scan of entity: once a minute is plenty for a retention in days.
+    UPDATE syncbroker.settings SET value = now()::text
+    WHERE key = 'tombstones_pruned_at' AND value::timestamptz < now() - interval '1 minute';
+    IF FOUND THEN
+        DELETE FROM syncbroker.entity e WHERE e.deleted AND e.changed_at < now() - retention;
+        GET DIAGNOSTICS _tombstones = ROW_COUNT;
+    END IF;
     RETURN _changes + _tombstones;
 END
 $$;

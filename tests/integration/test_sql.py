@@ -26,7 +26,7 @@ def q(conn, sql, args=None):
 
 def changes(conn, table):
     return q(conn, """SELECT pk, op, version, origin FROM syncbroker.change
-                      WHERE relid = %s::regclass ORDER BY id""", (table,))
+                      WHERE relid = %s::regclass ORDER BY version""", (table,))
 
 
 def entities(conn, table):
@@ -245,6 +245,10 @@ def test_prune_respects_readers_and_retention(conn, bookings):
     q(conn, """UPDATE syncbroker.entity SET changed_at = now() - interval '8 days'
                WHERE pk = '{1}'""")
     prune(conn, "fast", snapshot(conn))
+    assert set(entities(conn, bookings)) == {("1",), ("2",), ("3",)}  # scanned once a minute
+    q(conn, "UPDATE syncbroker.settings SET value = now() - interval '61 seconds'"
+            " WHERE key = 'tombstones_pruned_at'")
+    prune(conn, "fast", snapshot(conn))
     assert set(entities(conn, bookings)) == {("2",), ("3",)}
 
 
@@ -279,12 +283,12 @@ def test_gap_free_cursor_survives_long_transactions(pg, db, conn, bookings):
     q(conn, "INSERT INTO bookings VALUES (2, 'short', 1)")      # ... T2 writes and commits
     prev, batch = read_batch(reader, prev, relids)
     assert [pk for _, pk, *_ in batch] == [["2"]]
-    high_water = q(reader, "SELECT max(id) FROM syncbroker.change")[0][0]
+    high_water = q(reader, "SELECT max(version) FROM syncbroker.change")[0][0]
     t1.commit()                                                 # T1 commits last
     prev, batch = read_batch(reader, prev, relids)
     assert [pk for _, pk, *_ in batch] == [["1"]], "the cursor lost the long transaction's change"
-    # An id high-water mark would have missed it: T1's row has the smaller id.
-    assert q(reader, "SELECT pk FROM syncbroker.change WHERE id > %s", (high_water,)) == []
+    # A version (or serial) high-water mark would have missed it: T1's row has the smaller one.
+    assert q(reader, "SELECT pk FROM syncbroker.change WHERE version > %s", (high_water,)) == []
     # Nothing is delivered twice.
     prev, batch = read_batch(reader, prev, relids)
     assert batch == []
