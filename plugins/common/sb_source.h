@@ -7,8 +7,9 @@
  * poll_interval_ms safety net. Everything else is shared: the main connection (cursor, row
  * fetches, pruning), the snapshot connection, the options and the plugin callbacks.
  *
- * A plugin is a descriptor whose options are SB_SOURCE_OPTIONS(...) and whose create()
- * calls sb_source_create() with its wake mode; every other callback is sb_source_*.
+ * A plugin is SB_SOURCE_PLUGIN(...): a descriptor whose options are SB_SOURCE_OPTIONS(...)
+ * and whose create() calls sb_source_create() with its wake mode; every other callback is
+ * sb_source_*.
  */
 #ifndef SB_SOURCE_H
 #define SB_SOURCE_H
@@ -65,5 +66,35 @@ void sb_source_destroy(void *state);
 int sb_source_fetch(void *state, uint64_t req, const char *table, const sb_key *keys, size_t nkeys);
 int sb_source_snapshot(void *state, uint64_t req, const char *const *tables, size_t n);
 void sb_source_cancel(void *state, uint64_t req);
+
+/* The whole plugin: its option spec, a create() that picks the wake mode, the descriptor
+ * and the entry point. Use once per plugin file. */
+#define SB_SOURCE_PLUGIN(plugin_name, wake, poll_default, poll_help, text)                         \
+    static const sb_option_spec source_options[] = {                                               \
+        SB_SOURCE_OPTIONS(poll_default, poll_help),                                                \
+    };                                                                                             \
+    static int source_create(const sb_host_api *api, sb_host *host, const sb_option_value *opts,   \
+                             void **state)                                                         \
+    {                                                                                              \
+        return sb_source_create(api, host, opts, wake, state);                                     \
+    }                                                                                              \
+    static const sb_plugin source_descriptor = {                                                   \
+        .abi_major = 1,                                                                            \
+        .abi_minor = 0,                                                                            \
+        .size = sizeof(sb_plugin),                                                                 \
+        .kind = SB_PLUGIN_SOURCE,                                                                  \
+        .name = plugin_name,                                                                       \
+        .version = "1.0.0",                                                                        \
+        .description = text,                                                                       \
+        .options = source_options,                                                                 \
+        .create = source_create,                                                                   \
+        .start = sb_source_start,                                                                  \
+        .stop = sb_source_stop,                                                                    \
+        .destroy = sb_source_destroy,                                                              \
+        .fetch = sb_source_fetch,                                                                  \
+        .snapshot = sb_source_snapshot,                                                            \
+        .cancel = sb_source_cancel,                                                                \
+    };                                                                                             \
+    SB_PLUGIN_DECLARE(source_descriptor)
 
 #endif /* SB_SOURCE_H */

@@ -5,32 +5,5 @@
  */
 #include "sb_source.h"
 
-static const sb_option_spec options[] = {
-    SB_SOURCE_OPTIONS("100", "read the change log this often (ms)"),
-};
-
-static int poll_create(const sb_host_api *api, sb_host *host, const sb_option_value *opts,
-                       void **state)
-{
-    return sb_source_create(api, host, opts, SB_WAKE_POLL, state);
-}
-
-static const sb_plugin descriptor = {
-    .abi_major = 1,
-    .abi_minor = 0,
-    .size = sizeof(sb_plugin),
-    .kind = SB_PLUGIN_SOURCE,
-    .name = "source_poll",
-    .version = "1.0.0",
-    .description = "PostgreSQL change log, read every poll_interval_ms",
-    .options = options,
-    .create = poll_create,
-    .start = sb_source_start,
-    .stop = sb_source_stop,
-    .destroy = sb_source_destroy,
-    .fetch = sb_source_fetch,
-    .snapshot = sb_source_snapshot,
-    .cancel = sb_source_cancel,
-};
-
-SB_PLUGIN_DECLARE(descriptor)
+SB_SOURCE_PLUGIN("source_poll", SB_WAKE_POLL, "100", "read the change log this often (ms)",
+                 "PostgreSQL change log, read every poll_interval_ms")

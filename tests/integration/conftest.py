@@ -24,7 +24,9 @@ SOURCE_DIR = os.environ.get("SB_SOURCE_DIR") or os.path.abspath(
 BUILD_DIR = os.environ.get("SB_BUILD_DIR", os.path.join(SOURCE_DIR, "build-test"))
 PG_BIN = "/usr/lib/postgresql/15/bin"
 PG_USER = "sbpg"
-SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer",
+                   "definitely lost in", "Invalid read", "Invalid write",
+                   "uninitialised value")
 
 
 def free_port():
@@ -203,9 +205,11 @@ class Broker:
     def start(self):
         binary = os.path.join(BUILD_DIR, "broker", "syncbroker")
         assert os.access(binary, os.X_OK), f"{binary} is missing: build the broker first"
+        # SB_BROKER_WRAPPER runs the broker under a tool, e.g. "valgrind --error-exitcode=99".
+        wrapper = os.environ.get("SB_BROKER_WRAPPER", "").split()
         with open(self.logfile, "ab") as log:
-            self.proc = subprocess.Popen([binary, "-c", self.config], stdout=log, stderr=log,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(wrapper + [binary, "-c", self.config], stdout=log,
+                                         stderr=log, start_new_session=True)
 
         def answers():
             if self.proc.poll() is not None:
@@ -214,7 +218,7 @@ class Broker:
                 return sbpeer.request(self.service, {"op": "ping"}, timeout=0.5)[0]
             except TimeoutError:
                 return None
-        self.hello = wait_until(answers, 30, "syncbroker to answer ping")
+        self.hello = wait_until(answers, 60 if wrapper else 30, "syncbroker to answer ping")
 
     @property
     def log(self):
