@@ -53,7 +53,7 @@ struct sb_core {
 
     uint64_t changes_in, events_out, snapshots_served;
     int64_t last_snapshot_end_ms; /* wall clock; INT64_MIN before the first snapshot */
-    int64_t source_lag_ms; /* receive time - change time, newest batch; -1 before any */
+    int64_t source_lag_ms;        /* receive time - change time, newest batch; -1 before any */
 };
 
 static const char *SCOPE = "core";

@@ -9,7 +9,7 @@ enum where { IN_NONE, IN_READY, IN_WINDOW, IN_RETRY };
 
 /* Merged unpublished changes. */
 typedef struct merge {
-    uint8_t first_op; /* op of the earliest change merged */
+    uint8_t first_op;    /* op of the earliest change merged */
     int64_t first_ts_ms; /* and its time */
     uint32_t n;
     uint64_t version; /* newest */
@@ -68,7 +68,7 @@ struct sb_debounce {
     uint64_t coalesced;
     request reqs[SB_DEBOUNCE_MAX_INFLIGHT];
     size_t ninflight;
-    size_t rr; /* round-robin position over tables' ready queues */
+    size_t rr;                /* round-robin position over tables' ready queues */
     int64_t exposed_until_ms; /* see sb_debounce_set_exposure */
 };
 

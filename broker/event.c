@@ -47,8 +47,7 @@ int sb_event_encode_change(msgpack_sbuffer *topic, msgpack_sbuffer *body,
     rc |= sb_mp_pack_kv_int(&pk, "ts", ev->ts_ms);
     /* The source packed the row once; it is copied in verbatim. */
     bool has_row = ev->op != SB_OP_DELETE && ev->op != SB_OP_TRUNCATE;
-    rc |= sb_mp_pack_cstr(&pk, "row") |
-          sb_mp_pack_raw(&pk, has_row ? ev->row : NULL, ev->row_len);
+    rc |= sb_mp_pack_cstr(&pk, "row") | sb_mp_pack_raw(&pk, has_row ? ev->row : NULL, ev->row_len);
     rc |= sb_mp_pack_kv_uint(&pk, "n", ev->n);
     return rc ? SB_ERR_NOMEM : SB_OK;
 }
