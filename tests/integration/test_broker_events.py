@@ -138,3 +138,34 @@ def test_seq_and_tseq_have_no_gaps_and_heartbeat_reports_them(broker, source, ho
     assert abs(hb["ts"] - time.time() * 1000) < 60_000
     sub.close()
     b.stop()
+
+
+def test_oversize_row_and_composite_key_commit_and_arrive(broker, source, hotel, conn):
+    """NOTIFY carries no row: a row far over PostgreSQL's 8000-byte payload limit commits
+    and its event carries the whole row."""
+    b = broker(hotel, [BOOKINGS, STAYS], source=source)
+    sub = Subscriber(b.pub, [f"{BOOKINGS}/", f"{STAYS}/"])
+    sub.wait_heartbeat()
+    big = "x" * 100_000
+    q(conn, "INSERT INTO bookings (id, note) VALUES (77, %s)", (big,))
+    q(conn, "INSERT INTO stays VALUES (4, '2026-11-28', %s)", (big,))
+    _, ev = wait_event(sub, is_change("insert", "77"))
+    assert ev["row"]["note"] == big
+    _, ev = wait_event(sub, is_change("insert", ["4", "2026-11-28"]))
+    assert ev["row"]["note"] == big
+    b.stop()
+
+
+def test_one_transaction_many_rows_delivers_every_entity(broker, source, hotel, conn):
+    """PostgreSQL folds identical notifications of one transaction into one; every changed
+    entity is still delivered (the notification is a wake-up, the change log the truth)."""
+    b = broker(hotel, [BOOKINGS], source=source)
+    sub = Subscriber(b.pub, [f"{BOOKINGS}/"])
+    sub.wait_heartbeat()
+    q(conn, "BEGIN; INSERT INTO bookings (id) SELECT g FROM generate_series(1, 300) g;"
+            " UPDATE bookings SET nights = 1 WHERE id <= 100; COMMIT")
+    got = sub.collect_until(lambda m: len({e["key"] for _, e in m}) >= 300, 20)
+    assert sorted(int(e["key"]) for _, e in got) == list(range(1, 301))
+    assert all(e["op"] == "insert" for _, e in got)
+    assert all(e["row"]["nights"] == (1 if int(e["key"]) <= 100 else None) for _, e in got)
+    b.stop()
