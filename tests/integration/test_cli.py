@@ -1,0 +1,95 @@
+"""The command-line clients against a real broker: sync-tail prints events as JSON lines,
+sync-snapshot prints the rows, sync-board shows the table and who is editing."""
+import json
+import os
+import subprocess
+import threading
+
+from conftest import BUILD_DIR, wait_until
+
+BOOKINGS = "public.bookings"
+TOOLS = os.path.join(BUILD_DIR, "clients")
+
+
+def q(conn, sql, args=None):
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+
+
+def tool(name):
+    return os.path.join(TOOLS, name)
+
+
+def test_sync_tail_prints_events_as_json_lines(broker, hotel, conn, tmp_path):
+    b = broker(hotel, [BOOKINGS, "public.stays"])
+    out, err = tmp_path / "tail.out", tmp_path / "tail.err"
+    with open(out, "w") as fo, open(err, "w") as fe:
+        tail = subprocess.Popen([tool("sync-tail"), "--pub", b.pub, "--service", b.service,
+                                 "--table", BOOKINGS, "--client-id", "desk-b", "--count", "3",
+                                 "--timeout-ms", "30000"], stdout=fo, stderr=fe)
+    try:
+        # "online": subscribed, first heartbeat seen, snapshot applied.
+        wait_until(lambda: "online" in err.read_text() or tail.poll() is not None, 20,
+                   "sync-tail to go online")
+        assert tail.poll() is None, err.read_text()
+        q(conn, "SET syncbroker.origin = 'desk-b'")
+        q(conn, "INSERT INTO stays VALUES (1, '2026-11-28', 'other table')")
+        writes = ["INSERT INTO bookings (id, guest) VALUES (1, 'ann')",
+                  "UPDATE bookings SET guest = 'bob' WHERE id = 1",
+                  "DELETE FROM bookings WHERE id = 1"]
+        for n, sql in enumerate(writes, 1):
+            q(conn, sql)  # one at a time: changes read together would coalesce
+            wait_until(lambda: len(out.read_text().splitlines()) >= n, 10, f"event {n}")
+        assert tail.wait(30) == 0, err.read_text()
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(e["table"], e["key"], e["op"]) for e in lines] == [
+        (BOOKINGS, "1", "insert"), (BOOKINGS, "1", "update"), (BOOKINGS, "1", "delete")]
+    assert lines[1]["row"]["guest"] == "bob" and lines[2]["row"] is None
+    assert all(e["own"] is True and e["origin"] == "desk-b" for e in lines)
+    assert [e["tseq"] for e in lines] == [1, 2, 3]
+    assert {"seq", "epoch", "version", "ts", "n"} <= set(lines[0])
+
+
+def test_sync_snapshot_prints_every_row(broker, hotel, conn):
+    q(conn, "INSERT INTO bookings (id, guest, rate) SELECT g, 'g' || g, g * 1.5"
+            " FROM generate_series(1, 50) g")
+    b = broker(hotel, [BOOKINGS])
+    r = subprocess.run([tool("sync-snapshot"), "--service", b.service, "--table", BOOKINGS],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert sorted(int(x["key"]) for x in rows) == list(range(1, 51))
+    assert all(x["row"]["guest"] == f"g{x['key']}" and x["row"]["rate"] == int(x["key"]) * 1.5
+               for x in rows)
+    bad = subprocess.run([tool("sync-snapshot"), "--service", b.service, "--table", "public.nope"],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 1 and "unknown_table" in bad.stderr
+
+
+def test_sync_board_shows_rows_and_editors(broker, hotel, conn):
+    q(conn, "INSERT INTO bookings (id, guest) VALUES (3, 'cy')")
+    b = broker(hotel, [BOOKINGS])
+    board = subprocess.Popen([tool("sync-board"), "--pub", b.pub, "--service", b.service,
+                              "--client-id", "desk-a"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(board.stdout.readline, "")))
+    reader.start()
+    try:
+        wait_until(lambda: any('"cy"' in line for line in seen), 20, "the board to show row 3")
+        board.stdin.write("edit 3\n")
+        board.stdin.flush()
+        wait_until(lambda: any("desk-a" in line and "edit" in line for line in seen[-20:]), 20,
+                   "the board to show desk-a editing row 3")
+        q(conn, "UPDATE bookings SET guest = 'dee' WHERE id = 3")
+        wait_until(lambda: any('"dee"' in line for line in seen), 20, "the change on the board")
+        board.stdin.write("quit\n")
+        board.stdin.flush()
+        assert board.wait(10) == 0, "".join(seen)
+    finally:
+        if board.poll() is None:
+            board.kill()
+        reader.join(10)
