@@ -18,10 +18,15 @@ CREATE TABLE IF NOT EXISTS syncbroker.tracked (
     tracked_at timestamptz NOT NULL DEFAULT now()
 );
 
--- The change log. Readers select by transaction visibility (the gap-free cursor), hence the
--- index on xid. No primary key: version identifies a change, and every index here is paid for
--- by every tracked write.
-CREATE TABLE IF NOT EXISTS syncbroker.change (
+-- The change log, and the only thing a tracked write adds: one row per changed row.
+-- Readers select by transaction visibility (the gap-free cursor), hence the index on xid;
+-- the newest version of an entity is the newest row of its (relid, pk), hence the second
+-- index. No primary key: version identifies a change, and every index costs every write.
+-- UNLOGGED: the log is transient (pruned within seconds) and writing it to WAL would double
+-- the writers' WAL. After a crash PostgreSQL empties it, and the reader rows with it: each
+-- broker notices its reader row is gone and starts a new epoch, so clients resynchronise
+-- instead of missing the changes the crash took.
+CREATE UNLOGGED TABLE IF NOT EXISTS syncbroker.change (
     xid     xid8 NOT NULL DEFAULT pg_current_xact_id(),
     relid   oid NOT NULL,
     pk      text[],                    -- NULL for a truncate
@@ -31,23 +36,22 @@ CREATE TABLE IF NOT EXISTS syncbroker.change (
     ts      timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX IF NOT EXISTS change_xid_idx ON syncbroker.change (xid);
+CREATE INDEX IF NOT EXISTS change_entity_idx ON syncbroker.change (relid, pk, version);
 
--- The newest version of every captured entity; deletes stay as tombstones until pruned.
-CREATE TABLE IF NOT EXISTS syncbroker.entity (
-    relid      oid NOT NULL,
-    pk         text[] NOT NULL,
-    version    bigint NOT NULL,
-    deleted    bool NOT NULL,
-    origin     text,
-    changed_at timestamptz NOT NULL,
-    PRIMARY KEY (relid, pk)
-) WITH (fillfactor = 90);   -- room on the page for HOT updates
--- No secondary index: an index on any column the trigger updates (a partial index on
--- `deleted` included) would rule out HOT updates and add an index insertion to every tracked
--- write. Tombstone pruning scans the table instead, at most once a minute (prune()).
+-- The newest captured state of every entity still in the log. Deletes stay in the log for
+-- the tombstone retention (prune()), other changes until every reader has passed them: an
+-- entity whose changes are all pruned has no row here (version 0 to readers), which is a
+-- lower bound of its version, all a snapshot needs. A truncate ends every older entity.
+CREATE OR REPLACE VIEW syncbroker.entity AS
+SELECT DISTINCT ON (relid, pk) relid, pk, version, op = 'd' AS deleted, origin, ts AS changed_at
+FROM syncbroker.change c
+WHERE pk IS NOT NULL
+  AND version > coalesce((SELECT max(t.version) FROM syncbroker.change t
+                          WHERE t.relid = c.relid AND t.pk IS NULL), 0)
+ORDER BY relid, pk, version DESC;
 
 -- Where each reader's cursor is, so pruning never removes what a live reader still needs.
-CREATE TABLE IF NOT EXISTS syncbroker.reader (
+CREATE UNLOGGED TABLE IF NOT EXISTS syncbroker.reader (
     name     text PRIMARY KEY,
     position pg_snapshot NOT NULL,
     seen_at  timestamptz NOT NULL DEFAULT now()
@@ -58,5 +62,4 @@ CREATE TABLE IF NOT EXISTS syncbroker.settings (
     value text NOT NULL
 );
 INSERT INTO syncbroker.settings (key, value) VALUES ('notify', 'off') ON CONFLICT (key) DO NOTHING;
-INSERT INTO syncbroker.settings (key, value) VALUES ('tombstones_pruned_at', '-infinity')
-ON CONFLICT (key) DO NOTHING;
+

@@ -117,6 +117,16 @@ static char *take(sql_buf *b)
     return b->s;
 }
 
+/* Opens a LEFT JOIN LATERAL to the newest change of one key (an index probe on
+ * change_entity_idx): the caller adds the key parts and closes it. */
+static void add_newest_change(sql_buf *b, unsigned relid)
+{
+    add(b,
+        " LEFT JOIN LATERAL (SELECT c.version, c.origin FROM syncbroker.change c"
+        " WHERE c.relid = '%u'::oid AND c.pk = ARRAY[",
+        relid);
+}
+
 static char *build_fetch_sql(const sb_table *t)
 {
     sql_buf b = {0};
@@ -137,10 +147,10 @@ static char *build_fetch_sql(const sb_table *t)
         /* format_type() output is valid type syntax, quoted where needed. */
         add(&b, " = k.c%u::%s", i + 1, t->pk_types[i]);
     }
-    add(&b, " LEFT JOIN syncbroker.entity e ON e.relid = '%u'::oid AND e.pk = ARRAY[", t->relid);
+    add_newest_change(&b, t->relid);
     for (uint32_t i = 0; i < t->npk; i++)
         add(&b, "%sk.c%u", i ? ", " : "", i + 1);
-    add(&b, "] ORDER BY k.ord");
+    add(&b, "] ORDER BY c.version DESC LIMIT 1) e ON true ORDER BY k.ord");
     return take(&b);
 }
 
@@ -155,13 +165,14 @@ static char *build_snapshot_sql(const sb_table *t)
     }
     add(&b, ", t.* FROM ");
     add_qualified(&b, t->name);
-    add(&b, " t LEFT JOIN syncbroker.entity e ON e.relid = '%u'::oid AND e.pk = ARRAY[", t->relid);
+    add(&b, " t");
+    add_newest_change(&b, t->relid);
     for (uint32_t i = 0; i < t->npk; i++) {
         add(&b, "%st.", i ? ", " : "");
         add_ident(&b, t->pk_cols[i]);
         add(&b, "::text");
     }
-    add(&b, "]");
+    add(&b, "] ORDER BY c.version DESC LIMIT 1) e ON true");
     return take(&b);
 }
 

@@ -64,12 +64,14 @@ static void test_resolve_builds_sql(void **state)
     assert_int_equal(t[1].npk, 2);
     assert_string_equal(t[1].pk_cols[0], "Room");
     assert_string_equal(t[1].pk_types[0], "character varying(8)");
-    /* identifiers quoted, key parts cast to the key types, entity joined by relid and text key */
+    /* identifiers quoted, key parts cast to the key types, newest change looked up by relid
+     * and text key */
     assert_non_null(strstr(t[1].fetch_sql, "unnest($1::text[], $2::text[]) WITH ORDINALITY"));
     assert_non_null(strstr(t[1].fetch_sql,
                            "LEFT JOIN \"app\".\"stays\" t ON t.\"Room\" = "
                            "k.c1::character varying(8) AND t.\"day\" = k.c2::date"));
-    assert_non_null(strstr(t[1].fetch_sql, "e.relid = '16400'::oid AND e.pk = ARRAY[k.c1, k.c2]"));
+    assert_non_null(strstr(t[1].fetch_sql, "c.relid = '16400'::oid AND c.pk = ARRAY[k.c1, k.c2] "
+                                           "ORDER BY c.version DESC LIMIT 1) e ON true"));
     assert_non_null(strstr(t[1].snapshot_sql, "t.\"Room\"::text, t.\"day\"::text, t.* FROM "
                                               "\"app\".\"stays\" t"));
     for (int i = 0; i < 2; i++)
