@@ -118,6 +118,12 @@ class PgCluster:
         self.stop()
         self.start()
 
+    def crash_restart(self):
+        """Immediate shutdown (no checkpoint: recovery runs at start, as after a crash)."""
+        self.proc.send_signal(signal.SIGQUIT)
+        self.proc.wait(30)
+        self.start()
+
     def destroy(self):
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)

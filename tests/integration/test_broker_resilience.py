@@ -144,3 +144,25 @@ def test_broker_survives_postgres_restart(broker, source, pg, hotel, conn):
     after.close()
     b.stop()
 
+
+
+def test_postgres_crash_forces_a_resync_not_a_loss(broker, source, pg, hotel, conn):
+    """The change log is UNLOGGED: crash recovery empties it. The broker must notice (its
+    reader row is gone too) and start a new epoch, so clients resynchronise."""
+    b = broker(hotel, [BOOKINGS, STAYS], source=source)
+    replica = Replica(b.pub, b.service, [BOOKINGS, STAYS])
+    replica.start()
+    writer = Writer(pg, hotel)
+    writer.start()
+    wait_for(lambda: writer.writes > 50, 20, "writes before the crash")
+    pg.crash_restart()
+    after = pg.connect(hotel)
+    done = writer.writes
+    wait_for(lambda: writer.writes > done + 100, 30, "writes after the crash")
+    writer.stop()
+    replica.wait_equal(database(after), timeout=30)
+    assert b.ping()["epoch"] != b.hello["epoch"], "no new epoch after the crash"
+    assert replica.resyncs >= 1
+    replica.close()
+    after.close()
+    b.stop()
