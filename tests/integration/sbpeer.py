@@ -133,8 +133,15 @@ class Replica:
         return head
 
     def snapshot(self, timeout=10.0):
-        frames = request(self.service, {"op": "snapshot", "tables": self.tables}, timeout=timeout)
-        head = frames[0]
+        # "unavailable": the broker's source is reconnecting; ask again, as clients do.
+        deadline = time.monotonic() + timeout
+        while True:
+            frames = request(self.service, {"op": "snapshot", "tables": self.tables},
+                             timeout=timeout)
+            head = frames[0]
+            if head.get("error") != "unavailable" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)  # a retry back-off, as a client's; nothing signals "ready"
         assert isinstance(head, dict) and "error" not in head, head
         self.rows, self.versions, self.tseq = {}, {}, {}
         self.epoch, self.seq = head["epoch"], head["seq"]

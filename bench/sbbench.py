@@ -1,0 +1,323 @@
+"""Shared pieces of the benchmark drivers (bench/latency, bench/run): a private PostgreSQL 15
+cluster (fsync on unless asked otherwise), the broker under a given configuration, service
+requests, process sampling and report helpers. Everything listens on 127.0.0.1 on ports picked
+at run time and is stopped at exit, also on failure. Figures only: nothing here asserts a time."""
+import atexit
+import datetime
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import msgpack
+import psycopg2
+import zmq
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+SOURCE_DIR = os.path.dirname(BENCH_DIR)
+PG_BIN = "/usr/lib/postgresql/15/bin"
+PG_USER = "sbpg"
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(cond, timeout, what, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def build_dir():
+    return os.environ.get("SB_BUILD_DIR", os.path.join(SOURCE_DIR, "build-bench"))
+
+
+def build(extra_targets=()):
+    """Configures and builds the Release tree the benchmarks use (SB_BUILD_DIR or build-bench)."""
+    bdir = build_dir()
+    if not os.path.exists(os.path.join(bdir, "CMakeCache.txt")):
+        subprocess.run(["cmake", "-S", SOURCE_DIR, "-B", bdir, "-DCMAKE_BUILD_TYPE=Release",
+                        "-DSB_BUILD_TESTS=OFF"], check=True, stdout=subprocess.DEVNULL)
+    targets = ["syncbroker", "source_poll", "source_notify", "transport_zmq", *extra_targets]
+    subprocess.run(["cmake", "--build", bdir, "-j2", "--target", *targets], check=True,
+                   stdout=subprocess.DEVNULL)
+    return bdir
+
+
+def _server_user():
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(PG_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir",
+                        "/nonexistent", "--shell", "/usr/sbin/nologin", PG_USER], check=True)
+    return PG_USER
+
+
+class PgCluster:
+    """A throw-away cluster. fsync and synchronous_commit stay on (realistic commits) unless
+    fast=True."""
+
+    def __init__(self, workdir, fast=False):
+        self.user = _server_user()
+        self.dir = os.path.join(workdir, "pg")
+        os.mkdir(self.dir)
+        os.chmod(self.dir, 0o755)
+        self.datadir = os.path.join(self.dir, "data")
+        self.logfile = os.path.join(self.dir, "log")
+        self.port = free_port()
+        self.fast = fast
+        if self.user:
+            shutil.chown(self.dir, self.user, self.user)
+        subprocess.run([f"{PG_BIN}/initdb", "-D", self.datadir, "-A", "trust", "-U", "postgres",
+                        "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"],
+                       check=True, capture_output=True, cwd=self.dir, **self._as_user())
+        settings = ["listen_addresses=127.0.0.1", f"port={self.port}",
+                    f"unix_socket_directories={self.dir}", "max_connections=200",
+                    "shared_buffers=256MB"]
+        if fast:
+            settings += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
+        args = [f"{PG_BIN}/postgres", "-D", self.datadir]
+        for s in settings:
+            args += ["-c", s]
+        with open(self.logfile, "ab") as logf:
+            self.proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT,
+                                         start_new_session=True, cwd=self.dir, **self._as_user())
+        atexit.register(self.stop)
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"postgres exited {self.proc.returncode}")
+            try:
+                psycopg2.connect(self.conninfo("postgres"), connect_timeout=2).close()
+                return True
+            except psycopg2.OperationalError:
+                return False
+        wait_until(ready, 60, "PostgreSQL")
+
+    def _as_user(self):
+        return {"user": self.user, "group": self.user, "extra_groups": []} if self.user else {}
+
+    def describe(self):
+        return ("fsync=off, synchronous_commit=off" if self.fast
+                else "fsync=on, synchronous_commit=on")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def conninfo(self, dbname):
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname}"
+
+    def connect(self, dbname):
+        conn = psycopg2.connect(self.conninfo(dbname))
+        conn.autocommit = True
+        return conn
+
+    def create_db(self, name):
+        conn = self.connect("postgres")
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        conn.close()
+        subprocess.run([os.path.join(SOURCE_DIR, "scripts", "migrate"), self.conninfo(name)],
+                       check=True, capture_output=True, text=True)
+
+    def sql(self, dbname, text):
+        conn = self.connect(dbname)
+        with conn.cursor() as cur:
+            cur.execute(text)
+            rows = cur.fetchall() if cur.description else None
+        conn.close()
+        return rows
+
+
+def request(endpoint, body, timeout=10.0):
+    """One service request over a DEALER; returns the reply's frames, decoded."""
+    ctx = zmq.Context.instance()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(endpoint)
+    try:
+        s.send_multipart([b"", msgpack.packb(body)])
+        if not s.poll(int(timeout * 1000)):
+            raise TimeoutError(f"no reply to {body} from {endpoint}")
+        frames = s.recv_multipart()
+        return [msgpack.unpackb(f, raw=False, strict_map_key=False) for f in frames if f]
+    finally:
+        s.close()
+
+
+class Broker:
+    """syncbroker from the benchmark build, on its own ports, stderr to a file in workdir."""
+
+    def __init__(self, workdir, conninfo, tables, source, source_opts=None, debounce_ms=0,
+                 heartbeat_ms=200, plugin_dir=None, extra_transport=None):
+        bdir = build_dir()
+        self.pub = f"tcp://127.0.0.1:{free_port()}"
+        self.service = f"tcp://127.0.0.1:{free_port()}"
+        name = f"broker-{source}-{int(time.monotonic() * 1000)}"
+        self.config = os.path.join(workdir, f"{name}.ini")
+        self.logfile = os.path.join(workdir, f"{name}.log")
+        transport = {"plugin": "transport_zmq", "pub": self.pub, "service": self.service}
+        transport.update(extra_transport or {})
+        sections = {
+            "broker": {"plugin_dir": plugin_dir or os.path.join(bdir, "plugins"),
+                       "debounce_ms": debounce_ms, "heartbeat_ms": heartbeat_ms,
+                       "log_level": "warn"},
+            "database": {"conninfo": conninfo, "tables": ",\n    ".join(tables)},
+            "source.main": {"plugin": source, **(source_opts or {})},
+            "transport.zmq": transport,
+        }
+        with open(self.config, "w") as f:
+            for section, values in sections.items():
+                f.write(f"[{section}]\n")
+                for key, value in values.items():
+                    f.write(f"{key} = {value}\n")
+        with open(self.logfile, "ab") as logf:
+            self.proc = subprocess.Popen([os.path.join(bdir, "broker", "syncbroker"), "-c",
+                                          self.config], stdout=logf, stderr=logf,
+                                         start_new_session=True)
+        atexit.register(self.stop)
+
+        def answers():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"syncbroker exited {self.proc.returncode}: "
+                                   f"{open(self.logfile).read()[-2000:]}")
+            try:
+                return request(self.service, {"op": "ping"}, timeout=0.5)
+            except TimeoutError:
+                return None
+        wait_until(answers, 30, "syncbroker to answer ping")
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stats(self):
+        return request(self.service, {"op": "stats"})[0]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+class ProcSampler:
+    """CPU share and RSS of one process from /proc/PID/stat and /proc/PID/status."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.hz = os.sysconf("SC_CLK_TCK")
+        self.t0 = time.monotonic()
+        self.cpu0 = self._cpu()
+
+    def _cpu(self):
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self.hz  # utime + stime, s
+
+    def rss_kb(self):
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return -1
+
+    def cpu_share(self):
+        """CPU seconds per wall second since creation (1.0 = one core busy)."""
+        return (self._cpu() - self.cpu0) / max(time.monotonic() - self.t0, 1e-9)
+
+
+def percentile(values, p):
+    if not values:
+        return float("nan")
+    v = sorted(values)
+    return v[min(len(v) - 1, int(p * (len(v) - 1) + 0.5))]
+
+
+def parse_result(stdout):
+    """The RESULT line of a bench_* program as a dict (numbers converted)."""
+    for line in stdout.splitlines():
+        if line.startswith("RESULT "):
+            out = {}
+            for item in line.split()[1:]:
+                k, _, v = item.partition("=")
+                try:
+                    out[k] = float(v) if "." in v or "e" in v else int(v)
+                except ValueError:
+                    out[k] = v
+            return out
+    raise RuntimeError(f"no RESULT line in:\n{stdout}")
+
+
+def machine():
+    model = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kb = int(f.readline().split()[1])
+    return {"nproc": os.cpu_count(), "cpu": model, "ram_gb": round(mem_kb / 1048576, 1)}
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def results_dir(date=None):
+    d = os.path.join(BENCH_DIR, "results", date or datetime.date.today().isoformat())
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def md_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def workdir():
+    d = tempfile.mkdtemp(prefix="sb-bench-")
+    os.chmod(d, 0o755)
+    atexit.register(shutil.rmtree, d, True)
+    return d
+
+
+def gnuplot(script):
+    """Runs a gnuplot script; returns False (and says why) when gnuplot is missing or fails."""
+    if not shutil.which("gnuplot"):
+        log("gnuplot not found: no plots (apt-get install gnuplot-nox)")
+        return False
+    r = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)
+    if r.returncode != 0:
+        log(f"gnuplot failed: {r.stderr.strip()[:500]}")
+    return r.returncode == 0
