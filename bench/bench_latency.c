@@ -351,8 +351,8 @@ static int parse_args(bench *b, int argc, char **argv)
         else
             return -1;
     }
-    if (!b->conninfo || !b->table || !b->zmq_ep == !b->channel || b->rate <= 0 ||
-        b->seconds <= 0 || b->writers < 1 || b->writers > MAX_WRITERS)
+    if (!b->conninfo || !b->table || !b->zmq_ep == !b->channel || b->rate <= 0 || b->seconds <= 0 ||
+        b->writers < 1 || b->writers > MAX_WRITERS)
         return -1;
     return 0;
 }

@@ -21,6 +21,9 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.path.dirname(BENCH_DIR)
 PG_BIN = "/usr/lib/postgresql/15/bin"
 PG_USER = "sbpg"
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
+# Brokers that exited badly or printed a sanitizer report; the drivers exit 1 if any.
+PROBLEMS = []
 
 
 def log(msg):
@@ -219,6 +222,8 @@ class Broker:
         return request(self.service, {"op": "stats"})[0]
 
     def stop(self):
+        if self.proc.returncode is not None:
+            return
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -226,6 +231,12 @@ class Broker:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        with open(self.logfile, errors="replace") as f:
+            text = f.read()
+        if self.proc.returncode != 0 or any(m in text for m in SANITIZER_MARKS):
+            PROBLEMS.append(f"syncbroker ({self.config}) exited {self.proc.returncode}:\n"
+                            f"{text[-3000:]}")
+            log(PROBLEMS[-1])
 
 
 class ProcSampler:

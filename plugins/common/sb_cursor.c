@@ -242,5 +242,5 @@ int sb_cursor_read(sb_cursor *c, sb_pg *pg)
             return rc;
     }
     const char *params[] = {c->prev, c->relids, c->cfg.reader};
-    return sb_pg_query(pg, CURSOR_SQL, 3, params, 0, on_result, c);
+    return sb_pg_query(pg, CURSOR_SQL, 3, params, SB_PG_PREPARE, on_result, c);
 }

@@ -124,8 +124,8 @@ int sb_fetch_start(sb_pg *pg, const sb_host_api *api, sb_host *host, const sb_ta
         rc = build_params(f, params);
     }
     if (rc == SB_OK)
-        rc = sb_pg_query(pg, t->fetch_sql, (int)t->npk, (const char *const *)params, 0, on_result,
-                         f);
+        rc = sb_pg_query(pg, t->fetch_sql, (int)t->npk, (const char *const *)params, SB_PG_PREPARE,
+                         on_result, f);
     for (uint32_t i = 0; i < t->npk; i++)
         free(params[i]);
     free(params);

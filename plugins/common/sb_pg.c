@@ -8,6 +8,13 @@
 
 typedef enum pg_state { ST_IDLE, ST_CONNECTING, ST_READY, ST_BACKOFF } pg_state;
 
+/* A statement prepared on the current connection, found by its SQL text. */
+typedef struct stmt {
+    struct stmt *next;
+    char name[24];
+    char sql[];
+} stmt;
+
 /* One queued query; sql and params live in the same allocation. */
 typedef struct query {
     struct query *next;
@@ -15,7 +22,8 @@ typedef struct query {
     char **params;
     int nparams;
     unsigned flags;
-    bool failed; /* an error result arrived */
+    bool failed;     /* an error result arrived */
+    stmt *preparing; /* SB_PG_PREPARE: the PREPARE in front of this query runs; owned */
     sb_pg_result_fn fn;
     void *ud;
 } query;
@@ -30,9 +38,11 @@ struct sb_pg {
     unsigned watch_events;
     sb_timer *timer; /* connect timeout while connecting, reconnect delay while backing off */
     query *head, *tail;
-    bool inflight;    /* head has been sent */
-    unsigned gen;     /* bumped whenever the connection goes away: stale loops stop */
-    unsigned attempt; /* back-off exponent */
+    stmt *stmts;       /* prepared on this connection; owned, emptied when it goes away */
+    unsigned stmt_seq; /* names stay unique per connection, also after a statement is dropped */
+    bool inflight;     /* head has been sent */
+    unsigned gen;      /* bumped whenever the connection goes away: stale loops stop */
+    unsigned attempt;  /* back-off exponent */
     unsigned failures;
     char last_err[256]; /* last failure logged, for rate limiting */
     uint32_t rnd;
@@ -138,6 +148,17 @@ static void drop_conn(sb_pg *pg)
         PQfinish(pg->conn);
     pg->conn = NULL;
     pg->inflight = false;
+    while (pg->stmts) {
+        stmt *next = pg->stmts->next;
+        free(pg->stmts);
+        pg->stmts = next;
+    }
+}
+
+static void query_free(query *q)
+{
+    free(q->preparing);
+    free(q);
 }
 
 /* Complete every queued query (the running one included) with status. Queries queued by
@@ -149,7 +170,7 @@ static void fail_queries(sb_pg *pg, int status)
     while (q) {
         query *next = q->next;
         q->fn(q->ud, NULL, status);
-        free(q);
+        query_free(q);
         q = next;
     }
 }
@@ -372,13 +393,54 @@ static query *pop(sb_pg *pg)
     return q;
 }
 
+static stmt *find_stmt(const sb_pg *pg, const char *sql)
+{
+    for (stmt *st = pg->stmts; st; st = st->next)
+        if (strcmp(st->sql, sql) == 0)
+            return st;
+    return NULL;
+}
+
+/* Forget a statement whose execution failed: a schema change may have made its plan unusable
+ * ("cached plan must not change result type"), so the next use prepares a fresh one. The
+ * server keeps the old one until the connection ends. */
+static void drop_stmt(sb_pg *pg, const char *sql)
+{
+    for (stmt **p = &pg->stmts; *p; p = &(*p)->next) {
+        if (strcmp((*p)->sql, sql) == 0) {
+            stmt *st = *p;
+            *p = st->next;
+            free(st);
+            return;
+        }
+    }
+}
+
+/* Send q as it is, through its prepared statement, or as the PREPARE that comes first (q
+ * itself follows when the PREPARE succeeded). Without memory for the statement, q goes
+ * unprepared. libpq's 0/1. */
+static int send_query(sb_pg *pg, query *q)
+{
+    const char *const *params = (const char *const *)q->params;
+    stmt *st = (q->flags & SB_PG_PREPARE) ? find_stmt(pg, q->sql) : NULL;
+    if (st)
+        return PQsendQueryPrepared(pg->conn, st->name, q->nparams, params, NULL, NULL, 0);
+    size_t len = strlen(q->sql) + 1;
+    if ((q->flags & SB_PG_PREPARE) && (st = malloc(sizeof *st + len)) != NULL) {
+        snprintf(st->name, sizeof st->name, "syncbroker_%u", ++pg->stmt_seq);
+        memcpy(st->sql, q->sql, len);
+        q->preparing = st;
+        return PQsendPrepare(pg->conn, st->name, q->sql, q->nparams, NULL);
+    }
+    return PQsendQueryParams(pg->conn, q->sql, q->nparams, NULL, params, NULL, NULL, 0);
+}
+
 static void dispatch(sb_pg *pg)
 {
     unsigned gen = pg->gen;
     while (pg->state == ST_READY && !pg->inflight && pg->head && gen == pg->gen) {
         query *q = pg->head;
-        if (!PQsendQueryParams(pg->conn, q->sql, q->nparams, NULL, (const char *const *)q->params,
-                               NULL, NULL, 0)) {
+        if (!send_query(pg, q)) {
             if (PQstatus(pg->conn) == CONNECTION_BAD) {
                 lost(pg, PQerrorMessage(pg->conn));
                 return;
@@ -389,10 +451,10 @@ static void dispatch(sb_pg *pg)
                              msg);
             pop(pg);
             q->fn(q->ud, NULL, SB_ERR_DB);
-            free(q);
+            query_free(q);
             continue;
         }
-        if (q->flags & SB_PG_SINGLE_ROW)
+        if ((q->flags & SB_PG_SINGLE_ROW) && !q->preparing)
             PQsetSingleRowMode(pg->conn);
         pg->inflight = true;
         flush(pg);
@@ -409,6 +471,16 @@ static void drain_notifies(sb_pg *pg, unsigned gen)
     }
 }
 
+/* The PREPARE in front of q finished without error: keep the statement, send q itself. */
+static void prepared(sb_pg *pg, query *q)
+{
+    q->preparing->next = pg->stmts;
+    pg->stmts = q->preparing;
+    q->preparing = NULL;
+    pg->inflight = false;
+    dispatch(pg);
+}
+
 /* Hand every complete result to its query; start the next query when one finishes. */
 static void process(sb_pg *pg)
 {
@@ -419,10 +491,14 @@ static void process(sb_pg *pg)
         query *q = pg->head;
         if (!r) {
             bool bad = PQstatus(pg->conn) == CONNECTION_BAD;
+            if (q->preparing && !q->failed && !bad) {
+                prepared(pg, q);
+                continue;
+            }
             pop(pg);
             pg->inflight = false;
             q->fn(q->ud, NULL, q->failed || bad ? SB_ERR_DB : SB_OK);
-            free(q);
+            query_free(q);
             if (gen != pg->gen)
                 return;
             if (bad) {
@@ -433,9 +509,14 @@ static void process(sb_pg *pg)
             continue;
         }
         ExecStatusType st = PQresultStatus(r);
-        if (st != PGRES_TUPLES_OK && st != PGRES_SINGLE_TUPLE && st != PGRES_COMMAND_OK)
+        bool ok = st == PGRES_TUPLES_OK || st == PGRES_SINGLE_TUPLE || st == PGRES_COMMAND_OK;
+        if (!ok) {
             q->failed = true;
-        q->fn(q->ud, r, SB_OK);
+            if ((q->flags & SB_PG_PREPARE) && !q->preparing)
+                drop_stmt(pg, q->sql);
+        }
+        if (!ok || !q->preparing) /* a PREPARE's success is not the owner's business */
+            q->fn(q->ud, r, SB_OK);
         PQclear(r);
         drain_notifies(pg, gen);
     }

@@ -4,10 +4,10 @@
  * Connects with PQconnectStartParams/PQconnectPoll (its own connect timeout: libpq ignores
  * connect_timeout there), re-watches the socket whenever libpq changes it, and reconnects
  * with exponential back-off and jitter after any failure or loss. Queries wait in a FIFO and
- * run one at a time (PQsendQueryParams, PQflush until done, PQconsumeInput/PQisBusy/
- * PQgetResult as the socket becomes readable); NOTIFY messages are drained after every read
- * and every result. Connection failures are logged here, rate-limited; query errors are
- * left to the query's owner, who knows what the query was for.
+ * run one at a time (PQsendQueryParams or a prepared statement, PQflush until done,
+ * PQconsumeInput/PQisBusy/ PQgetResult as the socket becomes readable); NOTIFY messages are drained
+ * after every read and every result. Connection failures are logged here, rate-limited; query
+ * errors are left to the query's owner, who knows what the query was for.
  *
  * Every connection sets application_name (e.g. "syncbroker-snapshot"), overriding the
  * conninfo's, so operators and tests can find the broker's backends.
@@ -44,6 +44,11 @@ typedef struct sb_pg_config {
 typedef void (*sb_pg_result_fn)(void *ud, const PGresult *res, int status);
 
 #define SB_PG_SINGLE_ROW 0x1u /* PQsetSingleRowMode: one PGRES_SINGLE_TUPLE result per row */
+/* Prepare sql once per connection (found again by its text) and execute the statement: for
+ * the queries run on every read, whose parsing and planning cost more than their execution.
+ * A statement whose execution fails is prepared afresh next time, so a schema change (e.g. a
+ * column added to a table read with t.*) costs one failed query. */
+#define SB_PG_PREPARE 0x2u
 
 int sb_pg_create(const sb_pg_config *cfg, sb_pg **out);
 

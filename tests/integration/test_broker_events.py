@@ -65,6 +65,24 @@ def test_insert_update_delete_arrive_typed(broker, source, hotel, conn):
     b.stop()
 
 
+def test_column_added_while_running_appears_in_rows(broker, source, hotel, conn):
+    """The row fetch is a prepared statement reading t.*: after ALTER TABLE its cached plan
+    no longer fits, and the broker must prepare it afresh rather than fail every fetch."""
+    b = broker(hotel, [BOOKINGS, STAYS], source=source, debounce_ms=0)
+    sub = Subscriber(b.pub, [f"{BOOKINGS}/"])
+    sub.wait_heartbeat()
+    q(conn, "INSERT INTO bookings (id, guest) VALUES (7, 'eve')")
+    _, ev = wait_event(sub, is_change("insert", "7"))
+    assert "floor" not in ev["row"]
+    q(conn, "ALTER TABLE bookings ADD COLUMN floor int DEFAULT 4")
+    q(conn, "UPDATE bookings SET nights = 9 WHERE id = 7")
+    _, ev = wait_event(sub, is_change("update", "7"))
+    assert ev["row"]["floor"] == 4 and ev["row"]["nights"] == 9
+    assert ev["version"] == entity_version(conn, BOOKINGS, ["7"])
+    sub.close()
+    b.stop()
+
+
 def test_composite_key_arrives_as_array(broker, source, hotel, conn):
     b = broker(hotel, [BOOKINGS, STAYS], source=source)
     sub = Subscriber(b.pub, [f"{STAYS}/"])

@@ -1,0 +1,228 @@
+"""Commit-to-subscriber latency (issue 4): bench_latency against each delivery path, beside the
+floor measured in the same run (a bare libpq LISTEN on a plain pg_notify row trigger).
+Used by bench/latency (alone) and bench/run (scenario a)."""
+import os
+import subprocess
+import threading
+import time
+
+import sbbench
+
+SETUP_SQL = """
+CREATE TABLE public.bench_live (id bigint PRIMARY KEY, note text,
+                                created timestamptz NOT NULL DEFAULT clock_timestamp());
+SELECT syncbroker.track('public.bench_live');
+-- The floor: an untracked table whose row trigger notifies every insert, and nothing else.
+CREATE TABLE public.bench_floor (id bigint PRIMARY KEY, note text,
+                                 created timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE FUNCTION public.bench_floor_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('bench_floor', NEW.id::text);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER bench_floor_notify AFTER INSERT ON public.bench_floor
+    FOR EACH ROW EXECUTE FUNCTION public.bench_floor_notify();
+-- The alternative without Syncbroker: a client polling updated_at.
+CREATE TABLE public.bench_naive (id bigint PRIMARY KEY, note text,
+                                 updated_at timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE INDEX ON public.bench_naive (updated_at);
+"""
+NAIVE = "naive poll of updated_at (3 s)"
+
+# (label, source plugin, source options); "floor" has no broker.
+CASES = [
+    ("floor (libpq LISTEN)", None, None),
+    ("source_notify", "source_notify", {}),
+    ("source_poll 50 ms", "source_poll", {"poll_interval_ms": 50}),
+    ("source_poll 100 ms", "source_poll", {"poll_interval_ms": 100}),
+]
+
+
+def setup(pg, dbname):
+    pg.sql(dbname, SETUP_SQL)
+
+
+def slug(label):
+    return "".join(c if c.isalnum() else "_" for c in label).strip("_")
+
+
+def writers_for(rate):
+    """Writer connections: one commit takes ~0.5-1 ms with fsync on here, so 4 carry 1000/s;
+    higher rates get more (the achieved rate is reported either way)."""
+    return 4 if rate <= 1000 else 8
+
+
+def run_one(pg, dbname, label, rate, seconds, rawdir, endpoint, prefix):
+    exe = os.path.join(sbbench.build_dir(), "bench", "bench_latency")
+    args = [exe, "--conninfo", pg.conninfo(dbname), "--rate", str(rate), "--seconds",
+            str(seconds), "--label", slug(label), "--writers", str(writers_for(rate)),
+            "--raw", os.path.join(rawdir, f"{prefix}-{slug(label)}-{rate}.txt")]
+    if endpoint:
+        args += ["--table", "public.bench_live", "--zmq", endpoint]
+    else:
+        args += ["--table", "public.bench_floor", "--listen", "bench_floor"]
+    r = subprocess.run(args, capture_output=True, text=True)
+    if r.returncode != 0:
+        sbbench.log(f"bench_latency {label} @ {rate}/s exited {r.returncode}: {r.stderr[-800:]}")
+    res = sbbench.parse_result(r.stdout)
+    res["case"], res["rate"] = label, rate
+    return res
+
+
+def run(pg, dbname, work, rawdir, rates, seconds, prefix="latency"):
+    """Every case at every rate; returns the result dicts. One broker per case, started
+    fresh; poll cases run with the NOTIFY trigger removed so writers pay what they would."""
+    results = []
+    for label, source, opts in CASES:
+        broker = None
+        if source == "source_poll":
+            pg.sql(dbname, "SELECT syncbroker.disable_notify()")
+        if source:
+            broker = sbbench.Broker(work, pg.conninfo(dbname), ["public.bench_live"], source,
+                                    opts, debounce_ms=0)
+        try:
+            for rate in rates:
+                sbbench.log(f"latency: {label} at {rate} changes/s for {seconds} s")
+                res = run_one(pg, dbname, label, rate, seconds, rawdir,
+                              broker.pub if broker else None, prefix)
+                sbbench.log(f"  p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms, "
+                            f"max {res['max_ms']:.2f} ms, achieved {res['achieved']:.0f}/s, "
+                            f"missing {res['missing']}")
+                results.append(res)
+        finally:
+            if broker:
+                broker.stop()
+    return results
+
+
+def naive_poll(pg, dbname, rate, seconds, interval=3.0, writers=2):
+    """What apps do without Syncbroker: every `interval` s, SELECT rows whose updated_at is
+    newer than the newest seen. Writers insert at `rate`; every 10th operation deletes a row
+    written 5 operations earlier, which such a poller cannot see at all. Latency is on one
+    clock (time.time() in this process), from the INSERT being sent to the poll that saw it."""
+    seconds = max(seconds, 2 * interval)
+    total = int(rate * seconds)
+    sent, ack, seen = {}, {}, {}
+    deletes = []
+    lock = threading.Lock()
+    counter = iter(range(total))
+    start = time.time() + 0.2
+
+    def writer():
+        conn = pg.connect(dbname)
+        cur = conn.cursor()
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                break
+            time.sleep(max(0.0, start + i / rate - time.time()))
+            if i % 10 == 9:
+                t = time.time()
+                cur.execute("DELETE FROM public.bench_naive WHERE id = %s", (i - 5,))
+                deletes.append(i - 5)
+                with lock:
+                    ack[-i] = (t, time.time())  # writes done, not rows
+            else:
+                sent[i] = time.time()
+                cur.execute("INSERT INTO public.bench_naive (id, note) VALUES (%s, 'naive')", (i,))
+                ack[i] = (sent[i], time.time())
+        conn.close()
+
+    threads = [threading.Thread(target=writer) for _ in range(writers)]
+    for t in threads:
+        t.start()
+    poller = pg.connect(dbname)
+    cur = poller.cursor()
+    watermark = "-infinity"
+    end = start + seconds + interval
+    while time.time() < end:
+        time.sleep(interval)
+        cur.execute("SELECT id, updated_at FROM public.bench_naive WHERE updated_at > %s "
+                    "ORDER BY updated_at", (watermark,))
+        now = time.time()
+        for rid, ts in cur.fetchall():
+            seen.setdefault(rid, now)
+            watermark = ts
+    for t in threads:
+        t.join()
+    poller.close()
+    gone = set(deletes)  # deleted before any poll could matter: not counted as inserts
+    inserted = [i for i in sent if i in ack and i not in gone]
+    lat = sorted((seen[i] - sent[i]) * 1000 for i in inserted if i in seen)
+    rtt = sorted((b - a) * 1000 for a, b in ack.values())
+    pct = sbbench.percentile
+    return {"case": NAIVE, "rate": rate, "achieved": len(ack) / seconds, "written": len(inserted),
+            "received": len(lat), "missing": len(inserted) - len(lat), "p50_ms": pct(lat, 0.5),
+            "p90_ms": pct(lat, 0.9), "p99_ms": pct(lat, 0.99), "max_ms": lat[-1] if lat else -1,
+            "commit_p50_ms": pct(rtt, 0.5), "commit_p99_ms": pct(rtt, 0.99),
+            "deletes": len(deletes), "deletes_seen": 0}
+
+
+def table(results):
+    floor = {r["rate"]: r for r in results if r["case"].startswith("floor")}
+    rows = []
+    order = [c[0] for c in CASES] + [NAIVE]
+    for r in sorted(results, key=lambda x: (x["rate"], order.index(x["case"]))):
+        f = floor.get(r["rate"])
+        ratio = f"{r['p99_ms'] / f['p99_ms']:.2f}x" if f and f["p99_ms"] > 0 else "-"
+        rows.append([r["case"], r["rate"], f"{r['achieved']:.0f}",
+                     f"{r['received']}/{r['written']}" + (
+                         f"; deletes seen {r['deletes_seen']}/{r['deletes']}" if "deletes" in r
+                         else ""), f"{r['p50_ms']:.2f}",
+                     f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['max_ms']:.2f}", ratio,
+                     f"{r['commit_p50_ms']:.2f} / {r['commit_p99_ms']:.2f}"])
+    return sbbench.md_table(["case", "changes/s", "achieved/s", "delivered", "p50 ms", "p90 ms",
+                             "p99 ms", "max ms", "p99 vs floor p99",
+                             "writer commit p50/p99 ms"], rows)
+
+
+def verdict(results):
+    """The issue-4 goal line: source_notify p99 vs the floor's p99 at 1000 changes/s."""
+    by = {(r["case"], r["rate"]): r for r in results}
+    n, f = by.get(("source_notify", 1000)), by.get(("floor (libpq LISTEN)", 1000))
+    if not n or not f or f["p99_ms"] <= 0:
+        return "Goal (source_notify p99 within 3x the floor's p99 at 1000 changes/s): not measured."
+    ratio = n["p99_ms"] / f["p99_ms"]
+    met = "met" if ratio <= 3 else "NOT met"
+    return (f"Goal (source_notify p99 within 3x the floor's p99 at 1000 changes/s): {met}: "
+            f"{n['p99_ms']:.2f} ms vs {f['p99_ms']:.2f} ms = {ratio:.2f}x.")
+
+
+def plot(results, rawdir, outdir, prefix="latency"):
+    """One CDF per rate, every case: <prefix>-cdf-<rate>.png."""
+    made = []
+    for rate in sorted({r["rate"] for r in results}):
+        series = []
+        for r in results:
+            path = os.path.join(rawdir, f"{prefix}-{slug(r['case'])}-{rate}.txt")
+            if r["rate"] == rate and r["received"] > 0 and os.path.exists(path):
+                series.append(f"'{path}' using ($1/1000.0):(($0+1)/{r['received']}.0) "
+                              f"with lines lw 2 title '{r['case']}'")
+        if not series:
+            continue
+        png = os.path.join(outdir, f"{prefix}-cdf-{rate}.png")
+        ok = sbbench.gnuplot(f"""set terminal png noenhanced size 900,560
+set output '{png}'
+set title 'commit-to-subscriber latency CDF, {rate} changes/s'
+set xlabel 'latency (ms, log scale)'
+set ylabel 'fraction delivered'
+set logscale x
+set grid
+set key bottom right
+plot {', '.join(series)}
+""")
+        if ok:
+            made.append(os.path.basename(png))
+    return made
+
+
+def explain(pg, seconds):
+    return ("Each case writes single-row autocommit INSERTs at a fixed rate from 4 writer "
+            f"connections (8 above 1000/s) for {seconds} s, a fresh key per row (nothing coalesces). Latency = "
+            "subscriber receive time - the time the INSERT was sent (one CLOCK_MONOTONIC in one "
+            "process: bench/bench_latency.c), so it includes the commit; the last column is the "
+            "writer's own INSERT+COMMIT round trip. Broker: debounce_ms = 0, transport_zmq over "
+            "TCP on 127.0.0.1, a fresh broker per case. Floor: a bare libpq LISTEN on an "
+            "untracked table whose plain `AFTER INSERT ... FOR EACH ROW` trigger calls "
+            f"pg_notify(id). PostgreSQL 15: {pg.describe()}.")
