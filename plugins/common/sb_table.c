@@ -117,16 +117,6 @@ static char *take(sql_buf *b)
     return b->s;
 }
 
-/* Opens a LEFT JOIN LATERAL to the newest change of one key (an index probe on
- * change_entity_idx): the caller adds the key parts and closes it. */
-static void add_newest_change(sql_buf *b, unsigned relid)
-{
-    add(b,
-        " LEFT JOIN LATERAL (SELECT c.version, c.origin FROM syncbroker.change c"
-        " WHERE c.relid = '%u'::oid AND c.pk = ARRAY[",
-        relid);
-}
-
 static char *build_fetch_sql(const sb_table *t)
 {
     sql_buf b = {0};
@@ -147,13 +137,20 @@ static char *build_fetch_sql(const sb_table *t)
         /* format_type() output is valid type syntax, quoted where needed. */
         add(&b, " = k.c%u::%s", i + 1, t->pk_types[i]);
     }
-    add_newest_change(&b, t->relid);
+    /* The newest change of each key: an index probe on change_entity_idx. */
+    add(&b,
+        " LEFT JOIN LATERAL (SELECT c.version, c.origin FROM syncbroker.change c"
+        " WHERE c.relid = '%u'::oid AND c.pk = ARRAY[",
+        t->relid);
     for (uint32_t i = 0; i < t->npk; i++)
         add(&b, "%sk.c%u", i ? ", " : "", i + 1);
     add(&b, "] ORDER BY c.version DESC LIMIT 1) e ON true ORDER BY k.ord");
     return take(&b);
 }
 
+/* A whole table against the newest change of every logged key: one pass over the log's rows
+ * of this table joined by hash, where a per-row probe (as fetch_sql does for a few keys) cost
+ * 15x more for 100k rows (bench/README.md). */
 static char *build_snapshot_sql(const sb_table *t)
 {
     sql_buf b = {0};
@@ -165,14 +162,17 @@ static char *build_snapshot_sql(const sb_table *t)
     }
     add(&b, ", t.* FROM ");
     add_qualified(&b, t->name);
-    add(&b, " t");
-    add_newest_change(&b, t->relid);
+    add(&b,
+        " t LEFT JOIN (SELECT DISTINCT ON (c.pk) c.pk, c.version, c.origin"
+        " FROM syncbroker.change c WHERE c.relid = '%u'::oid AND c.pk IS NOT NULL"
+        " ORDER BY c.pk, c.version DESC) e ON e.pk = ARRAY[",
+        t->relid);
     for (uint32_t i = 0; i < t->npk; i++) {
         add(&b, "%st.", i ? ", " : "");
         add_ident(&b, t->pk_cols[i]);
         add(&b, "::text");
     }
-    add(&b, "] ORDER BY c.version DESC LIMIT 1) e ON true");
+    add(&b, "]");
     return take(&b);
 }
 
