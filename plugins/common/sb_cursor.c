@@ -9,7 +9,10 @@
 
 /* $1 prev (pg_snapshot text), $2 relids (oid[] literal), $3 reader name. A change belongs to
  * this batch when its transaction is visible to the statement (MVCC) but was not in prev:
- * committed since the last read, whatever order the transactions started in. */
+ * committed since the last read, whatever order the transactions started in.
+ * The relid test is wrapped in IS TRUE so that it is a filter, never an index condition:
+ * otherwise, after a bulk write and before autovacuum, the planner ANDs a bitmap of every
+ * (dead) log entry of these tables with the xid range, 5 ms a read instead of 0.02 ms. */
 static const char CURSOR_SQL[] =
     "WITH s AS (SELECT pg_catalog.pg_current_snapshot() AS cur),"
     " r AS (SELECT count(*) > 0 AS ok FROM syncbroker.reader"
@@ -21,7 +24,7 @@ static const char CURSOR_SQL[] =
     " LEFT JOIN syncbroker.change c"
     "   ON c.xid >= pg_catalog.pg_snapshot_xmin($1::pg_snapshot)"
     "  AND NOT pg_catalog.pg_visible_in_snapshot(c.xid, $1::pg_snapshot)"
-    "  AND c.relid = ANY ($2::oid[])"
+    "  AND (c.relid = ANY ($2::oid[])) IS TRUE"
     " ORDER BY c.version";
 
 struct sb_cursor {
