@@ -13,11 +13,16 @@
  *   --zmq ENDPOINT   a SUB socket on the broker's events; the key is read from the msgpack body
  *   --listen CHANNEL a bare libpq LISTEN on the same database: the floor, for a table whose
  *                    row trigger runs pg_notify(CHANNEL, NEW.id::text)
+ *   --stdin wal2json the output of `pg_recvlogical -P wal2json -o format-version=2 -f -` piped
+ *                    in: the logical-decoding floor; the key is the "id" column of an insert.
+ *                    Before the writers start, a marker row (key base + rows) is inserted and
+ *                    awaited, so that the reader is known to stream.
  *
  * Prints one line "RESULT key=value ..." (ms with 3 decimals); --raw FILE writes every
  * latency in µs, sorted, for CDF plots. A figure, never pass/fail.
  *
- * Usage: bench_latency --conninfo CI --table T (--zmq EP | --listen CH) [--rate N]
+ * Usage: bench_latency --conninfo CI --table T (--zmq EP | --listen CH | --stdin wal2json) [--rate
+ * N]
  *        [--seconds S] [--writers W] [--drain-ms MS] [--label L] [--raw FILE]
  */
 #include <libpq-fe.h>
@@ -31,12 +36,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #define MAX_WRITERS 32
 
 typedef struct bench {
-    const char *conninfo, *table, *zmq_ep, *channel, *label, *raw;
+    const char *conninfo, *table, *zmq_ep, *channel, *stdin_fmt, *label, *raw;
     double rate;
     double seconds;
     int writers;
@@ -170,12 +176,90 @@ static int64_t event_key(const void *body, size_t len)
 typedef struct receiver {
     void *ctx, *sub;
     PGconn *listen;
+    bool pipe;       /* --stdin */
+    char line[8192]; /* --stdin: the line read so far (longer lines are skipped) */
+    size_t len;
+    bool overlong;
 } receiver;
+
+/* The "id" value of a wal2json (format-version 2) insert line; -1 for anything else. */
+static int64_t wal2json_key(const char *line)
+{
+    const char *col = strstr(line, "\"action\":\"I\"") ? strstr(line, "{\"name\":\"id\"") : NULL;
+    const char *val = col ? strstr(col, "\"value\":") : NULL;
+    return val ? strtoll(val + 8, NULL, 10) : -1;
+}
+
+/* Reads what stdin holds (waiting up to timeout_ms), handing each complete line's key to
+ * fn. -1 at end of input or on a read error. */
+static int read_lines(receiver *rx, int timeout_ms, void (*fn)(void *, int64_t, uint64_t), void *ud)
+{
+    struct pollfd p = {STDIN_FILENO, POLLIN, 0};
+    if (poll(&p, 1, timeout_ms) <= 0)
+        return 0;
+    char buf[65536];
+    ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
+    if (n <= 0) {
+        fprintf(stderr, "bench_latency: stdin: %s\n", n ? "read error" : "end of input");
+        return -1;
+    }
+    uint64_t t = now_ns();
+    for (ssize_t i = 0; i < n; i++) {
+        if (buf[i] != '\n') {
+            if (rx->len + 1 < sizeof rx->line)
+                rx->line[rx->len++] = buf[i];
+            else
+                rx->overlong = true;
+            continue;
+        }
+        rx->line[rx->len] = '\0';
+        int64_t key = rx->overlong ? -1 : wal2json_key(rx->line);
+        if (key >= 0)
+            fn(ud, key, t);
+        rx->len = 0;
+        rx->overlong = false;
+    }
+    return 0;
+}
+
+typedef struct marker_wait {
+    int64_t key;
+    bool seen;
+} marker_wait;
+
+static void on_marker_line(void *ud, int64_t key, uint64_t t)
+{
+    marker_wait *w = ud;
+    (void)t;
+    w->seen |= key == w->key;
+}
+
+/* --stdin: insert a row just past this run's keys and wait until it comes through. */
+static int await_marker(bench *b, receiver *rx)
+{
+    PGconn *c = connect_db(b->conninfo);
+    char sql[256];
+    marker_wait w = {.key = b->base + (int64_t)b->total};
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, note) VALUES (%lld, 'marker')", b->table,
+             (long long)w.key);
+    bool ok = c && exec_ok(c, sql);
+    PQfinish(c);
+    uint64_t deadline = now_ns() + 10000000000u;
+    while (ok && !w.seen && now_ns() < deadline)
+        ok = read_lines(rx, 100, on_marker_line, &w) == 0;
+    if (ok && !w.seen)
+        fprintf(stderr, "bench_latency: the marker row did not come through stdin in 10 s\n");
+    return ok && w.seen ? 0 : -1;
+}
 
 /* Subscribes (data topic, then @hb last) and waits for the first heartbeat, which proves the
  * subscription is live at the publisher; or LISTENs. */
 static int receiver_open(bench *b, receiver *rx)
 {
+    if (b->stdin_fmt) {
+        rx->pipe = true;
+        return await_marker(b, rx);
+    }
     if (b->channel) {
         char sql[128];
         rx->listen = connect_db(b->conninfo);
@@ -223,9 +307,16 @@ static void receiver_close(receiver *rx)
     PQfinish(rx->listen);
 }
 
+static void on_key_line(void *ud, int64_t key, uint64_t t)
+{
+    record(ud, key, t);
+}
+
 /* Receives for up to timeout_ms; records deliveries. */
 static int receive_some(bench *b, receiver *rx, int timeout_ms)
 {
+    if (rx->pipe)
+        return read_lines(rx, timeout_ms, on_key_line, b);
     if (rx->listen) {
         struct pollfd p = {PQsocket(rx->listen), POLLIN, 0};
         if (poll(&p, 1, timeout_ms) > 0 && !PQconsumeInput(rx->listen)) {
@@ -315,9 +406,9 @@ static void report(bench *b, uint64_t elapsed_ns)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: bench_latency --conninfo CI --table T (--zmq EP | --listen CH) "
-                    "[--rate N] [--seconds S] [--writers W] [--drain-ms MS] [--label L] "
-                    "[--raw FILE]\n");
+    fprintf(stderr, "usage: bench_latency --conninfo CI --table T (--zmq EP | --listen CH | "
+                    "--stdin wal2json) [--rate N] [--seconds S] [--writers W] [--drain-ms MS] "
+                    "[--label L] [--raw FILE]\n");
     return 2;
 }
 
@@ -336,6 +427,8 @@ static int parse_args(bench *b, int argc, char **argv)
             b->zmq_ep = v;
         else if (!strcmp(a, "--listen"))
             b->channel = v;
+        else if (!strcmp(a, "--stdin") && !strcmp(v, "wal2json"))
+            b->stdin_fmt = v;
         else if (!strcmp(a, "--label"))
             b->label = v;
         else if (!strcmp(a, "--raw"))
@@ -351,7 +444,8 @@ static int parse_args(bench *b, int argc, char **argv)
         else
             return -1;
     }
-    if (!b->conninfo || !b->table || !b->zmq_ep == !b->channel || b->rate <= 0 || b->seconds <= 0 ||
+    int receivers = !!b->zmq_ep + !!b->channel + !!b->stdin_fmt;
+    if (!b->conninfo || !b->table || receivers != 1 || b->rate <= 0 || b->seconds <= 0 ||
         b->writers < 1 || b->writers > MAX_WRITERS)
         return -1;
     return 0;

@@ -1,5 +1,6 @@
 """Commit-to-subscriber latency (issue 4): bench_latency against each delivery path, beside the
-floor measured in the same run (a bare libpq LISTEN on a plain pg_notify row trigger).
+floors measured in the same run: a bare libpq LISTEN on a plain pg_notify row trigger, and a
+bare pg_recvlogical reading the wal2json output plugin.
 Used by bench/latency (alone) and bench/run (scenario a)."""
 import os
 import subprocess
@@ -22,16 +23,23 @@ BEGIN
 END $$;
 CREATE TRIGGER bench_floor_notify AFTER INSERT ON public.bench_floor
     FOR EACH ROW EXECUTE FUNCTION public.bench_floor_notify();
+-- The logical-decoding floor: a plain table, no trigger; pg_recvlogical + wal2json read it.
+CREATE TABLE public.bench_wal (id bigint PRIMARY KEY, note text,
+                               created timestamptz NOT NULL DEFAULT clock_timestamp());
 -- The alternative without Syncbroker: a client polling updated_at.
 CREATE TABLE public.bench_naive (id bigint PRIMARY KEY, note text,
                                  updated_at timestamptz NOT NULL DEFAULT clock_timestamp());
 CREATE INDEX ON public.bench_naive (updated_at);
 """
 NAIVE = "naive poll of updated_at (3 s)"
+LISTEN = "floor (libpq LISTEN)"  # the reference of every ratio
+WAL2JSON = "floor (pg_recvlogical wal2json)"
+SLOT = "sb_bench_wal2json"
 
 # (label, source plugin, source options); "floor" has no broker.
 CASES = [
-    ("floor (libpq LISTEN)", None, None),
+    (LISTEN, None, None),
+    (WAL2JSON, None, None),
     ("source_notify", "source_notify", {}),
     ("source_poll 50 ms", "source_poll", {"poll_interval_ms": 50}),
     ("source_poll 100 ms", "source_poll", {"poll_interval_ms": 100}),
@@ -59,14 +67,38 @@ def run_one(pg, dbname, label, rate, seconds, rawdir, endpoint, prefix):
             "--raw", os.path.join(rawdir, f"{prefix}-{slug(label)}-{rate}.txt")]
     if endpoint:
         args += ["--table", "public.bench_live", "--zmq", endpoint]
+        r = subprocess.run(args, capture_output=True, text=True)
+    elif label == WAL2JSON:
+        args += ["--table", "public.bench_wal", "--stdin", "wal2json"]
+        r = run_recvlogical(pg, dbname, args)
     else:
         args += ["--table", "public.bench_floor", "--listen", "bench_floor"]
-    r = subprocess.run(args, capture_output=True, text=True)
+        r = subprocess.run(args, capture_output=True, text=True)
     if r.returncode != 0:
         sbbench.log(f"bench_latency {label} @ {rate}/s exited {r.returncode}: {r.stderr[-800:]}")
     res = sbbench.parse_result(r.stdout)
     res["case"], res["rate"] = label, rate
     return res
+
+
+def run_recvlogical(pg, dbname, args):
+    """bench_latency reading `pg_recvlogical --start` through a pipe. The slot is made for this
+    run and dropped after it, also on failure: a slot left behind would keep WAL forever."""
+    pg.sql(dbname, f"SELECT pg_create_logical_replication_slot('{SLOT}', 'wal2json')")
+    reader = None
+    try:
+        reader = subprocess.Popen(
+            [f"{sbbench.PG_BIN}/pg_recvlogical", "-h", "127.0.0.1", "-p", str(pg.port),
+             "-U", "postgres", "-d", dbname, "--slot", SLOT, "--start", "-f", "-",
+             "--fsync-interval=0", "-o", "format-version=2", "-o", "add-tables=public.bench_wal"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return subprocess.run(args, stdin=reader.stdout, capture_output=True, text=True)
+    finally:
+        if reader:
+            reader.stdout.close()
+            reader.terminate()
+            reader.wait(10)
+        pg.sql(dbname, f"SELECT pg_drop_replication_slot('{SLOT}')")
 
 
 def run(pg, dbname, work, rawdir, rates, seconds, prefix="latency"):
@@ -160,7 +192,7 @@ def naive_poll(pg, dbname, rate, seconds, interval=3.0, writers=2):
 
 
 def table(results):
-    floor = {r["rate"]: r for r in results if r["case"].startswith("floor")}
+    floor = {r["rate"]: r for r in results if r["case"] == LISTEN}
     rows = []
     order = [c[0] for c in CASES] + [NAIVE]
     for r in sorted(results, key=lambda x: (x["rate"], order.index(x["case"]))):
@@ -173,14 +205,14 @@ def table(results):
                      f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['max_ms']:.2f}", ratio,
                      f"{r['commit_p50_ms']:.2f} / {r['commit_p99_ms']:.2f}"])
     return sbbench.md_table(["case", "changes/s", "achieved/s", "delivered", "p50 ms", "p90 ms",
-                             "p99 ms", "max ms", "p99 vs floor p99",
+                             "p99 ms", "max ms", "p99 vs LISTEN floor p99",
                              "writer commit p50/p99 ms"], rows)
 
 
 def verdict(results):
     """The issue-4 goal line: source_notify p99 vs the floor's p99 at 1000 changes/s."""
     by = {(r["case"], r["rate"]): r for r in results}
-    n, f = by.get(("source_notify", 1000)), by.get(("floor (libpq LISTEN)", 1000))
+    n, f = by.get(("source_notify", 1000)), by.get((LISTEN, 1000))
     if not n or not f or f["p99_ms"] <= 0:
         return "Goal (source_notify p99 within 3x the floor's p99 at 1000 changes/s): not measured."
     ratio = n["p99_ms"] / f["p99_ms"]
@@ -223,6 +255,9 @@ def explain(pg, seconds):
             "subscriber receive time - the time the INSERT was sent (one CLOCK_MONOTONIC in one "
             "process: bench/bench_latency.c), so it includes the commit; the last column is the "
             "writer's own INSERT+COMMIT round trip. Broker: debounce_ms = 0, transport_zmq over "
-            "TCP on 127.0.0.1, a fresh broker per case. Floor: a bare libpq LISTEN on an "
+            "TCP on 127.0.0.1, a fresh broker per case. Floors: a bare libpq LISTEN on an "
             "untracked table whose plain `AFTER INSERT ... FOR EACH ROW` trigger calls "
-            f"pg_notify(id). PostgreSQL 15: {pg.describe()}.")
+            "pg_notify(id) (the reference of the ratios), and a bare `pg_recvlogical` with the "
+            "wal2json output plugin (format-version 2) on a plain table, its output piped into "
+            "bench_latency (logical decoding: what a replication-based source could reach). "
+            f"PostgreSQL 15: {pg.describe()}, wal_level=logical.")

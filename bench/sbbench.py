@@ -94,7 +94,7 @@ class PgCluster:
                        check=True, capture_output=True, cwd=self.dir, **self._as_user())
         settings = ["listen_addresses=127.0.0.1", f"port={self.port}",
                     f"unix_socket_directories={self.dir}", "max_connections=200",
-                    "shared_buffers=256MB"]
+                    "shared_buffers=256MB", "wal_level=logical"]  # the pg_recvlogical floor
         if fast:
             settings += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
         args = [f"{PG_BIN}/postgres", "-D", self.datadir]

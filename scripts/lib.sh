@@ -8,7 +8,7 @@ SB_PG_BIN=/usr/lib/postgresql/15/bin
 SB_PYTHON=/usr/bin/python3
 SB_DEPS=(build-essential cmake pkg-config libpq-dev libzmq3-dev libmsgpack-dev libinih-dev
     libcmocka-dev postgresql-15 python3-zmq python3-msgpack python3-psycopg2 python3-pytest
-    valgrind gnuplot-nox)
+    valgrind gnuplot-nox postgresql-15-wal2json)
 export SB_ROOT SB_PG_BIN
 
 sb_log() {
