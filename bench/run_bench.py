@@ -18,18 +18,34 @@ import sbbench
 
 PROFILES = {
     # latency: seconds per case, rates; throughput: seconds, subscriber counts; snapshot rows and
-    # repeats; pgbench seconds and scale; soak seconds.
+    # repeats; pgbench seconds and scale; soak seconds, changes/s and subscribed clients.
     "smoke": dict(lat_s=1, rates=[100], tp_s=1, subs=[1, 10], snap_rows=2000, snap_n=1,
-                  pgb_s=3, pgb_scale=1, soak_s=3, sample=0.25),
+                  pgb_s=3, pgb_scale=1, soak_s=3, soak_changes=300, soak_clients=2, sample=0.25),
     "quick": dict(lat_s=3, rates=[100, 1000, 5000], tp_s=3, subs=[1, 10, 100],
-                  snap_rows=100000, snap_n=3, pgb_s=10, pgb_scale=10, soak_s=30, sample=0.5),
+                  snap_rows=100000, snap_n=3, pgb_s=10, pgb_scale=10, soak_s=30,
+                  soak_changes=2000, soak_clients=20, sample=0.5),
     "full": dict(lat_s=10, rates=[100, 1000, 5000], tp_s=10, subs=[1, 10, 100],
-                 snap_rows=100000, snap_n=5, pgb_s=60, pgb_scale=10, soak_s=600, sample=2),
+                 snap_rows=100000, snap_n=5, pgb_s=60, pgb_scale=10, soak_s=600,
+                 soak_changes=2000, soak_clients=20, sample=2),
 }
+SOAK_ROWS = 10000  # the soak's key space: every key is touched within the warm-up
+SOAK_SQL = f"""
+CREATE TABLE public.soak (id int PRIMARY KEY, n int NOT NULL DEFAULT 0, note text);
+INSERT INTO public.soak (id, note) SELECT g, 'room ' || g FROM generate_series(1, {SOAK_ROWS}) g;
+SELECT syncbroker.track('public.soak');
+SELECT syncbroker.enable_notify();
+"""
+SOAK_SCRIPT = f"""\\set id random(1, {SOAK_ROWS})
+UPDATE public.soak SET n = n + 1 WHERE id = :id;
+"""
 
 
 def exe(name):
     return os.path.join(sbbench.build_dir(), "bench", name)
+
+
+def tool(name):
+    return os.path.join(sbbench.build_dir(), "clients", name)
 
 
 # ---- b. throughput ------------------------------------------------------------------------
@@ -187,24 +203,29 @@ def snapshot(pg, work, p, out, lat_results):
 
 # ---- d. pgbench and soak -----------------------------------------------------------------
 
-def sample_broker(broker, stop, every, samples):
-    """Appends (t, source_lag_ms, pending, rss_kb, cpu_share) every `every` s until stop."""
+def sample_broker(broker, clients, stop, every, samples):
+    """Appends (t, source_lag_ms, pending, rss_kb, cpu_share, clients' mean rss_kb) every
+    `every` s until stop."""
     proc = sbbench.ProcSampler(broker.pid)
+    subs = [sbbench.ProcSampler(c.pid) for c in clients]
     t0 = time.monotonic()
     while not stop.wait(every):
         try:
             st = broker.stats()
         except TimeoutError:
             continue
+        rss = [c.rss_kb() for c in subs]
         samples.append((time.monotonic() - t0, st.get("source_lag_ms", -1), st.get("pending", 0),
-                        proc.rss_kb(), proc.cpu_share()))
+                        proc.rss_kb(), proc.cpu_share(), sum(rss) / len(rss) if rss else -1))
 
 
-def pgbench(pg, db, seconds, rate=None):
+def pgbench(pg, db, seconds, rate=None, script=None):
     args = [f"{sbbench.PG_BIN}/pgbench", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres",
             "-c", "4", "-j", "2", "-T", str(seconds), db]
     if rate:
         args[-1:-1] = ["-R", str(rate)]
+    if script:
+        args[-1:-1] = ["-n", "-f", script]
     r = subprocess.run(args, capture_output=True, text=True)
     for line in r.stdout.splitlines():
         if line.startswith("tps = "):
@@ -212,14 +233,22 @@ def pgbench(pg, db, seconds, rate=None):
     raise RuntimeError(f"pgbench: {r.stdout[-500:]} {r.stderr[-500:]}")
 
 
-def loaded_run(pg, work, db, tables, p, seconds, load, label):
-    """Broker (source_notify, default debounce 200 ms) + one subscriber + `load`, sampled."""
+def growth_after_warmup(samples, col, warm_s):
+    """RSS growth from the first sample after warm-up to the last, as a fraction."""
+    after = [s for s in samples if s[0] >= warm_s and s[col] > 0]
+    return (after[-1][col] - after[0][col]) / after[0][col] if len(after) > 1 else float("nan")
+
+
+def loaded_run(pg, work, db, tables, p, seconds, load, label, nclients):
+    """Broker (source_notify, default debounce 200 ms) + `nclients` sync-tail clients (the C
+    client library, JSON to /dev/null) + `load`, sampled."""
     broker = sbbench.Broker(work, pg.conninfo(db), tables, "source_notify", {}, debounce_ms=200)
     samples, stop = [], threading.Event()
-    sub = subprocess.Popen([exe("bench_throughput"), "--pub", broker.pub, "--service",
-                            broker.service, "--subs", "1", "--warmup", "0", "--seconds",
-                            str(seconds)], stdout=subprocess.PIPE, text=True)
-    sampler = threading.Thread(target=sample_broker, args=(broker, stop, p["sample"], samples))
+    clients = [subprocess.Popen([tool("sync-tail"), "--pub", broker.pub, "--service",
+                                 broker.service, "--no-snapshot"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL) for _ in range(nclients)]
+    sampler = threading.Thread(target=sample_broker,
+                               args=(broker, clients, stop, p["sample"], samples))
     sampler.start()
     try:
         result = load()
@@ -227,12 +256,18 @@ def loaded_run(pg, work, db, tables, p, seconds, load, label):
     finally:
         stop.set()
         sampler.join()
-        sub.kill()
-        sub.wait()
+        for c in clients:
+            c.terminate()
+            c.wait()
         broker.stop()
     lags = [s[1] for s in samples if s[1] >= 0]
+    warm = seconds * 0.15
     return result, st, samples, {
-        "label": label,
+        "label": label, "clients": nclients,
+        "growth": growth_after_warmup(samples, 3, warm),
+        "client_growth": growth_after_warmup(samples, 5, warm) if nclients else float("nan"),
+        "client_rss": (samples[0][5], max(s[5] for s in samples), samples[-1][5])
+        if samples and nclients else (-1, -1, -1), "warm": warm,
         "lag_p50": sbbench.percentile(lags, 0.5), "lag_p99": sbbench.percentile(lags, 0.99),
         "lag_max": max(lags) if lags else float("nan"),
         "cpu": samples[-1][4] if samples else float("nan"),
@@ -258,19 +293,25 @@ def keeping_up(pg, work, p, out):
     tps_floor = pgbench(pg, db, p["pgb_s"])
     sbbench.log(f"pgbench: with broker for {p['pgb_s']} s")
     tps, st, s_pgb, m_pgb = loaded_run(pg, work, db, tables, p, p["pgb_s"],
-                                       lambda: pgbench(pg, db, p["pgb_s"]), "pgbench")
+                                       lambda: pgbench(pg, db, p["pgb_s"]), "pgbench", 1)
     # The floor again after: the database ages during the runs (history, bloat, checkpoints).
     sbbench.log(f"pgbench: floor again for {p['pgb_s']} s")
     tps_floor = (tps_floor + pgbench(pg, db, p["pgb_s"])) / 2
-    # Soak: a steady, rate-limited pgbench load (about a third of the floor's tps).
-    soak_rate = max(50, int(tps_floor / 3))
-    sbbench.log(f"soak: pgbench -R {soak_rate} for {p['soak_s']} s with broker")
-    tps_soak, st2, s_soak, m_soak = loaded_run(pg, work, db, tables, p, p["soak_s"],
-                                               lambda: pgbench(pg, db, p["soak_s"], soak_rate),
-                                               "soak")
+    # Soak: soak_changes single-row updates a second over a fixed key space, so that after the
+    # warm-up every key has been seen and memory has no reason to grow.
+    pg.sql(db, SOAK_SQL)
+    script = os.path.join(work, "soak.pgbench")
+    with open(script, "w") as f:
+        f.write(SOAK_SCRIPT)
+    soak_rate = p["soak_changes"]
+    sbbench.log(f"soak: pgbench -R {soak_rate} for {p['soak_s']} s with broker and "
+                f"{p['soak_clients']} clients")
+    tps_soak, st2, s_soak, m_soak = loaded_run(
+        pg, work, db, ["public.soak"], p, p["soak_s"],
+        lambda: pgbench(pg, db, p["soak_s"], soak_rate, script), "soak", p["soak_clients"])
     for name, samples in (("pgbench", s_pgb), ("soak", s_soak)):
         with open(os.path.join(out, "raw", f"{name}-samples.dat"), "w") as f:
-            f.write("# t_s source_lag_ms pending rss_kb cpu_share\n")
+            f.write("# t_s source_lag_ms pending rss_kb cpu_share clients_mean_rss_kb\n")
             for s in samples:
                 f.write(" ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in s) + "\n")
     rows = []
@@ -279,17 +320,30 @@ def keeping_up(pg, work, p, out):
         rows.append([m["label"], f"{t:.0f} ({extra})", stats.get("changes_in"),
                      stats.get("events_out"), f"{m['lag_p50']:.0f}", f"{m['lag_p99']:.0f}",
                      f"{m['lag_max']:.0f}", m["pending_max"], f"{m['cpu'] * 100:.0f}%",
-                     f"{m['rss_first'] / 1024:.1f} / {m['rss_max'] / 1024:.1f} / {m['rss_last'] / 1024:.1f}"])
+                     f"{m['rss_first'] / 1024:.1f} / {m['rss_max'] / 1024:.1f} / {m['rss_last'] / 1024:.1f}",
+                     m["clients"], " / ".join(f"{v / 1024:.1f}" for v in m["client_rss"])])
     table = sbbench.md_table(["run", "tps", "changes in", "events out", "lag p50 ms", "lag p99 ms",
                               "lag max ms", "pending max", "broker CPU (1 core = 100%)",
-                              "RSS MiB first / max / last"], rows)
+                              "broker RSS MiB first / max / last", "clients",
+                              "client RSS MiB first / max / last (mean)"], rows)
+    soak_s = p["soak_s"]
+    met = all(abs(g) <= 0.05 for g in (m_soak["growth"], m_soak["client_growth"]))
+    goals = (f"Soak goal (broker and client RSS flat within 5% after warm-up): "
+             f"{'met' if met else 'NOT met'}: from {m_soak['warm']:.0f} s to {soak_s} s the "
+             f"broker's RSS changed {m_soak['growth'] * 100:+.1f}%, the clients' (mean of "
+             f"{m_soak['clients']}) {m_soak['client_growth'] * 100:+.1f}%; "
+             f"{st2.get('changes_in', 0) / max(soak_s, 1):.0f} changes/s in. pgbench goal (lag p99 "
+             f"under 50 ms, broker under 30% of a core): "
+             f"{'met' if m_pgb['lag_p99'] < 50 and m_pgb['cpu'] < 0.3 else 'NOT met'}.")
     plots = []
     png = os.path.join(out, "rss.png")
     files = ", ".join(f"'{os.path.join(out, 'raw', n + '-samples.dat')}' using 1:($4/1024) "
-                      f"with lines lw 2 title '{n}'" for n in ("pgbench", "soak"))
+                      f"with lines lw 2 title 'broker, {n}'" for n in ("pgbench", "soak"))
+    files += (f", '{os.path.join(out, 'raw', 'soak-samples.dat')}' using 1:($6/1024) "
+              f"with lines lw 2 title 'sync-tail client (mean of {m_soak['clients']}), soak'")
     if sbbench.gnuplot(f"""set terminal png noenhanced size 900,560
 set output '{png}'
-set title 'syncbroker RSS over time (source_notify, debounce 200 ms)'
+set title 'RSS over time (source_notify, debounce 200 ms)'
 set xlabel 'seconds'
 set ylabel 'RSS (MiB)'
 set grid
@@ -300,10 +354,14 @@ plot {files}
     text = (f"pgbench TPC-B-like, scale {p['pgb_scale']}, -c 4 -j 2, the three keyed tables "
             "tracked with NOTIFY on; the floor is the same pgbench with capture on and no broker "
             "(capture's own cost: bench/capture_overhead). Broker: source_notify, debounce_ms "
-            "200, one subscriber. Lag = the broker's `source_lag_ms` (receive time - change time "
-            f"of the newest batch) from `stats` every {p['sample']} s; CPU from /proc/PID/stat "
-            "over the run.")
-    return table, text, plots
+            "200; clients: `sync-tail --no-snapshot` (the C client library, JSON to /dev/null), "
+            f"one during pgbench, {p['soak_clients']} during the soak, which runs pgbench -R "
+            f"{soak_rate} with a one-statement script (`UPDATE public.soak SET n = n + 1` of a "
+            f"random id among {SOAK_ROWS}: {p['soak_changes']} tracked changes/s). Lag = the broker's "
+            "`source_lag_ms` (receive time - change time of the newest batch) from `stats` every "
+            f"{p['sample']} s; CPU from /proc/PID/stat over the run; RSS from /proc/PID/status; "
+            "warm-up = the first 15% of the soak.")
+    return table, text + "\n\n" + goals, plots
 
 
 # ---- driver -------------------------------------------------------------------------------
@@ -325,7 +383,7 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # atexit stops PostgreSQL and brokers
 
     if not args.no_build:
-        sbbench.build(["bench_latency", "bench_throughput", "source_synthetic"])
+        sbbench.build(["bench_latency", "bench_throughput", "source_synthetic", "sync-tail"])
     out = args.out or sbbench.results_dir()
     os.makedirs(os.path.join(out, "raw"), exist_ok=True)
     load_before = sbbench.loadavg()
