@@ -406,7 +406,7 @@ def main():
         plots = latency_bench.plot(lat, os.path.join(out, "raw"), out, "run-latency")
         sections += ["## a. Latency", "", latency_bench.explain(pg, p["lat_s"]), "",
                      latency_bench.table(lat), "", latency_bench.verdict(lat), "",
-                     f"The last row is the usual alternative to Syncbroker: a client polling "
+                     "The last row is the usual alternative to Syncbroker: a client polling "
                      "`updated_at` every 3 s (2 writers, every 10th write a delete). It never sees "
                      "a delete, and a row whose transaction commits after a newer updated_at was "
                      "seen is missed as well.", "",

@@ -5,46 +5,28 @@ at run time and is stopped at exit, also on failure. Figures only: nothing here 
 import atexit
 import datetime
 import os
-import pwd
 import shutil
 import signal
-import socket
 import subprocess
+import sys
 import tempfile
 import time
 
 import msgpack
-import psycopg2
 import zmq
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.path.dirname(BENCH_DIR)
-PG_BIN = "/usr/lib/postgresql/15/bin"
-PG_USER = "sbpg"
-SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
+sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "support"))
+import sbcluster  # noqa: E402
+# PG_BIN and free_port are used by the drivers through this module.
+from sbcluster import PG_BIN, SANITIZER_MARKS, free_port, wait_until  # noqa: E402,F401
 # Brokers that exited badly or printed a sanitizer report; the drivers exit 1 if any.
 PROBLEMS = []
 
 
 def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(cond, timeout, what, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def build_dir():
@@ -63,97 +45,12 @@ def build(extra_targets=()):
     return bdir
 
 
-def _server_user():
-    if os.geteuid() != 0:
-        return None
-    try:
-        pwd.getpwnam(PG_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir",
-                        "/nonexistent", "--shell", "/usr/sbin/nologin", PG_USER], check=True)
-    return PG_USER
-
-
-class PgCluster:
-    """A throw-away cluster. fsync and synchronous_commit stay on (realistic commits) unless
-    fast=True."""
-
-    def __init__(self, workdir, fast=False):
-        self.user = _server_user()
-        self.dir = os.path.join(workdir, "pg")
-        os.mkdir(self.dir)
-        os.chmod(self.dir, 0o755)
-        self.datadir = os.path.join(self.dir, "data")
-        self.logfile = os.path.join(self.dir, "log")
-        self.port = free_port()
-        self.fast = fast
-        if self.user:
-            shutil.chown(self.dir, self.user, self.user)
-        subprocess.run([f"{PG_BIN}/initdb", "-D", self.datadir, "-A", "trust", "-U", "postgres",
-                        "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"],
-                       check=True, capture_output=True, cwd=self.dir, **self._as_user())
-        settings = ["listen_addresses=127.0.0.1", f"port={self.port}",
-                    f"unix_socket_directories={self.dir}", "max_connections=200",
-                    "shared_buffers=256MB", "wal_level=logical"]  # the pg_recvlogical floor
-        if fast:
-            settings += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
-        args = [f"{PG_BIN}/postgres", "-D", self.datadir]
-        for s in settings:
-            args += ["-c", s]
-        with open(self.logfile, "ab") as logf:
-            self.proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT,
-                                         start_new_session=True, cwd=self.dir, **self._as_user())
-        atexit.register(self.stop)
-
-        def ready():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"postgres exited {self.proc.returncode}")
-            try:
-                psycopg2.connect(self.conninfo("postgres"), connect_timeout=2).close()
-                return True
-            except psycopg2.OperationalError:
-                return False
-        wait_until(ready, 60, "PostgreSQL")
-
-    def _as_user(self):
-        return {"user": self.user, "group": self.user, "extra_groups": []} if self.user else {}
-
-    def describe(self):
-        return ("fsync=off, synchronous_commit=off" if self.fast
-                else "fsync=on, synchronous_commit=on")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-    def conninfo(self, dbname):
-        return f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname}"
-
-    def connect(self, dbname):
-        conn = psycopg2.connect(self.conninfo(dbname))
-        conn.autocommit = True
-        return conn
-
-    def create_db(self, name):
-        conn = self.connect("postgres")
-        with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        conn.close()
-        subprocess.run([os.path.join(SOURCE_DIR, "scripts", "migrate"), self.conninfo(name)],
-                       check=True, capture_output=True, text=True)
-
-    def sql(self, dbname, text):
-        conn = self.connect(dbname)
-        with conn.cursor() as cur:
-            cur.execute(text)
-            rows = cur.fetchall() if cur.description else None
-        conn.close()
-        return rows
+def PgCluster(workdir, fast=False):
+    """The shared private cluster (tests/support/sbcluster.py) with fsync on unless fast, a
+    larger shared_buffers, under workdir, stopped at exit."""
+    pg = sbcluster.PgCluster(parent=workdir, fast=fast, settings=["shared_buffers=256MB"])
+    atexit.register(pg.destroy)
+    return pg
 
 
 def request(endpoint, body, timeout=10.0):

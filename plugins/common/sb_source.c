@@ -23,8 +23,9 @@ typedef struct sb_source {
     char reader_timeout_s[24];
     sb_table *tables; /* one per configured table; owned (names borrowed from the host) */
     size_t ntables;
-    char *names; /* text[] literal of the configured names; owned */
-    sb_pg *main; /* cursor, fetches, pruning */
+    char *names;  /* text[] literal of the configured names; owned */
+    sb_pg *main;  /* cursor, fetches, LISTEN */
+    sb_pg *maint; /* pruning: a DELETE of a large backlog never holds up the cursor */
     sb_cursor *cursor;
     sb_snapshot *snap; /* its own connection */
     sb_timer *poll_timer, *prune_timer;
@@ -331,10 +332,10 @@ static void on_prune(void *ud)
 {
     sb_source *s = ud;
     const char *pos = sb_cursor_position(s->cursor);
-    if (!s->setup_done || s->pruning || !pos || !sb_pg_ready(s->main))
+    if (!s->setup_done || s->pruning || !pos || sb_pg_connect(s->maint) != SB_OK)
         return;
     const char *vals[] = {s->reader, pos, s->retention_s, s->reader_timeout_s};
-    if (sb_pg_query(s->main,
+    if (sb_pg_query(s->maint,
                     "SELECT syncbroker.prune($1, $2::pg_snapshot, $3::int8 * interval '1 second',"
                     " $4::int8 * interval '1 second')",
                     4, vals, 0, on_prune_result, s) == SB_OK)
@@ -347,6 +348,7 @@ static void source_free(sb_source *s)
 {
     sb_snapshot_free(s->snap);
     sb_pg_free(s->main);
+    sb_pg_free(s->maint);
     sb_cursor_free(s->cursor);
     for (size_t i = 0; i < s->ntables; i++)
         sb_table_clear(&s->tables[i]);
@@ -429,6 +431,7 @@ int sb_source_start(void *state)
     main_cfg.on_notify = on_notify;
     main_cfg.ud = s;
     sb_pg_config snap_cfg = pg_config(s, "syncbroker-snapshot", "snapshot connection");
+    sb_pg_config maint_cfg = pg_config(s, "syncbroker-maintenance", "maintenance connection");
     sb_cursor_config cur_cfg = {.api = s->api,
                                 .host = s->host,
                                 .tables = s->tables,
@@ -437,6 +440,8 @@ int sb_source_start(void *state)
                                 .done = on_read_done,
                                 .ud = s};
     int rc = sb_pg_create(&main_cfg, &s->main);
+    if (rc == SB_OK)
+        rc = sb_pg_create(&maint_cfg, &s->maint);
     if (rc == SB_OK)
         rc = sb_cursor_create(&cur_cfg, &s->cursor);
     if (rc == SB_OK)
@@ -490,6 +495,7 @@ void sb_source_stop(void *state)
     s->poll_timer = s->prune_timer = NULL;
     sb_snapshot_close(s->snap);
     sb_pg_close(s->main); /* pending queries end with SB_ERR_STATE: no host calls */
+    sb_pg_close(s->maint);
 }
 
 void sb_source_destroy(void *state)

@@ -5,7 +5,8 @@
  * poll_interval_ms; SB_WAKE_NOTIFY LISTENs on channel "syncbroker" and reads when a
  * notification arrives (coalesced: one more read after the running one), with a slow
  * poll_interval_ms safety net. Everything else is shared: the main connection (cursor, row
- * fetches, pruning), the snapshot connection, the options and the plugin callbacks.
+ * fetches, LISTEN), the snapshot connection, the maintenance connection (pruning), the
+ * options and the plugin callbacks.
  *
  * A plugin is SB_SOURCE_PLUGIN(...): a descriptor whose options are SB_SOURCE_OPTIONS(...)
  * and whose create() calls sb_source_create() with its wake mode; every other callback is

@@ -2,159 +2,22 @@
 (`pg`) and a factory that runs the real broker against it (`broker`). Everything listens on
 127.0.0.1 on ports picked at run time and is stopped at the end, also on failure."""
 import atexit
-import itertools
 import os
-import pwd
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 
-import psycopg2
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 import sbpeer  # noqa: E402
+# wait_until is imported by test modules from here.
+from sbcluster import SANITIZER_MARKS, PgCluster, free_port, wait_until  # noqa: E402,F401
 
 SOURCE_DIR = os.environ.get("SB_SOURCE_DIR") or os.path.abspath(
     os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD_DIR = os.environ.get("SB_BUILD_DIR", os.path.join(SOURCE_DIR, "build-test"))
-PG_BIN = "/usr/lib/postgresql/15/bin"
-PG_USER = "sbpg"
-SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer",
-                   "definitely lost in", "Invalid read", "Invalid write",
-                   "uninitialised value")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(cond, timeout, what, interval=0.02):
-    """Polls cond() until it returns a truthy value (returned) or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-def _server_user():
-    """PostgreSQL refuses to run as root: as root use the unprivileged user sbpg."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        pwd.getpwnam(PG_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
-                        "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", PG_USER],
-                       check=True)
-    return PG_USER
-
-
-class PgCluster:
-    """A throw-away cluster: superuser `postgres`, trust auth, fsync off (tests only)."""
-
-    def __init__(self):
-        self.user = _server_user()
-        self.dir = tempfile.mkdtemp(prefix="sb-pg-")
-        os.chmod(self.dir, 0o755)
-        self.datadir = os.path.join(self.dir, "data")
-        self.logfile = os.path.join(self.dir, "log")
-        self.port = free_port()
-        self.proc = None
-        self._names = itertools.count(1)
-        if self.user:
-            shutil.chown(self.dir, self.user, self.user)
-        subprocess.run([f"{PG_BIN}/initdb", "-D", self.datadir, "-A", "trust", "-U", "postgres",
-                        "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"],
-                       check=True, capture_output=True, cwd=self.dir, **self._as_user())
-        self.start()
-
-    def _as_user(self):
-        return {"user": self.user, "group": self.user, "extra_groups": []} if self.user else {}
-
-    def start(self):
-        log = open(self.logfile, "ab")
-        self.proc = subprocess.Popen(
-            [f"{PG_BIN}/postgres", "-D", self.datadir,
-             "-c", "listen_addresses=127.0.0.1", "-c", f"port={self.port}",
-             "-c", f"unix_socket_directories={self.dir}", "-c", "max_connections=100",
-             "-c", "wal_level=logical", "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.dir,
-            **self._as_user())
-        log.close()
-
-        def ready():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"postgres exited {self.proc.returncode}:\n{self.log()}")
-            try:
-                psycopg2.connect(self.conninfo("postgres"), connect_timeout=2).close()
-                return True
-            except psycopg2.OperationalError:
-                return False
-        wait_until(ready, 60, "PostgreSQL to accept connections", interval=0.05)
-
-    def stop(self):
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGINT)  # fast shutdown
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def restart(self):
-        self.stop()
-        self.start()
-
-    def crash_restart(self):
-        """Immediate shutdown (no checkpoint: recovery runs at start, as after a crash)."""
-        self.proc.send_signal(signal.SIGQUIT)
-        self.proc.wait(30)
-        self.start()
-
-    def destroy(self):
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def log(self):
-        with open(self.logfile, errors="replace") as f:
-            return f.read()[-4000:]
-
-    def conninfo(self, dbname):
-        return f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname}"
-
-    def connect(self, dbname, **kw):
-        conn = psycopg2.connect(self.conninfo(dbname), **kw)
-        conn.autocommit = True
-        return conn
-
-    def migrate(self, dbname):
-        subprocess.run([os.path.join(SOURCE_DIR, "scripts", "migrate"), self.conninfo(dbname)],
-                       check=True, capture_output=True, text=True)
-
-    def create_db(self):
-        """A fresh database with sql/ applied; returns its name."""
-        name = f"t{os.getpid()}_{next(self._names)}"
-        conn = self.connect("postgres")
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            conn.close()
-        self.migrate(name)
-        return name
 
 
 @pytest.fixture(scope="session")
