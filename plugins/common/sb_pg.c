@@ -401,9 +401,9 @@ static stmt *find_stmt(const sb_pg *pg, const char *sql)
     return NULL;
 }
 
-/* Forget a statement whose execution failed: a schema change may have made its plan unusable
- * ("cached plan must not change result type"), so the next use prepares a fresh one. The
- * server keeps the old one until the connection ends. */
+/* Forget a statement a schema change made unusable ("cached plan must not change result
+ * type", SQLSTATE 0A000), so that the next use prepares a fresh one. The server keeps the old
+ * one until the connection ends; other errors (a bad parameter) keep the statement. */
 static void drop_stmt(sb_pg *pg, const char *sql)
 {
     for (stmt **p = &pg->stmts; *p; p = &(*p)->next) {
@@ -512,7 +512,8 @@ static void process(sb_pg *pg)
         bool ok = st == PGRES_TUPLES_OK || st == PGRES_SINGLE_TUPLE || st == PGRES_COMMAND_OK;
         if (!ok) {
             q->failed = true;
-            if ((q->flags & SB_PG_PREPARE) && !q->preparing)
+            if ((q->flags & SB_PG_PREPARE) && !q->preparing &&
+                strcmp(sb_pg_sqlstate(r), "0A000") == 0)
                 drop_stmt(pg, q->sql);
         }
         if (!ok || !q->preparing) /* a PREPARE's success is not the owner's business */

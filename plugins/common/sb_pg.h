@@ -46,8 +46,8 @@ typedef void (*sb_pg_result_fn)(void *ud, const PGresult *res, int status);
 #define SB_PG_SINGLE_ROW 0x1u /* PQsetSingleRowMode: one PGRES_SINGLE_TUPLE result per row */
 /* Prepare sql once per connection (found again by its text) and execute the statement: for
  * the queries run on every read, whose parsing and planning cost more than their execution.
- * A statement whose execution fails is prepared afresh next time, so a schema change (e.g. a
- * column added to a table read with t.*) costs one failed query. */
+ * A statement a schema change broke (e.g. a column added to a table read with t.*: "cached
+ * plan must not change result type") is prepared afresh next time: it costs one failed query. */
 #define SB_PG_PREPARE 0x2u
 
 int sb_pg_create(const sb_pg_config *cfg, sb_pg **out);
