@@ -2,6 +2,7 @@
 floor measured in the same run, written to <out>/report.md with PNG plots (gnuplot).
 Figures only: nothing here passes or fails on time."""
 import argparse
+import math
 import os
 import signal
 import statistics
@@ -20,24 +21,33 @@ PROFILES = {
     # latency: seconds per case, rates; throughput: seconds, subscriber counts; snapshot rows and
     # repeats; pgbench seconds and scale; soak seconds, changes/s and subscribed clients.
     "smoke": dict(lat_s=1, rates=[100], tp_s=1, subs=[1, 10], snap_rows=2000, snap_n=1,
-                  pgb_s=3, pgb_scale=1, soak_s=3, soak_changes=300, soak_clients=2, sample=0.25),
+                  pgb_s=3, pgb_scale=1, soak_s=3, soak_rows=100, soak_changes=300, soak_clients=2,
+                  sample=0.25),
     "quick": dict(lat_s=3, rates=[100, 1000, 5000], tp_s=3, subs=[1, 10, 100],
-                  snap_rows=100000, snap_n=3, pgb_s=10, pgb_scale=10, soak_s=30,
+                  snap_rows=100000, snap_n=3, pgb_s=10, pgb_scale=10, soak_s=30, soak_rows=1000,
                   soak_changes=2000, soak_clients=20, sample=0.5),
     "full": dict(lat_s=10, rates=[100, 1000, 5000], tp_s=10, subs=[1, 10, 100],
-                 snap_rows=100000, snap_n=5, pgb_s=60, pgb_scale=10, soak_s=600,
+                 snap_rows=100000, snap_n=5, pgb_s=60, pgb_scale=10, soak_s=600, soak_rows=10000,
                  soak_changes=2000, soak_clients=20, sample=2),
 }
-SOAK_ROWS = 10000  # the soak's key space: every key is touched within the warm-up
-SOAK_SQL = f"""
+# The soak's table: soak_rows keys (every key is touched within the warm-up), NOTIFY on.
+SOAK_SQL = """
 CREATE TABLE public.soak (id int PRIMARY KEY, n int NOT NULL DEFAULT 0, note text);
-INSERT INTO public.soak (id, note) SELECT g, 'room ' || g FROM generate_series(1, {SOAK_ROWS}) g;
+INSERT INTO public.soak (id, note) SELECT g, 'room ' || g FROM generate_series(1, %(rows)d) g;
 SELECT syncbroker.track('public.soak');
 SELECT syncbroker.enable_notify();
 """
-SOAK_SCRIPT = f"""\\set id random(1, {SOAK_ROWS})
+SOAK_SCRIPT = """\\set id random(1, %(rows)d)
 UPDATE public.soak SET n = n + 1 WHERE id = :id;
 """
+
+
+def soak_warmup(p):
+    """Seconds until every soak key has most likely been written (twice the expected time to
+    collect n coupons, n ln n / rate), at least 15% of the soak, at most half of it."""
+    n = p["soak_rows"]
+    collect = 2 * n * math.log(n) / p["soak_changes"]
+    return min(max(0.15 * p["soak_s"], collect), 0.5 * p["soak_s"])
 
 
 def exe(name):
@@ -239,7 +249,7 @@ def growth_after_warmup(samples, col, warm_s):
     return (after[-1][col] - after[0][col]) / after[0][col] if len(after) > 1 else float("nan")
 
 
-def loaded_run(pg, work, db, tables, p, seconds, load, label, nclients):
+def loaded_run(pg, work, db, tables, p, seconds, load, label, nclients, warm=0.0):
     """Broker (source_notify, default debounce 200 ms) + `nclients` sync-tail clients (the C
     client library, JSON to /dev/null) + `load`, sampled."""
     broker = sbbench.Broker(work, pg.conninfo(db), tables, "source_notify", {}, debounce_ms=200)
@@ -261,7 +271,6 @@ def loaded_run(pg, work, db, tables, p, seconds, load, label, nclients):
             c.wait()
         broker.stop()
     lags = [s[1] for s in samples if s[1] >= 0]
-    warm = seconds * 0.15
     return result, st, samples, {
         "label": label, "clients": nclients,
         "growth": growth_after_warmup(samples, 3, warm),
@@ -299,16 +308,17 @@ def keeping_up(pg, work, p, out):
     tps_floor = (tps_floor + pgbench(pg, db, p["pgb_s"])) / 2
     # Soak: soak_changes single-row updates a second over a fixed key space, so that after the
     # warm-up every key has been seen and memory has no reason to grow.
-    pg.sql(db, SOAK_SQL)
+    pg.sql(db, SOAK_SQL % {"rows": p["soak_rows"]})
     script = os.path.join(work, "soak.pgbench")
     with open(script, "w") as f:
-        f.write(SOAK_SCRIPT)
+        f.write(SOAK_SCRIPT % {"rows": p["soak_rows"]})
     soak_rate = p["soak_changes"]
     sbbench.log(f"soak: pgbench -R {soak_rate} for {p['soak_s']} s with broker and "
                 f"{p['soak_clients']} clients")
     tps_soak, st2, s_soak, m_soak = loaded_run(
         pg, work, db, ["public.soak"], p, p["soak_s"],
-        lambda: pgbench(pg, db, p["soak_s"], soak_rate, script), "soak", p["soak_clients"])
+        lambda: pgbench(pg, db, p["soak_s"], soak_rate, script), "soak", p["soak_clients"],
+        soak_warmup(p))
     for name, samples in (("pgbench", s_pgb), ("soak", s_soak)):
         with open(os.path.join(out, "raw", f"{name}-samples.dat"), "w") as f:
             f.write("# t_s source_lag_ms pending rss_kb cpu_share clients_mean_rss_kb\n")
@@ -357,10 +367,11 @@ plot {files}
             "200; clients: `sync-tail --no-snapshot` (the C client library, JSON to /dev/null), "
             f"one during pgbench, {p['soak_clients']} during the soak, which runs pgbench -R "
             f"{soak_rate} with a one-statement script (`UPDATE public.soak SET n = n + 1` of a "
-            f"random id among {SOAK_ROWS}: {p['soak_changes']} tracked changes/s). Lag = the broker's "
+            f"random id among {p['soak_rows']}: {p['soak_changes']} tracked changes/s). Lag = the broker's "
             "`source_lag_ms` (receive time - change time of the newest batch) from `stats` every "
             f"{p['sample']} s; CPU from /proc/PID/stat over the run; RSS from /proc/PID/status; "
-            "warm-up = the first 15% of the soak.")
+            "warm-up: until every soak key has most likely been written "
+            f"({soak_warmup(p):.0f} s).")
     return table, text + "\n\n" + goals, plots
 
 
