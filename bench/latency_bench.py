@@ -97,8 +97,30 @@ def run_recvlogical(pg, dbname, args):
         if reader:
             reader.stdout.close()
             reader.terminate()
-            reader.wait(10)
-        pg.sql(dbname, f"SELECT pg_drop_replication_slot('{SLOT}')")
+            try:
+                reader.wait(10)
+            except subprocess.TimeoutExpired:
+                reader.kill()
+                reader.wait()
+            err = reader.stderr.read().decode(errors="replace").strip()
+            reader.stderr.close()
+            if err:
+                sbbench.log(f"pg_recvlogical: {err[-800:]}")
+        drop_slot(pg, dbname)
+
+
+def drop_slot(pg, dbname):
+    """Drops the slot, waiting up to 10 s for its walsender to let go of it (after a reader
+    that was killed rather than stopped)."""
+    def dropped():
+        try:
+            pg.sql(dbname, f"SELECT pg_drop_replication_slot('{SLOT}')")
+            return True
+        except Exception as e:  # psycopg2's ObjectInUse while the walsender holds the slot
+            if "is active" not in str(e):
+                raise
+            return False
+    sbbench.wait_until(dropped, 10, f"replication slot {SLOT} to be released", interval=0.1)
 
 
 def run(pg, dbname, work, rawdir, rates, seconds, prefix="latency"):
