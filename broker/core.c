@@ -2,6 +2,7 @@
 #include "core.h"
 #include "debounce.h"
 #include "event.h"
+#include "fault.h"
 #include "log.h"
 #include "presence.h"
 #include "ring.h"
@@ -52,6 +53,7 @@ struct sb_core {
     msgpack_sbuffer topic, body; /* reused encode buffers */
 
     uint64_t changes_in, events_out, snapshots_served;
+    uint64_t publish_failures;    /* transport publish() errors, logged 1st and every 1000th */
     int64_t last_snapshot_end_ms; /* wall clock; INT64_MIN before the first snapshot */
     int64_t source_lag_ms;        /* receive time - change time, newest batch; -1 before any */
 };
@@ -84,6 +86,14 @@ static int table_index(const sb_core *core, const char *table)
 
 /* ---- publishing ------------------------------------------------------------------- */
 
+/* A message that may be lost to a client: new epoch, clients resynchronise once. */
+static void resync_after_loss(sb_core *core, const char *what)
+{
+    char reason[256];
+    snprintf(reason, sizeof reason, "%s, starting a new epoch so that nothing is lost", what);
+    sb_core_resync(core, reason);
+}
+
 static void fan_out(sb_core *core, sb_msg_kind kind, uint64_t seq)
 {
     sb_message m = {.kind = kind,
@@ -92,14 +102,28 @@ static void fan_out(sb_core *core, sb_msg_kind kind, uint64_t seq)
                     .topic_len = core->topic.size,
                     .body = core->body.data,
                     .body_len = core->body.size};
-    if (kind != SB_MSG_HEARTBEAT && sb_ring_push(core->ring, &m))
+    bool data = kind != SB_MSG_HEARTBEAT; /* a missed heartbeat is only late news */
+    bool retained = data && !SB_FAULT("core.retain") && sb_ring_push(core->ring, &m) == SB_OK;
+    if (data && !retained)
         sb_log(SB_LOG_WARN, SCOPE, "replay buffer: out of memory, message %llu not retained",
                (unsigned long long)seq);
+    bool lost = false;
     for (size_t i = 0; i < core->ntransports; i++) {
         sb_host *t = core->transports[i];
-        if (t->started)
-            t->desc->publish(t->state, &m);
+        if (!t->started)
+            continue;
+        int rc = data && SB_FAULT("core.publish") ? SB_ERR_IO : t->desc->publish(t->state, &m);
+        if (rc >= 0 || !data)
+            continue;
+        lost |= !retained;
+        if (core->publish_failures++ % 1000 == 0)
+            sb_log(SB_LOG_WARN, SCOPE, "%s could not publish message %llu: %s; %s", t->section,
+                   (unsigned long long)seq, sb_strerror(rc),
+                   retained ? "clients see the gap and fetch it with since (replay buffer)"
+                            : "it is not in the replay buffer either");
     }
+    if (lost)
+        resync_after_loss(core, "a message was neither published nor retained");
 }
 
 static void publish_event(void *ud, const sb_debounce_event *ev)
@@ -107,10 +131,13 @@ static void publish_event(void *ud, const sb_debounce_event *ev)
     sb_core *core = ud;
     uint64_t seq = core->seq + 1;
     uint64_t tseq = core->tseq[ev->table] + 1;
-    if (sb_event_encode_change(&core->topic, &core->body, ev, core->cfg->tables[ev->table],
+    if (SB_FAULT("core.encode") ||
+        sb_event_encode_change(&core->topic, &core->body, ev, core->cfg->tables[ev->table],
                                core->epoch, seq, tseq)) {
-        sb_log(SB_LOG_ERROR, SCOPE, "out of memory encoding an event of %s",
-               core->cfg->tables[ev->table]);
+        char what[160];
+        snprintf(what, sizeof what, "out of memory encoding an event of %s",
+                 core->cfg->tables[ev->table]);
+        resync_after_loss(core, what);
         return;
     }
     core->seq = seq;
@@ -292,24 +319,32 @@ int sb_core_emit(sb_core *core, const sb_change *changes, size_t n)
     uint64_t now = sb_loop_now(core->loop);
     int64_t wall = sb_event_wall_ms();
     int rc = SB_OK;
+    char dropped[192] = ""; /* the first change this batch could not queue */
     for (size_t i = 0; i < n; i++) {
         const sb_change *c = &changes[i];
         int t = c->table ? table_index(core, c->table) : -1;
         if (t < 0 || c->op < SB_OP_INSERT || c->op > SB_OP_TRUNCATE) {
-            sb_log(SB_LOG_WARN, SCOPE, "ignoring a change of unknown table '%s' or op %d",
-                   c->table ? c->table : "(null)", (int)c->op);
+            if (!dropped[0])
+                snprintf(dropped, sizeof dropped, "a change of unknown table '%s' or op %d",
+                         c->table ? c->table : "(null)", (int)c->op);
             rc = SB_ERR_INVAL;
             continue;
         }
         core->changes_in++;
         if (i + 1 == n)
             core->source_lag_ms = wall > c->ts_ms ? wall - c->ts_ms : 0;
-        int crc = sb_debounce_change(core->debounce, (uint32_t)t, c, now);
+        int crc = SB_FAULT("core.queue") ? SB_ERR_NOMEM
+                                         : sb_debounce_change(core->debounce, (uint32_t)t, c, now);
         if (crc) {
-            sb_log(SB_LOG_ERROR, SCOPE, "change of %s dropped: %s", c->table, sb_strerror(crc));
+            if (!dropped[0])
+                snprintf(dropped, sizeof dropped, "a change of %s could not be queued (%s)",
+                         c->table, sb_strerror(crc));
             rc = crc;
         }
     }
+    /* The rest of the batch is queued: a snapshot after the new epoch covers the dropped. */
+    if (dropped[0])
+        resync_after_loss(core, dropped);
     schedule_debounce(core);
     return rc;
 }

@@ -168,10 +168,22 @@ BEGIN
 END
 $$;
 
--- Records reader `reader_name` at snapshot `reader_position` (NULL name: prune only), forgets readers
--- not seen within reader_timeout, deletes change rows of transactions every remaining reader
--- has passed (all of them visible in its position) and tombstones older than retention.
--- Returns the number of rows deleted.
+-- Registers reader `reader_name` at snapshot `reader_position` (a new position: the broker
+-- starts a new epoch there). Only this function creates a reader row: prune() never does, so a
+-- row that a crash or an operator removed stays missing until its broker re-registers, and
+-- the broker's cursor sees that its position was not guarded in between.
+CREATE OR REPLACE FUNCTION syncbroker.register_reader(reader_name text, reader_position pg_snapshot)
+RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO syncbroker.reader AS r (name, position, seen_at)
+    VALUES (reader_name, reader_position, now())
+    ON CONFLICT (name) DO UPDATE SET position = excluded.position, seen_at = excluded.seen_at;
+$$;
+
+-- Moves reader `reader_name` to snapshot `reader_position` when its row exists (NULL name:
+-- prune only), forgets readers not seen within reader_timeout, deletes change rows of
+-- transactions every remaining reader has passed (all of them visible in its position) and
+-- tombstones older than retention. Returns the number of rows deleted.
 CREATE OR REPLACE FUNCTION syncbroker.prune(reader_name text, reader_position pg_snapshot,
                                             retention interval DEFAULT '7 days',
                                             reader_timeout interval DEFAULT '1 hour')
@@ -183,9 +195,8 @@ DECLARE
     _changes bigint;
 BEGIN
     IF reader_name IS NOT NULL THEN
-        INSERT INTO syncbroker.reader AS r (name, position, seen_at)
-        VALUES (reader_name, reader_position, now())
-        ON CONFLICT (name) DO UPDATE SET position = excluded.position, seen_at = excluded.seen_at;
+        UPDATE syncbroker.reader r SET position = reader_position, seen_at = now()
+        WHERE r.name = reader_name;
     END IF;
     DELETE FROM syncbroker.reader r WHERE r.seen_at < now() - reader_timeout;
     -- xid8 has no min() aggregate in PostgreSQL 15: order by it instead.

@@ -32,7 +32,7 @@ struct sb_cursor {
     char *prev;   /* position: snapshot of the last read; owned */
     char *relids; /* oid[] literal of the configured tables; owned, built at the first read */
     unsigned errors;
-    char last_error[256];
+    char last_error[512];
 };
 
 int sb_cursor_create(const sb_cursor_config *cfg, sb_cursor **out)
@@ -101,26 +101,41 @@ static bool parse_op(const char *s, sb_op *op)
     }
 }
 
-/* Convert row r into b->changes[b->n]. SB_ERR_INVAL skips the row. */
+/* Convert row r into b->changes[b->n]. SB_ERR_INVAL skips the row, saying why in why. */
 static int convert_row(sb_cursor_batch *b, sb_table *tables, size_t ntables, const PGresult *res,
-                       int r)
+                       int r, char *why, size_t whylen)
 {
     char *end;
-    unsigned long relid = strtoul(PQgetvalue(res, r, SB_CURSOR_COL_RELID), &end, 10);
+    const char *relid_text = PQgetvalue(res, r, SB_CURSOR_COL_RELID);
+    unsigned long relid = strtoul(relid_text, &end, 10);
     sb_table *t = *end ? NULL : sb_table_by_relid(tables, ntables, (uint32_t)relid);
     sb_change *ch = &b->changes[b->n];
-    if (!t || !parse_op(PQgetvalue(res, r, SB_CURSOR_COL_OP), &ch->op))
+    if (!t) {
+        snprintf(why, whylen, "a change of relid %s, which is none of the configured tables",
+                 relid_text);
         return SB_ERR_INVAL;
+    }
+    if (!parse_op(PQgetvalue(res, r, SB_CURSOR_COL_OP), &ch->op)) {
+        snprintf(why, whylen, "a change of %s with unknown operation '%s'", t->name,
+                 PQgetvalue(res, r, SB_CURSOR_COL_OP));
+        return SB_ERR_INVAL;
+    }
     char **parts = NULL;
     uint32_t nparts = 0;
     if (ch->op != SB_OP_TRUNCATE) {
         int rc = PQgetisnull(res, r, SB_CURSOR_COL_PK)
                      ? SB_ERR_INVAL
                      : sb_pgarray_parse(PQgetvalue(res, r, SB_CURSOR_COL_PK), &parts, &nparts);
-        if (rc != SB_OK)
+        if (rc == SB_ERR_NOMEM)
             return rc;
-        if (nparts != t->npk) { /* the key changed under a running broker */
+        if (rc == SB_OK && nparts != t->npk)
             free(parts);
+        if (rc != SB_OK || nparts != t->npk) { /* the key changed under a running broker */
+            snprintf(why, whylen,
+                     "a change of %s whose key has %u columns where its primary key had %u when "
+                     "the broker resolved it: was the primary key altered? Run SELECT "
+                     "syncbroker.track('%s'); and restart the broker (a new epoch)",
+                     t->name, rc == SB_OK ? nparts : 0, t->npk, t->name);
             return SB_ERR_INVAL;
         }
     }
@@ -152,22 +167,23 @@ int sb_cursor_batch_from_result(sb_cursor_batch *b, sb_table *tables, size_t nta
         return SB_ERR_NOMEM;
     }
     for (int r = 0; r < nrows; r++) {
-        int rc = convert_row(b, tables, ntables, res, r);
+        char why[sizeof b->skip_why];
+        int rc = convert_row(b, tables, ntables, res, r, why, sizeof why);
         if (rc == SB_ERR_NOMEM) {
             sb_cursor_batch_free(b);
             return rc;
         }
-        if (rc != SB_OK)
-            b->skipped++;
+        if (rc != SB_OK && b->skipped++ == 0)
+            memcpy(b->skip_why, why, sizeof why);
     }
     return SB_OK;
 }
 
-static void log_error(sb_cursor *c, const char *msg)
+static void log_error(sb_cursor *c, sb_log_level level, const char *msg)
 {
     c->errors++;
     if (sb_retry_should_log(c->errors, strcmp(msg, c->last_error) == 0)) {
-        c->cfg.api->log(c->cfg.host, SB_LOG_WARN, "reading changes failed: %s", msg);
+        c->cfg.api->log(c->cfg.host, level, "reading changes failed: %s", msg);
         snprintf(c->last_error, sizeof c->last_error, "%s", msg);
     }
 }
@@ -178,33 +194,43 @@ static void handle_result(sb_cursor *c, const PGresult *res)
     const sb_host_api *api = c->cfg.api;
     char msg[256];
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        log_error(c, sb_pg_errmsg(res, msg, sizeof msg));
+        log_error(c, SB_LOG_WARN, sb_pg_errmsg(res, msg, sizeof msg));
         return;
     }
     sb_cursor_batch b;
     int rc = sb_cursor_batch_from_result(&b, c->cfg.tables, c->cfg.ntables, res);
     if (rc != SB_OK) {
-        log_error(c, rc == SB_ERR_NOMEM ? "out of memory" : "unexpected result shape");
+        log_error(c, SB_LOG_WARN, rc == SB_ERR_NOMEM ? "out of memory" : "unexpected result shape");
+        return;
+    }
+    if (b.lost) {
+        /* Nothing read since prev is trustworthy: the owner starts over at a new position. */
+        sb_cursor_batch_free(&b);
+        free(c->prev);
+        c->prev = NULL;
+        c->errors = 0;
+        if (c->cfg.lost)
+            c->cfg.lost(c->cfg.ud);
+        return;
+    }
+    if (b.skipped) {
+        /* Emitting the rest would skip these for good: stay at prev and read them again. */
+        char why[sizeof b.skip_why + 128];
+        snprintf(why, sizeof why,
+                 "%zu change rows cannot be read (%s); holding the position, "
+                 "nothing is lost",
+                 b.skipped, b.skip_why);
+        sb_cursor_batch_free(&b);
+        log_error(c, SB_LOG_ERROR, why);
         return;
     }
     c->errors = 0;
-    if (b.skipped)
-        api->log(c->cfg.host, SB_LOG_ERROR,
-                 "skipped %zu change rows with an unknown table, operation or key shape",
-                 b.skipped);
-    if (b.lost) {
-        char reason[192];
-        snprintf(reason, sizeof reason,
-                 "changes were pruned past this broker's position (reader '%s' expired or moved)",
-                 c->cfg.reader);
-        api->resync(c->cfg.host, reason);
-    }
     if (b.n)
         api->emit(c->cfg.host, b.changes, b.n);
     rc = sb_cursor_set_position(c, b.next_position);
     sb_cursor_batch_free(&b);
     if (rc != SB_OK)
-        log_error(c, "out of memory");
+        log_error(c, SB_LOG_WARN, "out of memory");
 }
 
 static void on_result(void *ud, const PGresult *res, int status)

@@ -6,7 +6,11 @@
  * visible to the statement but not in prev. It hands them to api->emit() as one batch in
  * version order, then moves prev to the statement's snapshot. The same statement checks that
  * the reader row still guards prev (pruning never removed what the cursor still needs); if
- * not, it calls api->resync() before emitting.
+ * not, the cursor emits nothing, drops its position and calls cfg.lost: its owner registers
+ * a new position and starts a new epoch there, once. A change row the cursor cannot convert
+ * (an unknown table or operation, or a key that no longer fits the table's primary key) holds
+ * the cursor where it is: nothing is emitted or skipped, the error is logged, and every later
+ * read tries again.
  */
 #ifndef SB_CURSOR_H
 #define SB_CURSOR_H
@@ -27,6 +31,7 @@ typedef struct sb_cursor_config {
     size_t ntables;
     const char *reader;                 /* syncbroker.reader name; borrowed */
     void (*done)(void *ud, int status); /* a read finished (after emitting); may be NULL */
+    void (*lost)(void *ud); /* the reader row no longer guards the position, now dropped */
     void *ud;
 } sb_cursor_config;
 
@@ -66,11 +71,13 @@ typedef struct sb_cursor_batch {
     char ***keys; /* one sb_pgarray block per change (NULL for truncates) */
     const char *next_position;
     bool lost;
-    size_t skipped; /* rows that could not be converted (logged by the caller) */
+    size_t skipped;     /* rows that could not be converted (logged by the caller) */
+    char skip_why[256]; /* what was wrong with the first of them, for the log */
 } sb_cursor_batch;
 
 /* Convert a cursor result. Rows of an unknown relid, op or malformed key are counted in
- * skipped. SB_ERR_INVAL when the result does not have the cursor's shape; SB_ERR_NOMEM. */
+ * skipped, the first one described in skip_why. SB_ERR_INVAL when the result does not have
+ * the cursor's shape; SB_ERR_NOMEM. */
 int sb_cursor_batch_from_result(sb_cursor_batch *b, sb_table *tables, size_t ntables,
                                 const PGresult *res);
 void sb_cursor_batch_free(sb_cursor_batch *b);

@@ -12,18 +12,23 @@
  * (which mostly take the one-int8 form) are unlikely to collide with us. */
 #define SB_READER_LOCK_CLASS "1935831652"
 
-/* $1 reader name: one row, true when this session now holds the lock (or already did). */
-#define SB_READER_LOCK_SQL                                                                         \
-    "SELECT pg_catalog.pg_try_advisory_lock(" SB_READER_LOCK_CLASS ", pg_catalog.hashtext($1))"
-
 /* $1 reader name: the sessions holding the lock in this database (pid, application_name);
  * no row when nobody does. Readable by any role. */
 #define SB_READER_HOLDER_SQL                                                                       \
-    "SELECT a.pid, a.application_name FROM pg_catalog.pg_locks l"                                 \
+    "SELECT a.pid, a.application_name FROM pg_catalog.pg_locks l"                                  \
     " JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid"                                         \
     " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2"                              \
     "   AND l.database = (SELECT oid FROM pg_catalog.pg_database"                                  \
     "                     WHERE datname = pg_catalog.current_database())"                          \
     "   AND l.classid = " SB_READER_LOCK_CLASS " AND l.objid = pg_catalog.hashtext($1)::oid"
+
+/* $1 reader name: one row (taken, holder pid, holder application_name). taken is true when
+ * this session now holds the lock (or already did); otherwise the holder columns name one
+ * session that does (NULL when it let go in between: try again). */
+#define SB_READER_LOCK_SQL                                                                         \
+    "SELECT l.taken, h.pid, h.application_name FROM (SELECT "                                      \
+    "pg_catalog.pg_try_advisory_lock(" SB_READER_LOCK_CLASS                                        \
+    ", pg_catalog.hashtext($1)) AS taken) l"                                                       \
+    " LEFT JOIN LATERAL (" SB_READER_HOLDER_SQL " LIMIT 1) h ON NOT l.taken"
 
 #endif /* SB_READER_LOCK_H */

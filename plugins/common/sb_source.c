@@ -4,6 +4,7 @@
 #include "sb_fetch.h"
 #include "sb_pg.h"
 #include "sb_pgarray.h"
+#include "sb_reader_lock.h"
 #include "sb_retry.h"
 #include "sb_snapshot.h"
 #include "sb_table.h"
@@ -11,6 +12,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+/* application_name of each session: role, pid and host, so that an operator (or a second
+ * broker refused the reader lock) can tell which broker a backend belongs to. */
+#define APP_NAME_LEN 64 /* NAMEDATALEN: PostgreSQL keeps 63 bytes */
+enum { APP_MAIN, APP_SNAPSHOT, APP_MAINT, APP_LOCK, APP_N };
+static const char *const app_roles[APP_N] = {"syncbroker", "syncbroker-snapshot",
+                                             "syncbroker-maintenance", "syncbroker-lock"};
 
 typedef struct sb_source {
     const sb_host_api *api;
@@ -26,6 +35,8 @@ typedef struct sb_source {
     char *names;  /* text[] literal of the configured names; owned */
     sb_pg *main;  /* cursor, fetches, LISTEN */
     sb_pg *maint; /* pruning: a DELETE of a large backlog never holds up the cursor */
+    sb_pg *lock;  /* holds the reader lock (sb_reader_lock.h) and nothing else */
+    char app_names[APP_N][APP_NAME_LEN];
     sb_cursor *cursor;
     sb_snapshot *snap; /* its own connection */
     sb_timer *poll_timer, *prune_timer;
@@ -37,7 +48,12 @@ typedef struct sb_source {
     int setup_rc;
     uint64_t setup_retry_at;
     char setup_err[512], last_setup_err[512];
-    bool notify_on;
+    bool notify_on, resolved;
+    /* Reading, pruning and registering need the reader lock: held while `locked` and the
+     * lock session is up. */
+    bool locked, locking;
+    char lock_err[256];
+    bool resync_pending; /* the position was lost: a new epoch once re-registered */
     bool reading, dirty, pruning;
     unsigned prune_errors;
 } sb_source;
@@ -55,12 +71,6 @@ typedef struct setup_step {
     const char *hint;                                 /* appended when the step fails */
 } setup_step;
 
-static bool always(const sb_source *s)
-{
-    (void)s;
-    return true;
-}
-
 static bool notify_mode(const sb_source *s)
 {
     return s->mode == SB_WAKE_NOTIFY;
@@ -71,6 +81,11 @@ static bool notify_off(const sb_source *s)
     return s->mode == SB_WAKE_NOTIFY && !s->notify_on;
 }
 
+static bool unresolved(const sb_source *s)
+{
+    return !s->resolved;
+}
+
 static bool unpositioned(const sb_source *s)
 {
     return sb_cursor_position(s->cursor) == NULL;
@@ -78,7 +93,9 @@ static bool unpositioned(const sb_source *s)
 
 static int handle_resolve(sb_source *s, const PGresult *res)
 {
-    return sb_table_resolve(s->tables, s->ntables, res, s->setup_err, sizeof s->setup_err);
+    int rc = sb_table_resolve(s->tables, s->ntables, res, s->setup_err, sizeof s->setup_err);
+    s->resolved = rc == SB_OK;
+    return rc;
 }
 
 static int handle_notify_check(sb_source *s, const PGresult *res)
@@ -102,14 +119,25 @@ static int handle_start(sb_source *s, const PGresult *res)
         snprintf(s->setup_err, sizeof s->setup_err, "no snapshot returned");
         return SB_ERR_DB;
     }
-    return sb_cursor_set_position(s->cursor, PQgetvalue(res, 0, 0));
+    int rc = sb_cursor_set_position(s->cursor, PQgetvalue(res, 0, 0));
+    if (rc == SB_OK && s->resync_pending) {
+        s->resync_pending = false;
+        char reason[256];
+        snprintf(reason, sizeof reason,
+                 "the row of reader '%s' no longer guarded this broker's position (a PostgreSQL "
+                 "crash, an operator, or expiry after reader_timeout_s); registered a new one",
+                 s->reader);
+        s->api->resync(s->host, reason);
+    }
+    return rc;
 }
 
 /* In order. The start position is the snapshot at start: changes committed earlier are not
  * replayed (this run is a new epoch). Registering the reader in the same statement keeps
- * other brokers' pruning away from what this one still has to read. */
+ * other brokers' pruning away from what this one still has to read. After the position is
+ * lost, only the steps still needed run again: registering, and a new epoch there. */
 static const setup_step steps[] = {
-    {"resolving the configured tables", SB_TABLE_RESOLVE_SQL, P_NAMES, always, handle_resolve,
+    {"resolving the configured tables", SB_TABLE_RESOLVE_SQL, P_NAMES, unresolved, handle_resolve,
      "are the sql/ migrations applied (scripts/migrate)?"},
     {"checking NOTIFY triggers",
      "SELECT coalesce((SELECT value = 'on' FROM syncbroker.settings WHERE key = 'notify'), "
@@ -121,8 +149,8 @@ static const setup_step steps[] = {
      "source_poll"},
     {"registering the reader",
      "SELECT s::text FROM pg_catalog.pg_current_snapshot() AS s,"
-     " syncbroker.prune($1, s, $2::int8 * interval '1 second', $3::int8 * interval '1 second')",
-     P_START, unpositioned, handle_start, NULL},
+     " syncbroker.register_reader($1, s)",
+     P_START, unpositioned, handle_start, "are the sql/ migrations up to date (scripts/migrate)?"},
 };
 #define NSTEPS (sizeof steps / sizeof steps[0])
 
@@ -134,9 +162,7 @@ static int step_params_of(const sb_source *s, const setup_step *st, const char *
         return 1;
     case P_START:
         vals[0] = s->reader;
-        vals[1] = s->retention_s;
-        vals[2] = s->reader_timeout_s;
-        return 3;
+        return 1;
     case P_NONE:
         break;
     }
@@ -228,8 +254,15 @@ static void setup_next(sb_source *s)
         setup_failed(s);
 }
 
+static bool holding(const sb_source *s)
+{
+    return s->locked && sb_pg_ready(s->lock);
+}
+
 static void setup_start(sb_source *s)
 {
+    if (!holding(s) || !sb_pg_ready(s->main))
+        return;
     s->setup_step = 0;
     setup_next(s);
 }
@@ -242,7 +275,7 @@ static void wake(sb_source *s)
         s->dirty = true; /* one more read after this one */
         return;
     }
-    if (!s->setup_done || !sb_pg_ready(s->main))
+    if (!s->setup_done || !holding(s) || !sb_pg_ready(s->main))
         return;
     s->dirty = false;
     if (sb_cursor_read(s->cursor, s->main) == SB_OK)
@@ -253,8 +286,24 @@ static void on_read_done(void *ud, int status)
 {
     sb_source *s = ud;
     s->reading = false;
-    if (status != SB_ERR_STATE && s->dirty)
+    if (status == SB_ERR_STATE)
+        return;
+    if (!s->setup_done && !s->setup_running)
+        setup_start(s); /* the position was lost */
+    else if (s->dirty)
         wake(s);
+}
+
+/* The cursor found its position unguarded and dropped it: register anew, then resync. */
+static void on_position_lost(void *ud)
+{
+    sb_source *s = ud;
+    s->setup_done = false;
+    s->resync_pending = true;
+    s->api->log(s->host, SB_LOG_WARN,
+                "reader '%s': the position is no longer guarded by its reader row; registering "
+                "a new one (clients will resynchronise once)",
+                s->reader);
 }
 
 static void on_listen(void *ud, const PGresult *res, int status)
@@ -288,6 +337,82 @@ static void on_ready(void *ud)
         setup_start(s);
 }
 
+/* ---- the reader lock -------------------------------------------------------------------- */
+
+/* One result of SB_READER_LOCK_SQL: true when taken, else the holder described in err. */
+static bool lock_taken(const sb_source *s, const PGresult *res, char *err, size_t len)
+{
+    char msg[256];
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        snprintf(err, len, "taking the lock of reader '%s' failed: %s", s->reader,
+                 PQresultStatus(res) == PGRES_TUPLES_OK ? "no answer"
+                                                        : sb_pg_errmsg(res, msg, sizeof msg));
+        return false;
+    }
+    if (strcmp(PQgetvalue(res, 0, 0), "t") == 0)
+        return true;
+    snprintf(err, len,
+             "reader '%s' is held by another broker (%s, backend pid %s): one reader name, one "
+             "active broker; give this one a reader of its own ([source.*] reader) or stop the "
+             "other",
+             s->reader, PQgetisnull(res, 0, 2) ? "just released" : PQgetvalue(res, 0, 2),
+             PQgetisnull(res, 0, 1) ? "?" : PQgetvalue(res, 0, 1));
+    return false;
+}
+
+static void on_lock_result(void *ud, const PGresult *res, int status)
+{
+    sb_source *s = ud;
+    if (!res) {
+        s->locking = false;
+        if (status == SB_OK && s->locked) {
+            /* Taken (back): whatever waited for it goes on, on the same position. */
+            if (!s->setup_done && !s->setup_running)
+                setup_start(s);
+            else
+                wake(s);
+        }
+        return;
+    }
+    char err[sizeof s->lock_err];
+    if (lock_taken(s, res, err, sizeof err)) {
+        if (s->lock_err[0])
+            s->api->log(s->host, SB_LOG_INFO, "took the lock of reader '%s'", s->reader);
+        s->lock_err[0] = '\0';
+        s->locked = true;
+    } else if (strcmp(err, s->lock_err) != 0) {
+        s->api->log(s->host, SB_LOG_ERROR, "%s (retrying)", err);
+        memcpy(s->lock_err, err, sizeof err);
+    }
+}
+
+static void take_lock(sb_source *s)
+{
+    if (s->locked || s->locking || !sb_pg_ready(s->lock))
+        return;
+    const char *vals[] = {s->reader};
+    if (sb_pg_query(s->lock, SB_READER_LOCK_SQL, 1, vals, 0, on_lock_result, s) == SB_OK)
+        s->locking = true;
+}
+
+static void on_lock_ready(void *ud)
+{
+    sb_source *s = ud;
+    if (!s->stopped)
+        take_lock(s);
+}
+
+static void on_lock_lost(void *ud)
+{
+    sb_source *s = ud;
+    if (s->locked)
+        s->api->log(s->host, SB_LOG_WARN,
+                    "lost the session holding the lock of reader '%s': reading paused until it is "
+                    "taken back (the position is kept)",
+                    s->reader);
+    s->locked = false;
+}
+
 static void on_notify(void *ud, const char *channel, const char *payload)
 {
     sb_source *s = ud;
@@ -299,9 +424,9 @@ static void on_notify(void *ud, const char *channel, const char *payload)
 static void on_poll(void *ud)
 {
     sb_source *s = ud;
+    take_lock(s);
     if (!s->setup_done) {
-        if (sb_pg_ready(s->main) && !s->setup_running &&
-            s->api->now_ms(s->host) >= s->setup_retry_at)
+        if (!s->setup_running && s->api->now_ms(s->host) >= s->setup_retry_at)
             setup_start(s);
         return;
     }
@@ -332,7 +457,7 @@ static void on_prune(void *ud)
 {
     sb_source *s = ud;
     const char *pos = sb_cursor_position(s->cursor);
-    if (!s->setup_done || s->pruning || !pos || sb_pg_connect(s->maint) != SB_OK)
+    if (!s->setup_done || !holding(s) || s->pruning || !pos || sb_pg_connect(s->maint) != SB_OK)
         return;
     const char *vals[] = {s->reader, pos, s->retention_s, s->reader_timeout_s};
     if (sb_pg_query(s->maint,
@@ -349,6 +474,7 @@ static void source_free(sb_source *s)
     sb_snapshot_free(s->snap);
     sb_pg_free(s->main);
     sb_pg_free(s->maint);
+    sb_pg_free(s->lock);
     sb_cursor_free(s->cursor);
     for (size_t i = 0; i < s->ntables; i++)
         sb_table_clear(&s->tables[i]);
@@ -411,37 +537,80 @@ int sb_source_create(const sb_host_api *api, sb_host *host, const sb_option_valu
     return SB_OK;
 }
 
-static sb_pg_config pg_config(const sb_source *s, const char *app_name, const char *label)
+static void name_sessions(sb_source *s)
+{
+    char host[APP_NAME_LEN] = "";
+    if (gethostname(host, sizeof host - 1) != 0)
+        host[0] = '\0';
+    for (int i = 0; i < APP_N; i++) /* the host goes last: PostgreSQL cuts what is too long */
+        snprintf(s->app_names[i], sizeof s->app_names[i], "%s %ld@%s", app_roles[i], (long)getpid(),
+                 host);
+}
+
+static sb_pg_config pg_config(const sb_source *s, int app, const char *label)
 {
     return (sb_pg_config){.api = s->api,
                           .host = s->host,
                           .conninfo = s->api->conninfo(s->host),
-                          .app_name = app_name,
+                          .app_name = s->app_names[app],
                           .label = label,
                           .reconnect_min_ms = s->reconnect_min_ms,
                           .reconnect_max_ms = s->reconnect_max_ms,
                           .connect_timeout_ms = s->connect_timeout_ms};
 }
 
+/* The reader lock, before anything touches the reader's position. SB_ERR_CONFIG when another
+ * broker holds it (start-up refuses); SB_ERR_DB when the database cannot say now (taken in
+ * the background). */
+static int lock_blocking(sb_source *s, const sb_pg_config *cfg)
+{
+    char err[512];
+    PGconn *conn = sb_pg_connect_blocking(cfg, err, sizeof err);
+    if (!conn)
+        return SB_ERR_DB;
+    const char *vals[] = {s->reader};
+    PGresult *res = PQexecParams(conn, SB_READER_LOCK_SQL, 1, NULL, vals, NULL, NULL, 0);
+    bool taken = lock_taken(s, res, err, sizeof err);
+    bool answered = PQresultStatus(res) == PGRES_TUPLES_OK;
+    PQclear(res);
+    if (!taken) {
+        PQfinish(conn);
+        if (!answered)
+            return SB_ERR_DB;
+        s->api->log(s->host, SB_LOG_ERROR, "%s", err);
+        return SB_ERR_CONFIG;
+    }
+    s->locked = true;
+    return sb_pg_adopt(s->lock, conn) == SB_OK ? SB_OK : SB_ERR_DB;
+}
+
 int sb_source_start(void *state)
 {
     sb_source *s = state;
-    sb_pg_config main_cfg = pg_config(s, "syncbroker", "main connection");
+    name_sessions(s);
+    sb_pg_config main_cfg = pg_config(s, APP_MAIN, "main connection");
     main_cfg.on_ready = on_ready;
     main_cfg.on_notify = on_notify;
     main_cfg.ud = s;
-    sb_pg_config snap_cfg = pg_config(s, "syncbroker-snapshot", "snapshot connection");
-    sb_pg_config maint_cfg = pg_config(s, "syncbroker-maintenance", "maintenance connection");
+    sb_pg_config snap_cfg = pg_config(s, APP_SNAPSHOT, "snapshot connection");
+    sb_pg_config maint_cfg = pg_config(s, APP_MAINT, "maintenance connection");
+    sb_pg_config lock_cfg = pg_config(s, APP_LOCK, "lock connection");
+    lock_cfg.on_ready = on_lock_ready;
+    lock_cfg.on_lost = on_lock_lost;
+    lock_cfg.ud = s;
     sb_cursor_config cur_cfg = {.api = s->api,
                                 .host = s->host,
                                 .tables = s->tables,
                                 .ntables = s->ntables,
                                 .reader = s->reader,
                                 .done = on_read_done,
+                                .lost = on_position_lost,
                                 .ud = s};
     int rc = sb_pg_create(&main_cfg, &s->main);
     if (rc == SB_OK)
         rc = sb_pg_create(&maint_cfg, &s->maint);
+    if (rc == SB_OK)
+        rc = sb_pg_create(&lock_cfg, &s->lock);
     if (rc == SB_OK)
         rc = sb_cursor_create(&cur_cfg, &s->cursor);
     if (rc == SB_OK)
@@ -450,9 +619,12 @@ int sb_source_start(void *state)
         return rc;
     s->started = true;
 
+    rc = lock_blocking(s, &lock_cfg);
+    if (rc == SB_ERR_CONFIG)
+        return rc;
     char err[512];
     PGconn *conn = sb_pg_connect_blocking(&main_cfg, err, sizeof err);
-    if (conn) {
+    if (conn && s->locked) {
         rc = setup_blocking(s, conn);
         if (rc == SB_ERR_CONFIG) {
             s->api->log(s->host, SB_LOG_ERROR, "%s", s->setup_err);
@@ -465,7 +637,7 @@ int sb_source_start(void *state)
         } else {
             s->setup_done = true;
         }
-    } else {
+    } else if (!conn) {
         s->api->log(s->host, SB_LOG_WARN,
                     "PostgreSQL is not reachable (%s); retrying in the background", err);
     }
@@ -481,6 +653,8 @@ int sb_source_start(void *state)
         sb_pg_adopt(s->main, conn); /* when that fails, it reconnects in the background */
     else
         sb_pg_connect(s->main);
+    if (!s->locked)
+        sb_pg_connect(s->lock);
     return SB_OK;
 }
 
@@ -496,6 +670,7 @@ void sb_source_stop(void *state)
     sb_snapshot_close(s->snap);
     sb_pg_close(s->main); /* pending queries end with SB_ERR_STATE: no host calls */
     sb_pg_close(s->maint);
+    sb_pg_close(s->lock); /* last: nothing reads or prunes once another broker may */
 }
 
 void sb_source_destroy(void *state)

@@ -8,8 +8,15 @@
 #include <string.h>
 #include <syncbroker/plugin.h>
 
+/* The last column is the table's primary key as it is now, to compare with what track()
+ * recorded (and generated the trigger for). */
 const char SB_TABLE_RESOLVE_SQL[] =
-    "SELECT n.name, c.oid, t.relid IS NOT NULL, t.pk_cols::text, t.pk_types::text"
+    "SELECT n.name, c.oid, t.relid IS NOT NULL, t.pk_cols::text, t.pk_types::text,"
+    " (SELECT pg_catalog.array_agg(a.attname::text ORDER BY u.ord)::text"
+    "  FROM pg_catalog.pg_index i"
+    "  CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS u(attnum, ord)"
+    "  JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = u.attnum"
+    "  WHERE i.indrelid = c.oid AND i.indisprimary)"
     " FROM unnest($1::text[]) WITH ORDINALITY AS n(name, ord)"
     " LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(n.name)"
     " LEFT JOIN syncbroker.tracked t ON t.relid = c.oid"
@@ -203,6 +210,14 @@ static int resolve_one(sb_table *t, const PGresult *res, int row, char *err, siz
                  t->name, t->name);
         return SB_ERR_CONFIG;
     }
+    const char *now = PQgetisnull(res, row, 5) ? "(none)" : PQgetvalue(res, row, 5);
+    if (strcmp(now, PQgetvalue(res, row, 3)) != 0) {
+        snprintf(err, errlen,
+                 "the primary key of %s is now %s but it was tracked as %s; run: SELECT "
+                 "syncbroker.track('%s');",
+                 t->name, now, PQgetvalue(res, row, 3), t->name);
+        return SB_ERR_CONFIG;
+    }
     sb_table_clear(t);
     uint32_t ncols = 0, ntypes = 0;
     char *end;
@@ -229,7 +244,7 @@ static int resolve_one(sb_table *t, const PGresult *res, int row, char *err, siz
 
 int sb_table_resolve(sb_table *tables, size_t n, const PGresult *res, char *err, size_t errlen)
 {
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != 5 ||
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != 6 ||
         (size_t)PQntuples(res) != n) {
         snprintf(err, errlen, "unexpected answer resolving the configured tables");
         return SB_ERR_CONFIG;

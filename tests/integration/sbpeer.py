@@ -260,3 +260,22 @@ def typed_rows(conn, table):
             key = tuple(rec[:len(keys)])
             out[(table, key)] = {name: rec[len(keys) + i] for i, (name, _) in enumerate(cols)}
         return out
+
+
+def write_version(conn, sql, args, table, key):
+    """Runs one write (an autocommit connection's statement) in a transaction that also reads
+    the version its trigger recorded for (table, key), before the commit: once committed, the
+    broker may read and prune that change at any moment, and the entity view forgets it."""
+    with conn.cursor() as cur:
+        cur.execute("BEGIN")
+        try:
+            cur.execute(sql, args)
+            cur.execute("SELECT max(version) FROM syncbroker.change"
+                        " WHERE relid = %s::regclass AND pk = %s", (table, list(key)))
+            version = cur.fetchone()[0]
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+    assert version is not None, f"{sql} recorded no change of {table} {key}"
+    return version

@@ -2,7 +2,7 @@
 source plugins."""
 import time
 
-from sbpeer import Subscriber
+from sbpeer import Subscriber, write_version
 
 BOOKINGS = "public.bookings"
 STAYS = "public.stays"
@@ -12,11 +12,6 @@ def q(conn, sql, args=None):
     with conn.cursor() as cur:
         cur.execute(sql, args)
         return cur.fetchall() if cur.description else None
-
-
-def entity_version(conn, table, key):
-    return q(conn, "SELECT version FROM syncbroker.entity WHERE relid = %s::regclass AND pk = %s",
-             (table, list(key)))[0][0]
 
 
 def wait_event(sub, pred, timeout=10):
@@ -34,8 +29,9 @@ def test_insert_update_delete_arrive_typed(broker, source, hotel, conn):
     sub = Subscriber(b.pub, [f"{BOOKINGS}/"])
     sub.wait_heartbeat()
     q(conn, "SET syncbroker.origin = 'desk-a'")
-    q(conn, """INSERT INTO bookings VALUES (1, 'ann', 2, 1.5, true, NULL, 12.5,
-               '2026-11-28 14:00+00', -3, 9007199254740993, 0.25)""")
+    version = write_version(conn, """INSERT INTO bookings VALUES (1, 'ann', 2, 1.5, true, NULL,
+                            12.5, '2026-11-28 14:00+00', -3, 9007199254740993, 0.25)""", None,
+                            BOOKINGS, ["1"])
     topic, ev = wait_event(sub, is_change("insert", "1"))
     assert topic == f"{BOOKINGS}/1"
     arrives = q(conn, "SELECT arrives::text FROM bookings WHERE id = 1")[0][0]
@@ -43,24 +39,25 @@ def test_insert_update_delete_arrive_typed(broker, source, hotel, conn):
                          "note": None, "amount": "12.50", "arrives": arrives, "small": -3,
                          "big": 9007199254740993, "ratio": 0.25}
     assert ev["table"] == BOOKINGS and ev["origin"] == "desk-a" and ev["n"] >= 1
-    assert ev["version"] == entity_version(conn, BOOKINGS, ["1"])
+    assert ev["version"] == version
     assert isinstance(ev["epoch"], str) and ev["epoch"]
     assert abs(ev["ts"] - time.time() * 1000) < 60_000
     first = ev
 
     q(conn, "SET syncbroker.origin = 'desk-b'")
-    q(conn, "UPDATE bookings SET nights = 3, paid = false, note = 'late' WHERE id = 1")
+    version = write_version(conn, "UPDATE bookings SET nights = 3, paid = false, note = 'late'"
+                            " WHERE id = 1", None, BOOKINGS, ["1"])
     _, ev = wait_event(sub, is_change("update", "1"))
     assert ev["row"]["nights"] == 3 and ev["row"]["paid"] is False and ev["row"]["note"] == "late"
     assert ev["origin"] == "desk-b"
-    assert ev["version"] == entity_version(conn, BOOKINGS, ["1"]) > first["version"]
+    assert ev["version"] == version > first["version"]
     assert ev["seq"] > first["seq"] and ev["tseq"] == first["tseq"] + 1
 
     q(conn, "RESET syncbroker.origin")
-    q(conn, "DELETE FROM bookings WHERE id = 1")
+    version = write_version(conn, "DELETE FROM bookings WHERE id = 1", None, BOOKINGS, ["1"])
     _, ev = wait_event(sub, is_change("delete", "1"))
     assert ev["row"] is None and ev["origin"] is None
-    assert ev["version"] == entity_version(conn, BOOKINGS, ["1"])
+    assert ev["version"] == version
     sub.close()
     b.stop()
 
@@ -75,10 +72,11 @@ def test_column_added_while_running_appears_in_rows(broker, source, hotel, conn)
     _, ev = wait_event(sub, is_change("insert", "7"))
     assert "floor" not in ev["row"]
     q(conn, "ALTER TABLE bookings ADD COLUMN floor int DEFAULT 4")
-    q(conn, "UPDATE bookings SET nights = 9 WHERE id = 7")
+    version = write_version(conn, "UPDATE bookings SET nights = 9 WHERE id = 7", None, BOOKINGS,
+                            ["7"])
     _, ev = wait_event(sub, is_change("update", "7"))
     assert ev["row"]["floor"] == 4 and ev["row"]["nights"] == 9
-    assert ev["version"] == entity_version(conn, BOOKINGS, ["7"])
+    assert ev["version"] == version
     sub.close()
     b.stop()
 

@@ -224,11 +224,37 @@ def prune(conn, reader, position, retention="7 days", timeout="1 hour"):
              (reader, position, retention, timeout))[0][0]
 
 
+def register(conn, reader, position):
+    q(conn, "SELECT syncbroker.register_reader(%s, %s::pg_snapshot)", (reader, position))
+
+
+def readers(conn):
+    return q(conn, "SELECT name, position::text FROM syncbroker.reader ORDER BY name")
+
+
+def test_only_register_reader_creates_a_reader_row(conn, bookings):
+    """After a crash (or an operator) removed a reader row, a prune from that reader's broker
+    must not bring it back at the old position: the cursor would take the missing row's
+    return for a position that was guarded all along, and miss what the crash took."""
+    pos = snapshot(conn)
+    prune(conn, "b1", pos)
+    assert readers(conn) == []
+    register(conn, "b1", pos)
+    q(conn, "INSERT INTO bookings VALUES (1, 'ann', 1)")
+    later = snapshot(conn)
+    prune(conn, "b1", later)
+    assert readers(conn) == [("b1", later)]
+    register(conn, "b1", pos)                    # re-registering moves it (a new epoch)
+    assert readers(conn) == [("b1", pos)]
+
+
 def test_prune_respects_readers_and_retention(conn, bookings):
     q(conn, "INSERT INTO bookings VALUES (1, 'ann', 1)")
     slow_pos = snapshot(conn)                    # slow reader has seen the insert only
+    register(conn, "slow", slow_pos)
     q(conn, "UPDATE bookings SET nights = 2")
     fast_pos = snapshot(conn)                    # fast reader has seen both
+    register(conn, "fast", slow_pos)
     assert prune(conn, "slow", slow_pos) == 1    # the insert: every reader has passed it
     assert [op for _, op, _, _ in changes(conn, bookings)] == ["u"]
     assert prune(conn, "fast", fast_pos) == 0    # slow still needs the update
@@ -255,6 +281,7 @@ def test_capture_tables_stay_bounded_with_periodic_prune(pg, db, conn, bookings)
     q(conn, "INSERT INTO bookings SELECT g, 'g', 0 FROM generate_series(1, 20) g")
     writer = pg.connect(db)
     sizes = []
+    register(conn, "broker", snapshot(conn))
     for rnd in range(30):
         for i in range(50):
             q(writer, "UPDATE bookings SET nights = nights + 1 WHERE id = %s", (i % 20 + 1,))

@@ -90,6 +90,15 @@ static void test_bad_rows_are_skipped(void **state)
     assert_int_equal(b.n, 1);
     assert_int_equal(b.skipped, 5);
     assert_int_equal(b.changes[0].version, 6);
+    assert_non_null(strstr(b.skip_why, "relid 999")); /* the first one is described */
+    sb_cursor_batch_free(&b);
+    PQclear(res);
+    /* a key of the wrong shape names the table and what the operator runs */
+    res = test_result(cols, SB_CURSOR_NCOLS, cells + 2 * SB_CURSOR_NCOLS, 1);
+    assert_int_equal(sb_cursor_batch_from_result(&b, tables, 2, res), SB_OK);
+    assert_int_equal(b.skipped, 1);
+    assert_non_null(strstr(b.skip_why, "SELECT syncbroker.track('"));
+    assert_non_null(strstr(b.skip_why, "2 columns where its primary key had 1"));
     sb_cursor_batch_free(&b);
     PQclear(res);
 }

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "fake_host.h"
+#include "sb_reader_lock.h"
 #include "sb_source.h"
 
 #define PG_BIN "/usr/lib/postgresql/15/bin"
@@ -142,19 +143,24 @@ typedef struct src {
     PGconn *conn; /* the test's own writer connection */
 } src;
 
-/* A fresh database cloned from the template, and a source instance for it (not started). */
-static void src_new(src *s, sb_wake_mode mode, const char *const *overrides,
-                    const char *const *tables, size_t ntables)
+/* A source instance (not started) for database db, or for a fresh database cloned from the
+ * template when db is NULL. */
+static void src_new_on(src *s, const char *db, sb_wake_mode mode, const char *const *overrides,
+                       const char *const *tables, size_t ntables)
 {
     if (!pg_dir[0])
         skip();
     memset(s, 0, sizeof *s);
-    snprintf(s->db, sizeof s->db, "t%d", ++db_counter);
-    PGconn *c = connect_db("postgres");
-    char sql[128];
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s TEMPLATE sbtemplate", s->db);
-    exec_ok(c, sql);
-    PQfinish(c);
+    if (db) {
+        snprintf(s->db, sizeof s->db, "%s", db);
+    } else {
+        snprintf(s->db, sizeof s->db, "t%d", ++db_counter);
+        PGconn *c = connect_db("postgres");
+        char sql[128];
+        snprintf(sql, sizeof sql, "CREATE DATABASE %s TEMPLATE sbtemplate", s->db);
+        exec_ok(c, sql);
+        PQfinish(c);
+    }
     s->conn = connect_db(s->db);
     s->fh = fake_host_new();
     char ci[256];
@@ -166,6 +172,12 @@ static void src_new(src *s, sb_wake_mode mode, const char *const *overrides,
     assert_int_equal(
         sb_source_create(fake_host_api(), fake_host_handle(s->fh), s->opts, mode, &s->state),
         SB_OK);
+}
+
+static void src_new(src *s, sb_wake_mode mode, const char *const *overrides,
+                    const char *const *tables, size_t ntables)
+{
+    src_new_on(s, NULL, mode, overrides, tables, ntables);
 }
 
 static void src_free(src *s)
@@ -314,7 +326,7 @@ static void reconnect_keeps_position(sb_wake_mode mode)
     exec_ok(s.conn, "INSERT INTO public.bookings VALUES (1, 'a')");
     wait_changes(&s, 1, 5000);
     exec_ok(s.conn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE application_name = 'syncbroker' AND datname = current_database()");
+                    "WHERE application_name LIKE 'syncbroker %%' AND datname = current_database()");
     exec_ok(s.conn, "UPDATE public.bookings SET n = 2 WHERE id = 1");
     wait_changes(&s, 2, 5000);
     assert_non_null(fake_host_log_find(s.fh, "connection to PostgreSQL lost"));
@@ -408,19 +420,117 @@ static void test_snapshot_batches_and_cancel(void **state)
     src_free(&s);
 }
 
-/* Another process pruned past this reader (its row expired): the source asks for a resync. */
-static void test_resync_when_reader_is_gone(void **state)
+static bool has_resyncs(void *ud)
 {
-    (void)state;
+    count_pred *p = ud;
+    return fake_host_resync_count(p->fh) >= p->n;
+}
+
+typedef struct log_pred {
+    fake_host *fh;
+    const char *needle;
+} log_pred;
+
+static bool has_log(void *ud)
+{
+    log_pred *p = ud;
+    return fake_host_log_find(p->fh, p->needle) != NULL;
+}
+
+static int64_t count_of(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    int64_t n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return n;
+}
+
+/* The reader row is gone (a crash empties the unlogged table; here an operator deletes it):
+ * the position was unguarded, so the source registers a new one and asks for exactly one
+ * resync, however many reads and prunes run before and after. What committed before the new
+ * position is covered by the resync, not emitted; what commits after it arrives. */
+static void reader_gone_costs_one_resync(const char *prune_ms)
+{
+    char prune[48];
+    snprintf(prune, sizeof prune, "prune_interval_ms=%s", prune_ms);
     src s;
-    src_new(&s, SB_WAKE_POLL, (const char *[]){"prune_interval_ms=3600000", NULL}, NULL, 0);
+    src_new(&s, SB_WAKE_POLL, (const char *[]){prune, "poll_interval_ms=10", NULL}, NULL, 0);
     assert_int_equal(sb_source_start(s.state), SB_OK);
     exec_ok(s.conn, "INSERT INTO public.bookings VALUES (1, 'a')");
     wait_changes(&s, 1, 5000);
     assert_int_equal(fake_host_resync_count(s.fh), 0);
     exec_ok(s.conn, "DELETE FROM syncbroker.reader; INSERT INTO public.bookings VALUES (2, 'b')");
-    wait_changes(&s, 2, 5000);
+    assert_true(fake_host_run_until(s.fh, has_resyncs, &(count_pred){s.fh, 1}, 5000));
+    assert_non_null(fake_host_log_find(s.fh, "no longer guarded"));
+    /* ~50 more reads (and prunes, in the fast case): no second resync */
+    fake_host_run_until(s.fh, has_resyncs, &(count_pred){s.fh, 2}, 500);
     assert_int_equal(fake_host_resync_count(s.fh), 1);
+    assert_int_equal(count_of(s.conn, "SELECT count(*) FROM syncbroker.reader"), 1);
+    exec_ok(s.conn, "INSERT INTO public.bookings VALUES (3, 'c')");
+    wait_changes(&s, 2, 5000);
+    assert_string_equal(fake_host_change_get(s.fh, 1)->key.parts[0], "3");
+    src_free(&s);
+}
+
+static void test_reader_gone_costs_one_resync(void **state)
+{
+    (void)state;
+    reader_gone_costs_one_resync("3600000");
+}
+
+/* The maintenance connection prunes every 10 ms meanwhile: it must not bring the row back at
+ * the old position (which would hide the loss). */
+static void test_reader_gone_costs_one_resync_while_pruning(void **state)
+{
+    (void)state;
+    reader_gone_costs_one_resync("10");
+}
+
+/* One reader name, one active source: a second one on the same database and reader refuses
+ * to start, naming the holder, and the first goes on untouched. */
+static void test_second_source_on_the_same_reader_is_refused(void **state)
+{
+    (void)state;
+    src a, b;
+    src_new(&a, SB_WAKE_POLL, NULL, NULL, 0);
+    assert_int_equal(sb_source_start(a.state), SB_OK);
+    exec_ok(a.conn, "INSERT INTO public.bookings VALUES (1, 'a')");
+    wait_changes(&a, 1, 5000);
+    src_new_on(&b, a.db, SB_WAKE_NOTIFY, NULL, NULL, 0);
+    assert_int_equal(sb_source_start(b.state), SB_ERR_CONFIG);
+    const char *line = fake_host_log_find(b.fh, "reader 'syncbroker' is held by another broker");
+    assert_non_null(line);
+    char holder[64];
+    snprintf(holder, sizeof holder, "syncbroker-lock %ld@", (long)getpid());
+    assert_non_null(strstr(line, holder));
+    src_free(&b);
+    exec_ok(a.conn, "INSERT INTO public.bookings VALUES (2, 'b')");
+    wait_changes(&a, 2, 5000);
+    assert_int_equal(fake_host_resync_count(a.fh), 0);
+    src_free(&a);
+}
+
+/* The lock session dies and the lock is free: taken back on the same position, no resync,
+ * and what committed meanwhile arrives. */
+static void test_lock_session_lost_costs_nothing(void **state)
+{
+    (void)state;
+    src s;
+    src_new(&s, SB_WAKE_NOTIFY,
+            (const char *[]){"reconnect_min_ms=20", "reconnect_max_ms=200", NULL}, NULL, 0);
+    assert_int_equal(sb_source_start(s.state), SB_OK);
+    exec_ok(s.conn,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name LIKE 'syncbroker-lock %' AND datname = current_database()");
+    assert_true(fake_host_run_until(s.fh, has_log,
+                                    &(log_pred){s.fh, "lost the session holding the lock"}, 5000));
+    exec_ok(s.conn, "INSERT INTO public.bookings VALUES (1, 'a')");
+    wait_changes(&s, 1, 5000);
+    assert_int_equal(fake_host_resync_count(s.fh), 0);
+    assert_int_equal(count_of(s.conn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                      "AND granted AND classid = " SB_READER_LOCK_CLASS),
+                     1);
     src_free(&s);
 }
 
@@ -441,10 +551,16 @@ static void test_unreachable_at_start_retries(void **state)
     fake_host_clear_records(s.fh);
     /* ~40 attempts in a second: logged once, not every time */
     fake_host_run_until(s.fh, has_changes, &(count_pred){s.fh, 1}, 1000);
-    size_t lines = 0;
-    for (size_t i = 0; i < fake_host_log_count(s.fh); i++)
-        lines += strstr(fake_host_log_line(s.fh, i), "cannot connect") != NULL;
-    assert_true(lines >= 1 && lines <= 6);
+    size_t main_lines = 0, lock_lines = 0; /* each connection logs for itself */
+    for (size_t i = 0; i < fake_host_log_count(s.fh); i++) {
+        const char *line = fake_host_log_line(s.fh, i);
+        if (strstr(line, "cannot connect")) {
+            main_lines += strstr(line, "main connection") != NULL;
+            lock_lines += strstr(line, "lock connection") != NULL;
+        }
+    }
+    assert_true(main_lines >= 1 && main_lines <= 6);
+    assert_true(lock_lines >= 1 && lock_lines <= 6);
     src_free(&s);
 }
 
@@ -459,7 +575,10 @@ int main(void)
         cmocka_unit_test(test_reconnect_keeps_position_notify),
         cmocka_unit_test(test_fetch_present_and_absent),
         cmocka_unit_test(test_snapshot_batches_and_cancel),
-        cmocka_unit_test(test_resync_when_reader_is_gone),
+        cmocka_unit_test(test_reader_gone_costs_one_resync),
+        cmocka_unit_test(test_reader_gone_costs_one_resync_while_pruning),
+        cmocka_unit_test(test_second_source_on_the_same_reader_is_refused),
+        cmocka_unit_test(test_lock_session_lost_costs_nothing),
         cmocka_unit_test(test_unreachable_at_start_retries),
     };
     return cmocka_run_group_tests(tests, cluster_up, cluster_down);

@@ -44,18 +44,28 @@ static void test_quote_ident(void **state)
     free(q);
 }
 
-static const test_col resolve_cols[] = {
-    {"name", 25}, {"oid", 26}, {"tracked", 16}, {"pk_cols", 25}, {"pk_types", 25}};
+static const test_col resolve_cols[] = {{"name", 25},    {"oid", 26},      {"tracked", 16},
+                                        {"pk_cols", 25}, {"pk_types", 25}, {"pk_now", 25}};
 
 static void test_resolve_builds_sql(void **state)
 {
     (void)state;
     sb_table t[2] = {{.name = "public.bookings"}, {.name = "app.stays"}};
     const char *cells[] = {
-        "public.bookings", "16390", "t", "{id}",           "{integer}",
-        "app.stays",       "16400", "t", "{\"Room\",day}", "{\"character varying(8)\",date}",
+        "public.bookings",
+        "16390",
+        "t",
+        "{id}",
+        "{integer}",
+        "{id}",
+        "app.stays",
+        "16400",
+        "t",
+        "{\"Room\",day}",
+        "{\"character varying(8)\",date}",
+        "{\"Room\",day}",
     };
-    PGresult *res = test_result(resolve_cols, 5, cells, 2);
+    PGresult *res = test_result(resolve_cols, 6, cells, 2);
     char err[256] = "";
     assert_int_equal(sb_table_resolve(t, 2, res, err, sizeof err), SB_OK);
     PQclear(res);
@@ -83,7 +93,7 @@ static void test_resolve_builds_sql(void **state)
 static void expect_config_error(const char *const *row, const char *needle)
 {
     sb_table t = {.name = "public.bookings"};
-    PGresult *res = test_result(resolve_cols, 5, row, 1);
+    PGresult *res = test_result(resolve_cols, 6, row, 1);
     char err[256] = "";
     assert_int_equal(sb_table_resolve(&t, 1, res, err, sizeof err), SB_ERR_CONFIG);
     PQclear(res);
@@ -95,16 +105,26 @@ static void expect_config_error(const char *const *row, const char *needle)
 static void test_resolve_errors_name_the_table(void **state)
 {
     (void)state;
-    expect_config_error((const char *[]){"public.bookings", NULL, "f", NULL, NULL},
+    expect_config_error((const char *[]){"public.bookings", NULL, "f", NULL, NULL, NULL},
                         "does not exist");
-    expect_config_error((const char *[]){"public.bookings", "16390", "f", NULL, NULL},
+    expect_config_error((const char *[]){"public.bookings", "16390", "f", NULL, NULL, "{id}"},
                         "SELECT syncbroker.track('public.bookings')");
-    expect_config_error((const char *[]){"public.bookings", "16390", "t", "{id,x}", "{integer}"},
+    expect_config_error(
+        (const char *[]){"public.bookings", "16390", "t", "{id,x}", "{integer}", "{id,x}"},
+        "malformed");
+    expect_config_error((const char *[]){"public.bookings", "16390", "t", "{}", "{}", "{}"},
                         "malformed");
-    expect_config_error((const char *[]){"public.bookings", "16390", "t", "{}", "{}"}, "malformed");
+    /* the key was altered after track(): the trigger still records the old one */
+    expect_config_error(
+        (const char *[]){"public.bookings", "16390", "t", "{id}", "{integer}", "{id,guest}"},
+        "is now {id,guest} but it was tracked as {id}; run: SELECT "
+        "syncbroker.track('public.bookings');");
+    expect_config_error(
+        (const char *[]){"public.bookings", "16390", "t", "{id}", "{integer}", NULL},
+        "is now (none)");
     /* a result of another shape is refused, not read out of bounds */
     sb_table t = {.name = "public.bookings"};
-    PGresult *res = test_result(resolve_cols, 5, NULL, 0);
+    PGresult *res = test_result(resolve_cols, 6, NULL, 0);
     char err[128];
     assert_int_equal(sb_table_resolve(&t, 1, res, err, sizeof err), SB_ERR_CONFIG);
     PQclear(res);
