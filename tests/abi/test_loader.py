@@ -112,6 +112,19 @@ def test_not_a_shared_object_is_one_dlopen_error(tmp_path, plugin_dir):
     assert not any("ABI" in line or "not started" in line for line in lines), lines
 
 
+def test_check_callback_refusal_names_the_line(tmp_path, plugin_dir):
+    cfg = write_config(tmp_path, plugin_dir, transport="abi_check", extra="name = x\n")
+    err = refused(cfg, "--check")
+    assert f"{cfg}:{line_of(cfg, 'name = x')}: [transport.t] name: refused by check()" in err, err
+    assert f"{cfg}: start-up would refuse this configuration" in err
+
+
+def test_check_callback_beyond_a_1_0_descriptor_is_not_called(tmp_path, plugin_dir):
+    cfg = write_config(tmp_path, plugin_dir, transport="abi_v10", extra="name = x\n")
+    r = run_broker(cfg, "--check")
+    assert r.returncode == 0 and "refused by check()" not in r.stderr, r.stderr
+
+
 def test_loader_refuses_wrong_kind(tmp_path, plugin_dir):
     cfg = write_config(tmp_path, plugin_dir, source="transport_file")
     err = refused(cfg, "--check")
