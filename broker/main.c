@@ -112,7 +112,7 @@ static void print_resolved(const broker *b)
 
 /* --check beyond the file: each plugin's check() (ABI 1.1), in config order. Nothing is
  * started or bound. Prints the verdict; returns 0 (start-up would refuse nothing that could
- * be checked) or SB_ERR_CONFIG. */
+ * be checked), SB_ERR_CONFIG, or the error a check failed with (e.g. out of memory). */
 static int check_plugins(const broker *b, const char *path)
 {
     int rc = SB_OK;
@@ -129,8 +129,11 @@ static int check_plugins(const broker *b, const char *path)
             sb_log(SB_LOG_WARN, h->section,
                    "could not connect to the database: only the file was checked");
             unchecked = "could not connect to the database";
+        } else if (crc == SB_ERR_CONFIG) {
+            rc = crc;
         } else if (crc) {
-            rc = SB_ERR_CONFIG;
+            sb_log(SB_LOG_ERROR, h->section, "check failed: %s", sb_strerror(crc));
+            return crc;
         }
     }
     if (rc)
