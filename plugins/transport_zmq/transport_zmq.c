@@ -46,7 +46,7 @@ static const sb_option_spec options[] = {
 
 /* Why endpoint is not one this transport binds, or NULL. ZeroMQ itself reads
  * "tcp://127.0.0.1:47001x" as port 47001, so the checks are ours: tcp://HOST:PORT with PORT
- * 1..65535 or * (any free port) and HOST a name, an address, [IPv6] or *; ipc://PATH;
+ * 0..65535 (0 or *: any free port) and HOST a name, an address, [IPv6] or *; ipc://PATH;
  * inproc://NAME. */
 static const char *endpoint_problem(const char *endpoint, char *buf, size_t len)
 {
@@ -71,8 +71,8 @@ static const char *endpoint_problem(const char *endpoint, char *buf, size_t len)
         return NULL;
     char *end;
     long n = strtol(port, &end, 10);
-    if (!isdigit((unsigned char)port[0]) || *end || n < 1 || n > 65535) {
-        snprintf(buf, len, "port '%s' is not a number between 1 and 65535 (or *)", port);
+    if (!isdigit((unsigned char)port[0]) || *end || n < 0 || n > 65535) {
+        snprintf(buf, len, "port '%s' is not a number between 0 and 65535 (or *)", port);
         return buf;
     }
     return NULL;

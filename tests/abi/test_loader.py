@@ -235,8 +235,8 @@ def test_conninfo_refused(tmp_path, plugin_dir, conninfo, message):
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("pub", "tcp://127.0.0.1:47001x", "port '47001x' is not a number between 1 and 65535 (or *)"),
-    ("pub", "tcp://127.0.0.1:0", "port '0' is not a number between 1 and 65535"),
+    ("pub", "tcp://127.0.0.1:47001x", "port '47001x' is not a number between 0 and 65535 (or *)"),
+    ("pub", "tcp://127.0.0.1:-1", "port '-1' is not a number between 0 and 65535"),
     ("pub", "tcp://127.0.0.1:65536", "port '65536' is not a number"),
     ("pub", "tcp://127.0.0.1: 5", "port ' 5' is not a number"),
     ("service", "tcp://127.0.0.1", "expected tcp://HOST:PORT"),
@@ -266,7 +266,7 @@ def test_bad_endpoint_binds_nothing(tmp_path, plugin_dir):
         s.bind(("127.0.0.1", port))
 
 
-@pytest.mark.parametrize("pub", ["tcp://127.0.0.1:*", "tcp://*:5556", "tcp://[::1]:5556",
+@pytest.mark.parametrize("pub", ["tcp://127.0.0.1:*", "tcp://127.0.0.1:0", "tcp://*:5556", "tcp://[::1]:5556",
                                  "tcp://localhost:65535", "ipc:///tmp/sb-pub", "inproc://events"])
 def test_endpoint_accepted(tmp_path, plugin_dir, pub):
     cfg = write_config(tmp_path, plugin_dir, transport="transport_zmq", extra=f"pub = {pub}\n")
