@@ -46,7 +46,6 @@ typedef struct parse_state {
     int line;          /* line the handler is looking at */
     bool continuation; /* that line started with white space (an inih continuation) */
     int errors;
-    int *key_line;       /* cfg->core_lines */
     bool table_expected; /* `tables` so far is empty or ends with a comma */
     int tables_last_line;
     struct pending_debounce {
@@ -161,17 +160,17 @@ static void add_tables(parse_state *ps, const char *value)
         bool dup = false;
         for (size_t i = 0; i < cfg->ntables; i++)
             dup |= strcmp(cfg->tables[i], name) == 0;
-        bool bad = !expected || dup || sb_config_check_table_name(name);
+        bool valid = sb_config_check_table_name(name) == SB_OK;
         if (!expected)
             config_error(ps, ps->line, "database", "tables", "missing comma before '%s'", name);
-        else if (sb_config_check_table_name(name))
+        else if (!valid)
             config_error(ps, ps->line, "database", "tables",
                          "'%s' is not a table name of the form schema.table (unquoted lowercase "
                          "identifiers)",
                          name);
         else if (dup)
             config_error(ps, ps->line, "database", "tables", "'%s' is listed twice", name);
-        if (bad) {
+        if (!expected || !valid || dup) {
             free(name);
             continue;
         }
@@ -251,13 +250,13 @@ static int handle_core(parse_state *ps, const char *section, const char *name, c
         if (strcmp(core_keys[k].section, section) || strcmp(core_keys[k].name, name))
             continue;
         bool tables_continued = core_keys[k].type == KEY_TABLES && ps->continuation;
-        if (ps->key_line[k] && !tables_continued) {
+        if (ps->cfg->core_lines[k] && !tables_continued) {
             config_error(ps, ps->line, section, name, "set twice (first on line %d)",
-                         ps->key_line[k]);
+                         ps->cfg->core_lines[k]);
             return 1;
         }
-        if (!ps->key_line[k])
-            ps->key_line[k] = ps->line;
+        if (!ps->cfg->core_lines[k])
+            ps->cfg->core_lines[k] = ps->line;
         if (set_core_key(ps, k, value) == SB_ERR_NOMEM)
             ps->errors++;
         return 1;
@@ -398,7 +397,7 @@ static void check_complete(parse_state *ps)
     sb_config *cfg = ps->cfg;
     for (size_t k = 0; k < NCORE_KEYS; k++) {
         const key_def *d = &core_keys[k];
-        if (ps->key_line[k])
+        if (cfg->core_lines[k])
             continue;
         if (!d->default_value) {
             config_error(ps, ps->line, d->section, d->name, "required key is missing");
@@ -411,10 +410,10 @@ static void check_complete(parse_state *ps)
     for (size_t k = 0; k < NCORE_KEYS; k++) {
         if (core_keys[k].type != KEY_TABLES)
             continue;
-        cfg->tables_line = ps->key_line[k];
-        if (ps->key_line[k] && cfg->ntables == 0)
-            config_error(ps, ps->key_line[k], "database", "tables", "no table listed");
-        else if (ps->key_line[k] && ps->table_expected)
+        cfg->tables_line = cfg->core_lines[k];
+        if (cfg->core_lines[k] && cfg->ntables == 0)
+            config_error(ps, cfg->core_lines[k], "database", "tables", "no table listed");
+        else if (cfg->core_lines[k] && ps->table_expected)
             config_error(ps, ps->tables_last_line, "database", "tables",
                          "the list ends with a comma");
     }
@@ -468,7 +467,7 @@ int sb_config_load(const char *path, sb_config **out)
         free(cfg);
         return SB_ERR_NOMEM;
     }
-    parse_state ps = {.cfg = cfg, .key_line = cfg->core_lines, .table_expected = true};
+    parse_state ps = {.cfg = cfg, .table_expected = true};
     ps.file = fopen(path, "r");
     const char *why = ps.file ? NULL : strerror(errno);
     struct stat st;
