@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 enum key_type { KEY_INT, KEY_STRING, KEY_PATH, KEY_LEVEL, KEY_TABLES };
 
@@ -34,6 +35,7 @@ static const key_def core_keys[] = {
     {"database", "tables", KEY_TABLES, offsetof(sb_config, tables), NULL, 0, 0},
 };
 #define NCORE_KEYS (sizeof core_keys / sizeof core_keys[0])
+_Static_assert(NCORE_KEYS == SB_CONFIG_NCORE, "SB_CONFIG_NCORE is the size of core_keys");
 
 #define TABLE_DEBOUNCE_PREFIX "debounce_ms."
 
@@ -44,8 +46,8 @@ typedef struct parse_state {
     int line;          /* line the handler is looking at */
     bool continuation; /* that line started with white space (an inih continuation) */
     int errors;
-    int key_line[NCORE_KEYS]; /* where each core key was set, 0 = not set */
-    int tables_line;
+    bool table_expected; /* `tables` so far is empty or ends with a comma */
+    int tables_last_line;
     struct pending_debounce {
         char *key; /* "debounce_ms.schema.table" */
         int64_t ms;
@@ -123,16 +125,28 @@ static char *resolve_path(const char *config_path, const char *value)
     return p;
 }
 
-/* Append the tables of one line ("a.b, c.d") to cfg->tables. */
+/* Append the tables of one line of `tables` ("a.b, c.d") to cfg->tables. Continuation lines
+ * carry on the same comma-separated list, so whether a table or a comma comes next is kept
+ * across lines (ps->table_expected); an empty entry or a missing comma is an error, not
+ * something to skip over. */
 static void add_tables(parse_state *ps, const char *value)
 {
     sb_config *cfg = ps->cfg;
     const char *p = value;
-    while (*p) {
-        while (*p == ',' || isspace((unsigned char)*p))
+    ps->tables_last_line = ps->line;
+    for (;;) {
+        while (isspace((unsigned char)*p))
             p++;
         if (!*p)
-            break;
+            return;
+        if (*p == ',') {
+            if (ps->table_expected)
+                config_error(ps, ps->line, "database", "tables",
+                             "empty entry (a comma with no table before it)");
+            ps->table_expected = true;
+            p++;
+            continue;
+        }
         const char *start = p;
         while (*p && *p != ',' && !isspace((unsigned char)*p))
             p++;
@@ -141,19 +155,22 @@ static void add_tables(parse_state *ps, const char *value)
             ps->errors++;
             return;
         }
-        if (sb_config_check_table_name(name)) {
+        bool expected = ps->table_expected;
+        ps->table_expected = false;
+        bool dup = false;
+        for (size_t i = 0; i < cfg->ntables; i++)
+            dup |= strcmp(cfg->tables[i], name) == 0;
+        bool valid = sb_config_check_table_name(name) == SB_OK;
+        if (!expected)
+            config_error(ps, ps->line, "database", "tables", "missing comma before '%s'", name);
+        else if (!valid)
             config_error(ps, ps->line, "database", "tables",
                          "'%s' is not a table name of the form schema.table (unquoted lowercase "
                          "identifiers)",
                          name);
-            free(name);
-            continue;
-        }
-        bool dup = false;
-        for (size_t i = 0; i < cfg->ntables; i++)
-            dup |= strcmp(cfg->tables[i], name) == 0;
-        if (dup) {
+        else if (dup)
             config_error(ps, ps->line, "database", "tables", "'%s' is listed twice", name);
+        if (!expected || !valid || dup) {
             free(name);
             continue;
         }
@@ -233,13 +250,13 @@ static int handle_core(parse_state *ps, const char *section, const char *name, c
         if (strcmp(core_keys[k].section, section) || strcmp(core_keys[k].name, name))
             continue;
         bool tables_continued = core_keys[k].type == KEY_TABLES && ps->continuation;
-        if (ps->key_line[k] && !tables_continued) {
+        if (ps->cfg->core_lines[k] && !tables_continued) {
             config_error(ps, ps->line, section, name, "set twice (first on line %d)",
-                         ps->key_line[k]);
+                         ps->cfg->core_lines[k]);
             return 1;
         }
-        if (!ps->key_line[k])
-            ps->key_line[k] = ps->line;
+        if (!ps->cfg->core_lines[k])
+            ps->cfg->core_lines[k] = ps->line;
         if (set_core_key(ps, k, value) == SB_ERR_NOMEM)
             ps->errors++;
         return 1;
@@ -380,7 +397,7 @@ static void check_complete(parse_state *ps)
     sb_config *cfg = ps->cfg;
     for (size_t k = 0; k < NCORE_KEYS; k++) {
         const key_def *d = &core_keys[k];
-        if (ps->key_line[k])
+        if (cfg->core_lines[k])
             continue;
         if (!d->default_value) {
             config_error(ps, ps->line, d->section, d->name, "required key is missing");
@@ -393,9 +410,12 @@ static void check_complete(parse_state *ps)
     for (size_t k = 0; k < NCORE_KEYS; k++) {
         if (core_keys[k].type != KEY_TABLES)
             continue;
-        cfg->tables_line = ps->key_line[k];
-        if (ps->key_line[k] && cfg->ntables == 0)
-            config_error(ps, ps->key_line[k], "database", "tables", "no table listed");
+        cfg->tables_line = cfg->core_lines[k];
+        if (cfg->core_lines[k] && cfg->ntables == 0)
+            config_error(ps, cfg->core_lines[k], "database", "tables", "no table listed");
+        else if (cfg->core_lines[k] && ps->table_expected)
+            config_error(ps, ps->tables_last_line, "database", "tables",
+                         "the list ends with a comma");
     }
 
     cfg->table_debounce_ms = malloc((cfg->ntables ? cfg->ntables : 1) * sizeof(int64_t));
@@ -447,14 +467,25 @@ int sb_config_load(const char *path, sb_config **out)
         free(cfg);
         return SB_ERR_NOMEM;
     }
-    parse_state ps = {.cfg = cfg};
+    parse_state ps = {.cfg = cfg, .table_expected = true};
     ps.file = fopen(path, "r");
-    if (!ps.file) {
-        sb_log(SB_LOG_ERROR, "config", "%s: cannot open: %s", path, strerror(errno));
+    const char *why = ps.file ? NULL : strerror(errno);
+    struct stat st;
+    /* fopen() opens a directory too, and reading it then looks like an empty file. */
+    if (ps.file && fstat(fileno(ps.file), &st) == 0 && S_ISDIR(st.st_mode))
+        why = "is a directory, not a configuration file";
+    if (why) {
+        sb_log(SB_LOG_ERROR, "config", "%s: cannot open: %s", path, why);
+        if (ps.file)
+            fclose(ps.file);
         sb_config_free(cfg);
         return SB_ERR_CONFIG;
     }
     int rc = ini_parse_stream(read_line, &ps, on_ini_key, &ps);
+    if (ferror(ps.file)) {
+        sb_log(SB_LOG_ERROR, "config", "%s: cannot read: %s", path, strerror(errno));
+        ps.errors++;
+    }
     fclose(ps.file);
     if (rc > 0)
         config_error(&ps, rc, NULL, NULL, "syntax error (expected [section] or key = value)");
@@ -495,6 +526,25 @@ void sb_config_free(sb_config *cfg)
     free(cfg->plugin_dir);
     free(cfg->path);
     free(cfg);
+}
+
+int sb_config_key_line(const sb_config *cfg, const char *section, const char *key)
+{
+    for (size_t k = 0; k < NCORE_KEYS; k++)
+        if (strcmp(core_keys[k].section, section) == 0 && strcmp(core_keys[k].name, key) == 0)
+            return cfg->core_lines[k];
+    for (size_t i = 0; i < cfg->nsections; i++) {
+        const sb_config_section *s = &cfg->sections[i];
+        if (strcmp(s->name, section) != 0)
+            continue;
+        if (strcmp(key, "plugin") == 0)
+            return s->plugin_line;
+        for (size_t j = 0; j < s->nkv; j++)
+            if (strcmp(s->kv[j].key, key) == 0)
+                return s->kv[j].line;
+        return s->line;
+    }
+    return 0;
 }
 
 int64_t sb_config_table_debounce(const sb_config *cfg, size_t i)

@@ -30,6 +30,9 @@ typedef struct sb_config_section {
     size_t nkv;
 } sb_config_section;
 
+/* The number of typed [broker] and [database] keys (config.c's table). */
+#define SB_CONFIG_NCORE 7
+
 typedef struct sb_config {
     char *path;       /* the file as given */
     char *plugin_dir; /* resolved against the file's folder */
@@ -40,8 +43,9 @@ typedef struct sb_config {
     char *conninfo;
     char **tables; /* "schema.name", config order */
     size_t ntables;
-    int tables_line;            /* where `tables` is set, for errors found later (unknown table) */
-    int64_t *table_debounce_ms; /* per table; -1 = use debounce_ms */
+    int tables_line; /* where `tables` is set, for errors found later (unknown table) */
+    int core_lines[SB_CONFIG_NCORE]; /* where each typed key is set; 0 = defaulted */
+    int64_t *table_debounce_ms;      /* per table; -1 = use debounce_ms */
     sb_config_section *sections;
     size_t nsections;
 } sb_config;
@@ -49,6 +53,11 @@ typedef struct sb_config {
 /* Parse and check a file. On success *out is owned by the caller (sb_config_free). */
 int sb_config_load(const char *path, sb_config **out);
 void sb_config_free(sb_config *cfg);
+
+/* The line where `key` of [section] is set, for errors found after parsing (a plugin's
+ * create() or check()): a plugin section's key, else its header; a [broker]/[database] key,
+ * else 0 (defaulted, or no such key). */
+int sb_config_key_line(const sb_config *cfg, const char *section, const char *key);
 
 /* The window that applies to table i. */
 int64_t sb_config_table_debounce(const sb_config *cfg, size_t i);

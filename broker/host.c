@@ -5,6 +5,7 @@
 #include "log.h"
 
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -127,6 +128,24 @@ static void api_stats(sb_host *h, sb_stats *out)
     sb_core_stats(h->core, out);
 }
 
+static void api_config_error(sb_host *h, const char *section, const char *key, const char *fmt, ...)
+    SB_PRINTF(4, 5);
+
+static void api_config_error(sb_host *h, const char *section, const char *key, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    section = section ? section : h->section;
+    int line = sb_config_key_line(h->cfg, section, key);
+    if (line)
+        sb_log(SB_LOG_ERROR, "config", "%s:%d: [%s] %s: %s", h->cfg->path, line, section, key, msg);
+    else
+        sb_log(SB_LOG_ERROR, "config", "%s: [%s] %s: %s", h->cfg->path, section, key, msg);
+}
+
 static const sb_host_api host_api = {
     .size = sizeof(sb_host_api),
     .abi_major = SB_PLUGIN_ABI_MAJOR,
@@ -152,6 +171,7 @@ static const sb_host_api host_api = {
     .since = api_since,
     .presence = api_presence,
     .stats = api_stats,
+    .config_error = api_config_error,
 };
 
 int sb_host_open(sb_core *core, sb_loop *loop, void *zmq_ctx, const sb_config *cfg,

@@ -158,7 +158,7 @@ int sb_plugin_lib_open(const sb_config *cfg, const sb_config_section *sec, sb_pl
                "check ldd)",
                dlerror());
         free(path);
-        return SB_ERR_ABI;
+        return SB_ERR_CONFIG; /* not an ABI question: the loader never saw a descriptor */
     }
     dlerror();
     sb_plugin_entry_fn entry;

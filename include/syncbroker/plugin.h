@@ -1,5 +1,5 @@
 /*
- * syncbroker/plugin.h - the Syncbroker plugin ABI, version 1.
+ * syncbroker/plugin.h - the Syncbroker plugin ABI, version 1.1.
  *
  * A plugin is a shared object that exports one function, sb_plugin_entry(), returning a
  * pointer to a constant sb_plugin descriptor. The broker checks the descriptor before it
@@ -27,13 +27,14 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h> /* snprintf, for SB_CONFIG_ERROR */
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 #define SB_PLUGIN_ABI_MAJOR 1
-#define SB_PLUGIN_ABI_MINOR 0
+#define SB_PLUGIN_ABI_MINOR 1
 
 /* Name of the one exported symbol; see SB_PLUGIN_DECLARE below. */
 #define SB_PLUGIN_ENTRY_SYMBOL "sb_plugin_entry"
@@ -315,7 +316,35 @@ typedef struct sb_host_api {
 
     /* Fill the core's counters. */
     void (*stats)(sb_host *h, sb_stats *out);
+
+    /* --- added in ABI 1.1 (check with SB_API_HAS) ----------------------------------- */
+
+    /* Log a configuration refusal as "FILE:LINE: [section] key: message", LINE being where
+     * key is set (the section's header when it is not). section NULL = this plugin's own
+     * section; "database" and "broker" name the broker's. For what create() or check()
+     * refuses, so that the operator is sent to the line to fix. */
+    void (*config_error)(sb_host *h, const char *section, const char *key, const char *fmt, ...)
+        SB_PRINTF(4, 5);
 } sb_host_api;
+
+/* True when a table of `size` bytes (sb_host_api from the broker, sb_plugin from a plugin)
+ * has `member`, i.e. the other side was built for a minor version that has it. */
+#define SB_API_HAS(table, type, member)                                                            \
+    ((table)->size >= offsetof(type, member) + sizeof((table)->member) && (table)->member)
+
+/* api->config_error(...) when the broker offers it (ABI 1.1), else the same message through
+ * api->log() without the file position. */
+#define SB_CONFIG_ERROR(api, host, section, key, ...)                                              \
+    do {                                                                                           \
+        if (SB_API_HAS(api, sb_host_api, config_error)) {                                          \
+            (api)->config_error(host, section, key, __VA_ARGS__);                                  \
+        } else {                                                                                   \
+            char sb_msg_[512];                                                                     \
+            snprintf(sb_msg_, sizeof sb_msg_, __VA_ARGS__);                                        \
+            (api)->log(host, SB_LOG_ERROR, "[%s] %s: %s", (section) ? (section) : "this section",  \
+                       key, sb_msg_);                                                              \
+        }                                                                                          \
+    } while (0)
 
 /* ---------------------------------------------------------------------------------------
  * Plugin descriptor.
@@ -367,9 +396,21 @@ typedef struct sb_plugin {
 
     /* Deliver one message to subscribers. The message is borrowed. */
     int (*publish)(void *state, const sb_message *m);
+
+    /* --- added in ABI 1.1; optional, for every kind ----------------------------------- */
+
+    /* What start() would refuse, found without starting: `syncbroker --check` calls it after
+     * create(), instead of start(), then destroy(). It may connect to the database
+     * (blocking, bounded by the plugin's connect timeout) and read; it never binds, writes,
+     * or registers watches or timers. Report each refusal with api->config_error() and
+     * return SB_ERR_CONFIG; return SB_ERR_DB when the database could not be reached (log why:
+     * only the file was checked then); 0 when start() would find nothing to refuse. NULL:
+     * the plugin has nothing to check beyond its options. */
+    int (*check)(void *state);
 } sb_plugin;
 
-/* Size of the v1.0 descriptor: the loader refuses anything smaller. */
+/* Size of the v1.0 descriptor: the loader refuses anything smaller; members after publish
+ * are used only when `size` covers them (SB_API_HAS). */
 #define SB_PLUGIN_V1_SIZE (offsetof(sb_plugin, publish) + sizeof(void (*)(void)))
 
 /* The entry point every plugin exports. */

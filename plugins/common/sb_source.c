@@ -1,5 +1,6 @@
 /* sb_source.c - see sb_source.h. */
 #include "sb_source.h"
+#include "sb_check.h"
 #include "sb_cursor.h"
 #include "sb_fetch.h"
 #include "sb_pg.h"
@@ -498,6 +499,9 @@ int sb_source_create(const sb_host_api *api, sb_host *host, const sb_option_valu
             return SB_ERR_CONFIG;
         }
     }
+    int crc = sb_check_conninfo(api, host);
+    if (crc != SB_OK)
+        return crc;
     if (opts[SB_SRC_OPT_RECONNECT_MIN_MS].num > opts[SB_SRC_OPT_RECONNECT_MAX_MS].num) {
         api->log(host, SB_LOG_ERROR, "reconnect_min_ms (%lld) exceeds reconnect_max_ms (%lld)",
                  (long long)opts[SB_SRC_OPT_RECONNECT_MIN_MS].num,
@@ -656,6 +660,13 @@ int sb_source_start(void *state)
     if (!s->locked)
         sb_pg_connect(s->lock);
     return SB_OK;
+}
+
+int sb_source_check(void *state)
+{
+    sb_source *s = state;
+    sb_pg_config cfg = pg_config(s, "syncbroker-check", "check connection");
+    return sb_check_database(&cfg, s->reader);
 }
 
 void sb_source_stop(void *state)

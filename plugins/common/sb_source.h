@@ -67,6 +67,8 @@ void sb_source_destroy(void *state);
 int sb_source_fetch(void *state, uint64_t req, const char *table, const sb_key *keys, size_t nkeys);
 int sb_source_snapshot(void *state, uint64_t req, const char *const *tables, size_t n);
 void sb_source_cancel(void *state, uint64_t req);
+/* --check: the tables and the reader, as start() would judge them (sb_check.h). */
+int sb_source_check(void *state);
 
 /* The whole plugin: its option spec, a create() that picks the wake mode, the descriptor
  * and the entry point. Use once per plugin file. */
@@ -81,7 +83,7 @@ void sb_source_cancel(void *state, uint64_t req);
     }                                                                                              \
     static const sb_plugin source_descriptor = {                                                   \
         .abi_major = 1,                                                                            \
-        .abi_minor = 0,                                                                            \
+        .abi_minor = 1,                                                                            \
         .size = sizeof(sb_plugin),                                                                 \
         .kind = SB_PLUGIN_SOURCE,                                                                  \
         .name = plugin_name,                                                                       \
@@ -95,6 +97,7 @@ void sb_source_cancel(void *state, uint64_t req);
         .fetch = sb_source_fetch,                                                                  \
         .snapshot = sb_source_snapshot,                                                            \
         .cancel = sb_source_cancel,                                                                \
+        .check = sb_source_check,                                                                  \
     };                                                                                             \
     SB_PLUGIN_DECLARE(source_descriptor)
 

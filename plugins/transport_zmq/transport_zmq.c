@@ -5,6 +5,8 @@
  */
 #include "tz.h"
 
+#include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,9 +44,55 @@ static const sb_option_spec options[] = {
     {NULL, 0, NULL, 0, 0, NULL},
 };
 
+/* Why endpoint is not one this transport binds, or NULL. ZeroMQ itself reads
+ * "tcp://127.0.0.1:47001x" as port 47001, so the checks are ours: tcp://HOST:PORT with PORT
+ * 0..65535 (0 or *: any free port) and HOST a name, an address, [IPv6] or *; ipc://PATH;
+ * inproc://NAME. */
+static const char *endpoint_problem(const char *endpoint, char *buf, size_t len)
+{
+    if (strncmp(endpoint, "ipc://", 6) == 0 || strncmp(endpoint, "inproc://", 9) == 0) {
+        const char *rest = strstr(endpoint, "://") + 3;
+        return *rest ? NULL : "the path or name after :// is empty";
+    }
+    if (strncmp(endpoint, "tcp://", 6) != 0)
+        return "expected tcp://HOST:PORT, ipc://PATH or inproc://NAME";
+    const char *host = endpoint + 6;
+    const char *colon = strrchr(host, ':');
+    if (!colon || colon == host)
+        return "expected tcp://HOST:PORT";
+    if (host[0] == '[' ? colon[-1] != ']' || colon - host < 3
+                       : memchr(host, ']', (size_t)(colon - host)) != NULL)
+        return "an IPv6 address goes in brackets: tcp://[ADDRESS]:PORT";
+    for (const char *p = host; p < colon; p++)
+        if (isspace((unsigned char)*p) || *p == '/' || *p == ';')
+            return "the host has a character no host name or address has";
+    const char *port = colon + 1;
+    if (strcmp(port, "*") == 0)
+        return NULL;
+    char *end;
+    long n = strtol(port, &end, 10);
+    if (!isdigit((unsigned char)port[0]) || *end || n < 0 || n > 65535) {
+        snprintf(buf, len, "port '%s' is not a number between 0 and 65535 (or *)", port);
+        return buf;
+    }
+    return NULL;
+}
+
 static int tz_create(const sb_host_api *api, sb_host *host, const sb_option_value *opts,
                      void **state)
 {
+    int bad = 0;
+    for (int i = OPT_PUB; i <= OPT_SERVICE; i++) {
+        char buf[128];
+        const char *why = endpoint_problem(opts[i].str, buf, sizeof buf);
+        if (why) {
+            SB_CONFIG_ERROR(api, host, NULL, options[i].name, "'%s' is not an endpoint: %s",
+                            opts[i].str, why);
+            bad++;
+        }
+    }
+    if (bad)
+        return SB_ERR_CONFIG;
     tz *t = calloc(1, sizeof *t);
     if (!t)
         return SB_ERR_NOMEM;
@@ -99,7 +147,7 @@ static void tz_destroy(void *state)
 
 static const sb_plugin descriptor = {
     .abi_major = 1, /* literal: the ABI this file was written for */
-    .abi_minor = 0,
+    .abi_minor = 1,
     .size = sizeof(sb_plugin),
     .kind = SB_PLUGIN_TRANSPORT,
     .name = "transport_zmq",

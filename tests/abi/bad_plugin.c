@@ -5,13 +5,29 @@
 #include <stddef.h>
 #include <syncbroker/plugin.h>
 
+/* What check() reports through; one instance per process is all --check makes. */
+static const sb_host_api *host_api;
+static sb_host *host_handle;
+
 static int bad_create(const sb_host_api *api, sb_host *host, const sb_option_value *opts,
                       void **state)
 {
-    (void)api, (void)host, (void)opts;
+    (void)opts;
+    host_api = api;
+    host_handle = host;
     *state = NULL;
     return SB_OK;
 }
+#if defined(BAD_CHECK) || defined(BAD_V10)
+/* BAD_CHECK refuses in check(); BAD_V10 has the same check() beyond a 1.0 descriptor's size,
+ * where the broker must not look. */
+static int bad_check(void *state)
+{
+    (void)state;
+    SB_CONFIG_ERROR(host_api, host_handle, NULL, "name", "refused by check()");
+    return SB_ERR_CONFIG;
+}
+#endif
 #ifndef BAD_NULL_START
 static int bad_start(void *state)
 {
@@ -48,6 +64,8 @@ static const sb_plugin descriptor = {
     .abi_minor = 0,
 #ifdef BAD_SIZE
     .size = 24,
+#elif defined(BAD_V10)
+    .size = SB_PLUGIN_V1_SIZE,
 #else
     .size = sizeof(sb_plugin),
 #endif
@@ -62,6 +80,9 @@ static const sb_plugin descriptor = {
     .stop = bad_void,
     .destroy = bad_void,
     .publish = bad_publish,
+#if defined(BAD_CHECK) || defined(BAD_V10)
+    .check = bad_check,
+#endif
 };
 
 #ifndef BAD_NO_ENTRY

@@ -1,6 +1,7 @@
 """The plugin loader and the config parser refuse bad input with a message naming the file,
 line and key (and, for ABI problems, both versions), and syncbroker exits 1 before anything
-binds. Runs the real daemon; needs no database (--check never connects)."""
+binds. Runs the real daemon; needs no database (--check tries the configured one, port 1,
+and says it checked the file only)."""
 import os
 import socket
 import stat
@@ -79,12 +80,16 @@ def test_check_prints_resolved_config(tmp_path, plugin_dir):
     assert "debounce_ms = 200" in out and "heartbeat_ms = 1000" in out
     assert "tables = public.bookings, public.rooms" in out
     assert "[source.main]" in out and "poll_interval_ms = " in out
+    # Nothing listens on port 1: the database side was not checked, and --check says so.
+    assert out.rstrip().endswith(f"; {cfg}: configuration OK, file only ([source.main] could "
+                                 "not connect to the database)"), out
+    assert "could not connect to the database: only the file was checked" in r.stderr
 
 
 @pytest.mark.parametrize("variant, message", [
     ("abi_not_elf", "cannot load"),
     ("abi_no_entry", "no entry symbol sb_plugin_entry()"),
-    ("abi_abi_major", "built for plugin ABI 2.0, this broker speaks ABI 1.0"),
+    ("abi_abi_major", "built for plugin ABI 2.0, this broker speaks ABI 1.1"),
     ("abi_size", "descriptor is 24 bytes"),
     ("abi_null_start", "mandatory callback 'start' is NULL"),
     ("abi_null_descriptor", "sb_plugin_entry() returned NULL"),
@@ -96,6 +101,28 @@ def test_loader_refuses(tmp_path, plugin_dir, variant, message):
     err = refused(cfg, "--check")
     line = line_of(cfg, f"plugin = {variant}")
     assert f"{cfg}:{line}: [transport.t] plugin: {plugin_dir}/{variant}.so: {message}" in err, err
+
+
+def test_not_a_shared_object_is_one_dlopen_error(tmp_path, plugin_dir):
+    """The dlopen error is the last word: no "plugin ABI mismatch" after it."""
+    cfg = write_config(tmp_path, plugin_dir, transport="abi_not_elf")
+    lines = refused(cfg).strip().splitlines()
+    assert f"{cfg}:{line_of(cfg, 'plugin = abi_not_elf')}: [transport.t] plugin: " in lines[-1]
+    assert "cannot load" in lines[-1]
+    assert not any("ABI" in line or "not started" in line for line in lines), lines
+
+
+def test_check_callback_refusal_names_the_line(tmp_path, plugin_dir):
+    cfg = write_config(tmp_path, plugin_dir, transport="abi_check", extra="name = x\n")
+    err = refused(cfg, "--check")
+    assert f"{cfg}:{line_of(cfg, 'name = x')}: [transport.t] name: refused by check()" in err, err
+    assert f"{cfg}: start-up would refuse this configuration" in err
+
+
+def test_check_callback_beyond_a_1_0_descriptor_is_not_called(tmp_path, plugin_dir):
+    cfg = write_config(tmp_path, plugin_dir, transport="abi_v10", extra="name = x\n")
+    r = run_broker(cfg, "--check")
+    assert r.returncode == 0 and "refused by check()" not in r.stderr, r.stderr
 
 
 def test_loader_refuses_wrong_kind(tmp_path, plugin_dir):
@@ -158,6 +185,17 @@ def test_broker_key_errors(tmp_path, plugin_dir, broker_extra, needle, message):
      "'public.a;' is not a table name"),
     ("conninfo = x\ntables = public.\"A\"\n", "tables =", "'public.\"A\"' is not a table name"),
     ("conninfo = x\ntables = public.a, public.a\n", "tables =", "'public.a' is listed twice"),
+    ("conninfo = x\ntables = public.a,,public.b\n", "tables =",
+     "empty entry (a comma with no table before it)"),
+    ("conninfo = x\ntables = , public.a\n", "tables =", "empty entry"),
+    ("conninfo = x\ntables = public.bookings,,\n", "tables =", "empty entry"),
+    ("conninfo = x\ntables = public.a,\n", "tables =", "the list ends with a comma"),
+    ("conninfo = x\ntables = public.a,\n    public.b,\n", "    public.b,",
+     "the list ends with a comma"),
+    ("conninfo = x\ntables = public.a,\n    , public.b\n", "    , public.b", "empty entry"),
+    ("conninfo = x\ntables = public.a public.b\n", "tables =", "missing comma before 'public.b'"),
+    ("conninfo = x\ntables = public.a\n    public.b\n", "    public.b",
+     "missing comma before 'public.b'"),
     ("tables = public.a\n", None, "[database] conninfo: required key is missing"),
 ])
 def test_database_errors(tmp_path, plugin_dir, database, needle, message):
@@ -165,9 +203,94 @@ def test_database_errors(tmp_path, plugin_dir, database, needle, message):
     r = run_broker(cfg, "--check")
     assert r.returncode == 1
     if needle:
-        assert f"{cfg}:{line_of(cfg, needle)}: [database] tables: {message}" in r.stderr
+        assert f"{cfg}:{line_of(cfg, needle)}: [database] tables: {message}" in r.stderr, r.stderr
     else:
         assert message in r.stderr
+
+
+def test_tables_continue_over_lines(tmp_path, plugin_dir):
+    cfg = write_config(tmp_path, plugin_dir, database=(
+        "conninfo = host=127.0.0.1 port=1\ntables = public.a,\n    public.b, public.c\n"
+        "    , public.d\n"))
+    r = run_broker(cfg, "--check")
+    assert r.returncode == 0, r.stderr
+    assert "tables = public.a, public.b, public.c, public.d\n" in r.stdout
+
+
+@pytest.mark.parametrize("conninfo, message", [
+    ("this is not a conninfo", 'missing "=" after "this" in connection info string'),
+    ("host=127.0.0.1 colour=blue", 'invalid connection option "colour"'),
+    ("postgresql://[::1",
+     'end of string reached when looking for matching "]" in IPv6 host address in URI'),
+])
+def test_conninfo_refused(tmp_path, plugin_dir, conninfo, message):
+    """libpq would fail every connection attempt: refused instead of retried forever."""
+    cfg = write_config(tmp_path, plugin_dir,
+                       database=f"conninfo = {conninfo}\ntables = public.a\n")
+    err = refused(cfg, "--check")
+    assert (f"{cfg}:{line_of(cfg, 'conninfo =')}: [database] conninfo: not a libpq connection "
+            f"string (key=value pairs or a postgresql:// URI): {message}") in err, err
+    assert "not reachable" not in err
+    assert f"{cfg}:{line_of(cfg, 'conninfo =')}: [database] conninfo" in refused(cfg)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("pub", "tcp://127.0.0.1:47001x", "port '47001x' is not a number between 0 and 65535 (or *)"),
+    ("pub", "tcp://127.0.0.1:-1", "port '-1' is not a number between 0 and 65535"),
+    ("pub", "tcp://127.0.0.1:65536", "port '65536' is not a number"),
+    ("pub", "tcp://127.0.0.1: 5", "port ' 5' is not a number"),
+    ("service", "tcp://127.0.0.1", "expected tcp://HOST:PORT"),
+    ("service", "tcp://:5557", "expected tcp://HOST:PORT"),
+    ("service", "127.0.0.1:5557", "expected tcp://HOST:PORT, ipc://PATH or inproc://NAME"),
+    ("service", "udp://127.0.0.1:5557", "expected tcp://HOST:PORT, ipc://PATH or inproc://NAME"),
+    ("service", "ipc://", "the path or name after :// is empty"),
+    ("service", "tcp://[::1:5557", "an IPv6 address goes in brackets"),
+    ("service", "tcp://local host:5557", "the host has a character"),
+])
+def test_endpoint_refused(tmp_path, plugin_dir, key, value, message):
+    cfg = write_config(tmp_path, plugin_dir, transport="transport_zmq", extra=f"{key} = {value}\n")
+    err = refused(cfg, "--check")
+    assert (f"{cfg}:{line_of(cfg, f'{key} =')}: [transport.t] {key}: '{value}' is not an "
+            f"endpoint: {message}") in err, err
+
+
+def test_bad_endpoint_binds_nothing(tmp_path, plugin_dir):
+    """ZeroMQ would bind tcp://127.0.0.1:PORTx to PORT: start-up refuses it first."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = write_config(tmp_path, plugin_dir, transport="transport_zmq",
+                       extra=f"pub = tcp://127.0.0.1:{port}x\nservice = tcp://127.0.0.1:{port}\n")
+    assert f"pub: 'tcp://127.0.0.1:{port}x' is not an endpoint" in refused(cfg)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+
+
+@pytest.mark.parametrize("pub", ["tcp://127.0.0.1:*", "tcp://127.0.0.1:0", "tcp://*:5556", "tcp://[::1]:5556",
+                                 "tcp://localhost:65535", "ipc:///tmp/sb-pub", "inproc://events"])
+def test_endpoint_accepted(tmp_path, plugin_dir, pub):
+    cfg = write_config(tmp_path, plugin_dir, transport="transport_zmq", extra=f"pub = {pub}\n")
+    r = run_broker(cfg, "--check")
+    assert r.returncode == 0, r.stderr
+    assert f"pub = {pub}\n" in r.stdout
+
+
+def test_check_binds_nothing(tmp_path, plugin_dir):
+    """--check opens and checks every plugin, and leaves the configured ports free."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        cfg = write_config(tmp_path, plugin_dir, transport="transport_zmq",
+                           extra=f"pub = tcp://127.0.0.1:{port}\n"
+                                 f"service = tcp://127.0.0.1:{s.getsockname()[1]}\n")
+        # The service port is taken: binding it would fail, --check does not try.
+        assert run_broker(cfg, "--check").returncode == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
 
 
 def test_unknown_section_and_missing_sections(tmp_path):
@@ -186,6 +309,12 @@ def test_syntax_error_and_missing_file(tmp_path):
     assert "cannot open" in refused(tmp_path / "absent.ini")
 
 
+def test_directory_as_config(tmp_path):
+    err = refused(tmp_path, "--check")
+    assert f"{tmp_path}: cannot open: is a directory, not a configuration file" in err
+    assert "required key" not in err
+
+
 def test_refused_before_anything_binds(tmp_path, plugin_dir):
     """A config error in one section stops the daemon before any transport binds."""
     with socket.socket() as s:
@@ -202,6 +331,6 @@ def test_refused_before_anything_binds(tmp_path, plugin_dir):
 
 def test_version_and_usage():
     r = subprocess.run([BROKER, "--version"], capture_output=True, text=True)
-    assert r.returncode == 0 and "plugin ABI 1.0" in r.stdout
+    assert r.returncode == 0 and "plugin ABI 1.1" in r.stdout
     r = subprocess.run([BROKER, "--frobnicate"], capture_output=True, text=True)
     assert r.returncode == 1 and "unknown argument" in r.stderr

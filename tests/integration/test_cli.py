@@ -1,11 +1,12 @@
-"""The command-line clients against a real broker: sync-tail prints events as JSON lines,
-sync-snapshot prints the rows, sync-board shows the table and who is editing."""
+"""The command-line tools against a real database and broker: `syncbroker --check` reports
+what start-up would refuse; sync-tail prints events as JSON lines, sync-snapshot prints the
+rows, sync-board shows the table and who is editing."""
 import json
 import os
 import subprocess
 import threading
 
-from conftest import BUILD_DIR, wait_until
+from conftest import BUILD_DIR, free_port, wait_until
 
 BOOKINGS = "public.bookings"
 TOOLS = os.path.join(BUILD_DIR, "clients")
@@ -18,6 +19,85 @@ def q(conn, sql, args=None):
 
 def tool(name):
     return os.path.join(TOOLS, name)
+
+
+def check_config(tmp_path, pg, dbname, tables, source_extra=""):
+    """A broker config on free ports; the tables one per line, so each has its own line."""
+    cfg = tmp_path / "check.ini"
+    cfg.write_text(
+        f"[broker]\nplugin_dir = {os.path.join(BUILD_DIR, 'plugins')}\n\n"
+        f"[database]\nconninfo = {pg.conninfo(dbname)}\n"
+        "tables = " + ",\n    ".join(tables) + "\n\n"
+        f"[source.main]\nplugin = source_poll\n{source_extra}\n"
+        f"[transport.zmq]\nplugin = transport_zmq\npub = tcp://127.0.0.1:{free_port()}\n"
+        f"service = tcp://127.0.0.1:{free_port()}\n")
+    return cfg
+
+
+def run_check(cfg):
+    r = subprocess.run([os.path.join(BUILD_DIR, "broker", "syncbroker"), "-c", str(cfg),
+                        "--check"], capture_output=True, text=True, timeout=60)
+    assert "runtime error" not in r.stderr and "AddressSanitizer" not in r.stderr, r.stderr
+    return r
+
+
+def line_of(path, needle):
+    return next(no for no, line in enumerate(path.read_text().splitlines(), 1) if needle in line)
+
+
+def test_check_reports_unknown_and_untracked_tables(pg, hotel, conn, tmp_path):
+    cfg = check_config(tmp_path, pg, hotel, [BOOKINGS, "public.stays"])
+    ok = run_check(cfg)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.rstrip().endswith(f"; {cfg}: configuration OK (database checked)"), ok.stdout
+
+    q(conn, "CREATE TABLE public.untracked (id int PRIMARY KEY)")
+    cfg = check_config(tmp_path, pg, hotel, [BOOKINGS, "public.nope", "public.untracked"])
+    r = run_check(cfg)
+    assert r.returncode == 1, r.stdout + r.stderr
+    at = f"{cfg}:{line_of(cfg, 'tables =')}: [database] tables: "
+    # Every bad table is named, not only the first.
+    assert at + "table public.nope does not exist in the database" in r.stderr, r.stderr
+    assert (at + "table public.untracked is not tracked; run: SELECT "
+            "syncbroker.track('public.untracked');") in r.stderr, r.stderr
+    assert f"{cfg}: start-up would refuse this configuration" in r.stderr
+    assert "configuration OK" not in r.stdout
+
+
+def test_check_without_the_schema_says_to_migrate(pg, tmp_path):
+    cfg = check_config(tmp_path, pg, "postgres", [BOOKINGS])
+    r = run_check(cfg)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert (f"{cfg}:{line_of(cfg, 'tables =')}: [database] tables: resolving the configured "
+            "tables failed: ") in r.stderr, r.stderr
+    assert "scripts/migrate" in r.stderr
+
+
+def test_check_names_the_holder_of_the_reader(pg, hotel, conn, tmp_path):
+    holder = pg.connect(hotel, application_name="syncbroker@desk-7 pid 4242")
+    try:
+        with holder.cursor() as cur:
+            # The lock a running broker holds for its reader (plugins/common/sb_reader_lock.h).
+            cur.execute("SELECT pg_try_advisory_lock(1935831652, hashtext('frontdesk')),"
+                        " pg_backend_pid()")
+            locked, pid = cur.fetchone()
+        assert locked
+        cfg = check_config(tmp_path, pg, hotel, [BOOKINGS], source_extra="reader = frontdesk\n")
+        r = run_check(cfg)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert (f"{cfg}:{line_of(cfg, 'reader =')}: [source.main] reader: reader 'frontdesk' is "
+                f"held by syncbroker@desk-7 pid 4242 (pid {pid})") in r.stderr, r.stderr
+        # Another reader name is free.
+        other = check_config(tmp_path, pg, hotel, [BOOKINGS], source_extra="reader = backoffice\n")
+        assert run_check(other).returncode == 0
+    finally:
+        holder.close()
+    r = run_check(cfg)
+    assert r.returncode == 0, r.stderr
+    # --check read, and wrote nothing: the reader was never registered.
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM syncbroker.reader")
+        assert cur.fetchone() == (0,)
 
 
 def test_sync_tail_prints_events_as_json_lines(broker, hotel, conn, tmp_path):
