@@ -18,9 +18,10 @@
 /* application_name of each session: role, pid and host, so that an operator (or a second
  * broker refused the reader lock) can tell which broker a backend belongs to. */
 #define APP_NAME_LEN 64 /* NAMEDATALEN: PostgreSQL keeps 63 bytes */
-enum { APP_MAIN, APP_SNAPSHOT, APP_MAINT, APP_LOCK, APP_N };
+enum { APP_MAIN, APP_SNAPSHOT, APP_MAINT, APP_LOCK, APP_CHECK, APP_N };
 static const char *const app_roles[APP_N] = {"syncbroker", "syncbroker-snapshot",
-                                             "syncbroker-maintenance", "syncbroker-lock"};
+                                             "syncbroker-maintenance", "syncbroker-lock",
+                                             "syncbroker-check"};
 
 typedef struct sb_source {
     const sb_host_api *api;
@@ -665,7 +666,8 @@ int sb_source_start(void *state)
 int sb_source_check(void *state)
 {
     sb_source *s = state;
-    sb_pg_config cfg = pg_config(s, "syncbroker-check", "check connection");
+    name_sessions(s);
+    sb_pg_config cfg = pg_config(s, APP_CHECK, "check connection");
     return sb_check_database(&cfg, s->reader);
 }
 

@@ -3,6 +3,7 @@ what start-up would refuse; sync-tail prints events as JSON lines, sync-snapshot
 rows, sync-board shows the table and who is editing."""
 import json
 import os
+import re
 import subprocess
 import threading
 
@@ -98,6 +99,24 @@ def test_check_names_the_holder_of_the_reader(pg, hotel, conn, tmp_path):
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM syncbroker.reader")
         assert cur.fetchone() == (0,)
+
+
+def test_check_and_a_second_broker_name_a_running_broker_holding_the_reader(broker, hotel):
+    b = broker(hotel, [BOOKINGS])
+    epoch = b.ping()["epoch"]
+    r = run_check(b.config)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert re.search(rf"reader 'syncbroker' is held by syncbroker-lock {b.proc.pid}@\S+ "
+                     r"\(pid \d+\)", r.stderr), r.stderr
+    # The same config started twice: refused before it binds, and the first broker untouched.
+    twin = subprocess.run([os.path.join(BUILD_DIR, "broker", "syncbroker"), "-c", b.config],
+                          capture_output=True, text=True, timeout=60)
+    assert twin.returncode == 1, twin.stderr
+    assert f"reader 'syncbroker' is held by another broker (syncbroker-lock {b.proc.pid}@" \
+        in twin.stderr, twin.stderr
+    assert "listening" not in twin.stderr
+    assert b.ping()["epoch"] == epoch and "new epoch" not in b.log
+    b.stop()
 
 
 def test_sync_tail_prints_events_as_json_lines(broker, hotel, conn, tmp_path):
