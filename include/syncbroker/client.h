@@ -82,7 +82,8 @@ typedef struct sb_client_callbacks {
     /* The cache was replaced by a snapshot (also the first one): re-read it. */
     void (*on_reset)(void *ud);
     /* Once per transition: true after a (re)synchronisation, false after 3 heartbeat
-     * intervals without any message. The first report is whichever happens first. */
+     * intervals without any message or when a resynchronisation waits out a back-off
+     * (docs/client.md). The first report is whichever happens first. */
     void (*on_online)(bool online, void *ud);
     /* The full editor list of one entity (n == 0: nobody edits it any more). */
     void (*on_presence)(const char *table, const char *const *key, uint32_t nkey,

@@ -67,6 +67,10 @@ void fb_new_epoch(fake_broker *b, const char *epoch);
  * `lose`. Returns its seq. */
 uint64_t fb_change(fake_broker *b, const char *table, const char *key, const char *op,
                    uint64_t version, const char *origin, int64_t id, const char *name, bool lose);
+/* An insert with made-up positions, published but neither recorded nor counted: what
+ * anything else that can publish on the endpoint might send. */
+void fb_forged_change(fake_broker *b, const char *table, const char *key, uint64_t seq,
+                      uint64_t tseq, uint64_t version);
 /* A presence message with one editor (client NULL: nobody). Returns its seq. */
 uint64_t fb_presence(fake_broker *b, const char *table, const char *key, const char *client);
 void fb_heartbeat(fake_broker *b);
