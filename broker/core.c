@@ -124,7 +124,8 @@ static void heartbeat(void *ud)
     sb_core *core = ud;
     if (sb_event_encode_heartbeat(&core->topic, &core->body, core->epoch, core->seq,
                                   (const char *const *)core->cfg->tables, core->tseq,
-                                  core->cfg->ntables, sb_event_wall_ms()) == SB_OK)
+                                  core->cfg->ntables, sb_event_wall_ms(),
+                                  core->heartbeat_ms) == SB_OK)
         fan_out(core, SB_MSG_HEARTBEAT, core->seq);
 }
 
@@ -263,7 +264,8 @@ void sb_core_reload(sb_core *core, const sb_config *cfg)
     if ((uint64_t)cfg->heartbeat_ms != core->heartbeat_ms) {
         sb_timer_remove(core->heartbeat_timer);
         core->heartbeat_ms = (uint64_t)cfg->heartbeat_ms;
-        if (sb_loop_timer(core->loop, core, core->heartbeat_ms, core->heartbeat_ms, heartbeat, core,
+        /* At once: clients take the period from the heartbeat, before they miss one. */
+        if (sb_loop_timer(core->loop, core, 0, core->heartbeat_ms, heartbeat, core,
                           &core->heartbeat_timer))
             sb_log(SB_LOG_ERROR, SCOPE, "out of memory re-arming the heartbeat");
     }

@@ -53,6 +53,7 @@ struct sb_client {
     char *client_id;
     table_pos *pos; /* ntables entries; ntables == 0 follows everything by seq */
     size_t ntables;
+    /* heartbeat_ms: the configured period until a heartbeat announces the broker's */
     uint32_t heartbeat_ms, request_timeout_ms, request_retries, presence_ttl_ms;
     bool no_snapshot;
     bool keep_rows;

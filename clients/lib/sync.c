@@ -327,6 +327,11 @@ void sb_sync_feed(sb_client *c, const void *body, size_t len)
         sb_client_log(c, SB_LOG_WARN, "dropped a malformed message (%zu bytes)", len);
         return;
     }
+    if (m.type == SB_CMSG_HEARTBEAT && m.hb_ms && m.hb_ms != c->heartbeat_ms) {
+        /* Offline detection and back-off follow the broker's period, not our guess. */
+        sb_client_log(c, SB_LOG_INFO, "broker heartbeat every %u ms", m.hb_ms);
+        c->heartbeat_ms = m.hb_ms;
+    }
     if (c->st == ST_WAIT_HB) {
         wait_hb_feed(c, &m);
         sb_msg_release(&m);

@@ -7,7 +7,10 @@
  */
 #include "tz.h"
 
+#include "sb_mp.h"
+
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
 
@@ -107,6 +110,36 @@ void tz_pub_stop(tz *t)
         zmq_close(t->pub);
     t->pub = NULL;
     t->subscribers = 0;
+    free(t->last_hb);
+    t->last_hb = NULL;
+    t->last_hb_len = 0;
+}
+
+/* Keep a copy of a heartbeat's body; without memory, forget the old one (it would lie). */
+static void keep_heartbeat(tz *t, const sb_message *m)
+{
+    unsigned char *copy = realloc(t->last_hb, m->body_len ? m->body_len : 1);
+    if (!copy) {
+        free(t->last_hb);
+        t->last_hb = NULL;
+        t->last_hb_len = 0;
+        return;
+    }
+    if (m->body_len)
+        memcpy(copy, m->body, m->body_len);
+    t->last_hb = copy;
+    t->last_hb_len = m->body_len;
+}
+
+int tz_last_heartbeat(tz *t, msgpack_unpacked *up)
+{
+    msgpack_unpacked_init(up);
+    if (!t->last_hb)
+        return SB_ERR_NOTFOUND;
+    int rc = sb_mp_unpack(t->last_hb, t->last_hb_len, NULL, up);
+    if (rc == SB_OK && up->data.type != MSGPACK_OBJECT_MAP)
+        rc = SB_ERR_INVAL;
+    return rc;
 }
 
 int tz_publish(void *state, const sb_message *m)
@@ -114,6 +147,8 @@ int tz_publish(void *state, const sb_message *m)
     tz *t = state;
     if (!t->pub)
         return SB_ERR_STATE;
+    if (m->kind == SB_MSG_HEARTBEAT)
+        keep_heartbeat(t, m);
     static const unsigned char empty[1];
     const void *body = m->body_len ? m->body : empty;
     const void *topic = m->topic_len ? (const void *)m->topic : empty;

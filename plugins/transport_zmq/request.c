@@ -107,15 +107,25 @@ static uint64_t current_seq(tz *t)
 
 /* ---- ops ----------------------------------------------------------------------------- */
 
+/* ping also answers what the latest heartbeat says of the protocol: its period and version. */
 static void serve_ping(tz *t, tz_frames *env, const msgpack_object *req)
 {
     (void)req;
+    static const char *const from_hb[] = {"hb_ms", "proto"};
+    msgpack_unpacked hb;
+    uint64_t v[2];
+    bool have = tz_last_heartbeat(t, &hb) == SB_OK;
+    for (size_t i = 0; have && i < 2; i++)
+        have = sb_mp_get_uint(sb_mp_map_get(&hb.data, from_hb[i]), &v[i]) == SB_OK;
+    msgpack_unpacked_destroy(&hb);
     tz_out o;
     out_init(&o);
-    int rc = msgpack_pack_map(&o.pk, 3);
+    int rc = msgpack_pack_map(&o.pk, have ? 5 : 3);
     rc |= sb_mp_pack_kv_cstr(&o.pk, "epoch", t->api->epoch(t->host));
     rc |= sb_mp_pack_kv_uint(&o.pk, "seq", current_seq(t));
     rc |= sb_mp_pack_kv_int(&o.pk, "ts", wall_ms());
+    for (size_t i = 0; have && i < 2; i++)
+        rc |= sb_mp_pack_kv_uint(&o.pk, from_hb[i], v[i]);
     tz_reply_map(t, env, &o.sb, rc, NULL);
 }
 

@@ -83,6 +83,11 @@ struct tz {
     /* tz_service_reply, or a test's sink */
     tz_reply_fn reply;
 
+    /* The body of the latest heartbeat published (malloc'd; NULL before the first one):
+     * ping answers its period and protocol version, a snapshot its per-table tseq. */
+    unsigned char *last_hb;
+    size_t last_hb_len;
+
     /* counters for the stats op */
     uint64_t requests, errors, replies_dropped, publish_failed;
     int64_t subscribers; /* live subscriptions that receive heartbeats */
@@ -96,6 +101,9 @@ int tz_bind_socket(tz *t, int type, const char *what, const char *endpoint, int 
 int tz_pub_start(tz *t);
 void tz_pub_stop(tz *t);
 int tz_publish(void *state, const sb_message *m);
+/* Decode the latest heartbeat into *up (a map; release with msgpack_unpacked_destroy).
+ * SB_ERR_NOTFOUND before the first one. */
+int tz_last_heartbeat(tz *t, msgpack_unpacked *up);
 
 /* service.c */
 int tz_service_start(tz *t);

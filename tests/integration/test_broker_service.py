@@ -1,5 +1,8 @@
 """The service socket: ping, snapshot, since over REQ and DEALER, and refusals of malformed
 requests that leave the broker serving."""
+import signal
+import time
+
 import msgpack
 import pytest
 import zmq
@@ -88,5 +91,37 @@ def test_since_returns_missed_events(broker, hotel, conn):
     assert one[1:] == live[1:]
     stale = request(b.service, {"op": "since", "epoch": "not-this-run", "seq": 0})
     assert stale[0]["error"] == "resync"
+    sub.close()
+    b.stop()
+
+
+def test_heartbeats_and_ping_announce_period_and_protocol(broker, hotel):
+    b = broker(hotel, [BOOKINGS], heartbeat_ms=200)
+    sub = Subscriber(b.pub, [])
+    hb = sub.wait_heartbeat()
+    assert hb["hb_ms"] == 200 and hb["proto"] == 1
+    ping = b.ping()
+    assert ping["hb_ms"] == 200 and ping["proto"] == 1
+    # A new period is announced at once, not one new period later: a client that still
+    # expects 200 ms must not go without a heartbeat for 1000 ms.
+    with open(b.config) as f:
+        text = f.read()
+    with open(b.config, "w") as f:
+        f.write(text.replace("heartbeat_ms = 200", "heartbeat_ms = 1000"))
+    b.proc.send_signal(signal.SIGHUP)
+    last_old = time.monotonic()
+    deadline = last_old + 10
+    while True:
+        assert time.monotonic() < deadline, "no heartbeat announcing 1000 ms"
+        topic, body = sub.recv(deadline - time.monotonic())
+        if topic != "@hb":
+            continue
+        if body["hb_ms"] == 200:
+            last_old = time.monotonic()
+            continue
+        # Re-armed for one new period the gap would be >= 1 s; at once, under 200 ms + the reload.
+        assert body["hb_ms"] == 1000 and time.monotonic() - last_old < 0.8
+        break
+    assert b.ping()["hb_ms"] == 1000
     sub.close()
     b.stop()

@@ -205,7 +205,7 @@ void fb_heartbeat(fake_broker *b)
     msgpack_sbuffer_init(&body);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &body, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 4);
+    msgpack_pack_map(&pk, b->announce_hb_ms ? 6 : 4);
     sb_mp_pack_kv_cstr(&pk, "epoch", b->epoch);
     sb_mp_pack_kv_uint(&pk, "seq", b->seq);
     sb_mp_pack_cstr(&pk, "tseq");
@@ -213,9 +213,14 @@ void fb_heartbeat(fake_broker *b)
     for (size_t i = 0; i < b->ntables; i++)
         sb_mp_pack_kv_uint(&pk, b->tables[i], b->tseq[i]);
     sb_mp_pack_kv_int(&pk, "ts", 1764331200000);
+    if (b->announce_hb_ms) {
+        sb_mp_pack_kv_uint(&pk, "hb_ms", b->announce_hb_ms);
+        sb_mp_pack_kv_uint(&pk, "proto", 1);
+    }
     fb_publish_raw(b, "@hb", body.data, body.size);
     msgpack_sbuffer_destroy(&body);
-    b->next_hb_ms = fb_now_ms() + b->hb_ms;
+    b->last_hb_ms = fb_now_ms();
+    b->next_hb_ms = b->last_hb_ms + b->hb_ms;
 }
 
 void fb_tick(fake_broker *b)

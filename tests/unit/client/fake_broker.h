@@ -36,7 +36,8 @@ typedef struct fake_broker {
     size_t nhist;
     bool hb_on;
     uint32_t hb_ms;
-    uint64_t next_hb_ms;
+    uint32_t announce_hb_ms; /* hb_ms put in heartbeats; 0: none, as older brokers */
+    uint64_t last_hb_ms, next_hb_ms;
 } fake_broker;
 
 /* A row of the test tables: {"id": id, "name": name}; name NULL packs a nil row. */

@@ -604,6 +604,28 @@ static void test_forged_tseq_resyncs(void **state)
     stop(t);
 }
 
+/* The broker's period (hb_ms in heartbeats) drives offline detection once known: a client
+ * configured for 50 ms stays online when the broker, as after a SIGHUP, announces and keeps
+ * a 300 ms period, and goes offline 3 of the broker's intervals after the last heartbeat.
+ * (test_offline_then_online: a broker that does not announce its period leaves the
+ * configured one in force.) */
+static void test_heartbeat_period_from_broker(void **state)
+{
+    (void)state;
+    tctx *t = start(NULL);
+    sync_with(t, NULL, 0);
+    t->b.hb_ms = t->b.announce_hb_ms = 300;
+    fb_heartbeat(&t->b);
+    assert_false(drive(t, never, NULL, 5 * 300));
+    assert_int_equal(t->online_false, 0);
+    t->b.hb_on = false;
+    int one = 1;
+    assert_true(drive(t, offline_count, &one, DEADLINE_MS));
+    assert_true(fb_now_ms() - t->b.last_hb_ms >= 3 * 300);
+    assert_int_equal(t->online_true, 1);
+    stop(t);
+}
+
 static void test_own_writes(void **state)
 {
     (void)state;
@@ -883,6 +905,7 @@ int main(void)
         cmocka_unit_test(test_future_seq_resyncs_once),
         cmocka_unit_test(test_repeated_lies_back_off),
         cmocka_unit_test(test_forged_tseq_resyncs),
+        cmocka_unit_test(test_heartbeat_period_from_broker),
         cmocka_unit_test(test_own_writes),
         cmocka_unit_test(test_truncate_clears_table),
         cmocka_unit_test(test_presence),

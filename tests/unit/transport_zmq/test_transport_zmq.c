@@ -253,6 +253,23 @@ static void test_ping(void **state)
     assert_int_equal(get_uint(m, "seq"), 42);
     uint64_t ts = get_uint(m, "ts");
     assert_true((int64_t)ts >= before && (int64_t)ts <= after);
+    assert_null(sb_mp_map_get(m, "hb_ms")); /* no heartbeat published yet */
+    msgpack_unpacked_destroy(&up);
+    tz_frames_clear(&r);
+
+    /* Once a heartbeat went out, ping answers its period and protocol version. */
+    msgpack_sbuffer hb;
+    pack_req(&hb, 4, "epoch", 's', "ep1", "seq", 'u', (uint64_t)42, "hb_ms", 'u', (uint64_t)5000,
+             "proto", 'u', (uint64_t)1);
+    sb_message beat = {SB_MSG_HEARTBEAT, 42, "@hb", 3, hb.data, hb.size};
+    assert_int_equal(f->p->publish(f->t, &beat), 0);
+    msgpack_sbuffer_destroy(&hb);
+    SEND_REQ(req, 1, "op", 's', "ping");
+    recv_reply(f, req, &r);
+    m = decode(&r, 0, &up);
+    assert_int_equal(m->via.map.size, 5);
+    assert_int_equal(get_uint(m, "hb_ms"), 5000);
+    assert_int_equal(get_uint(m, "proto"), 1);
     msgpack_unpacked_destroy(&up);
     tz_frames_clear(&r);
 }
