@@ -17,11 +17,12 @@
 #define TZ_LINGER_MS 100    /* a stop() may flush for this long, then drops */
 #define TZ_DRAIN_BUDGET 256 /* subscription messages read per wake-up */
 
-/* Heartbeats are what every protocol client subscribes to (last, see docs/protocol.md),
- * so a live subscription that matches "@hb" is one subscriber. */
-static bool receives_heartbeats(const unsigned char *topic, size_t len)
+/* Every protocol client subscribes to exactly "@hb" (last, see docs/protocol.md), so one
+ * live "@hb" subscription is one subscriber. Prefixes of it ("" of an all-tables client)
+ * also receive heartbeats but come next to an "@hb" of the same peer: not counted. */
+static bool is_heartbeat_subscription(const unsigned char *topic, size_t len)
 {
-    return len <= 3 && memcmp(topic, "@hb", len) == 0;
+    return len == 3 && memcmp(topic, "@hb", 3) == 0;
 }
 
 static void on_pub(void *ud, unsigned revents)
@@ -38,7 +39,7 @@ static void on_pub(void *ud, unsigned revents)
         const unsigned char *d = zmq_msg_data(&msg);
         size_t len = zmq_msg_size(&msg);
         /* \x01topic = subscribe, \x00topic = unsubscribe; anything else is not ours. */
-        if (len >= 1 && d[0] <= 1 && receives_heartbeats(d + 1, len - 1)) {
+        if (len >= 1 && d[0] <= 1 && is_heartbeat_subscription(d + 1, len - 1)) {
             t->subscribers += d[0] == 1 ? 1 : -1;
             if (t->subscribers < 0)
                 t->subscribers = 0;

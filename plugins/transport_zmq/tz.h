@@ -90,7 +90,7 @@ struct tz {
 
     /* counters for the stats op */
     uint64_t requests, errors, replies_dropped, publish_failed;
-    int64_t subscribers; /* live subscriptions that receive heartbeats */
+    int64_t subscribers; /* live "@hb" subscriptions: one per protocol client */
 };
 
 /* pub.c */

@@ -880,6 +880,39 @@ static void test_publish_two_frames_and_count_subscribers(void **state)
     assert_true(fake_host_run_until(f->fh, no_subscriber, f, WAIT_MS));
 }
 
+static bool pub_drained(void *ud)
+{
+    return !fake_host_zsock_readable(((fixture *)ud)->t->pub);
+}
+
+/* An all-tables client subscribes "" and "@hb": both match heartbeats, yet it is one
+ * subscriber. Counted once each, two clients make 2 subscribers, not 3. */
+static void test_all_tables_client_counts_once(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, NULL, NULL), 0);
+    void *all = client(f, ZMQ_SUB, f->pub);
+    zmq_setsockopt(all, ZMQ_SUBSCRIBE, "", 0);
+    zmq_setsockopt(all, ZMQ_SUBSCRIBE, "@hb", 3);
+    void *some = client(f, ZMQ_SUB, f->pub);
+    zmq_setsockopt(some, ZMQ_SUBSCRIBE, "public.rooms/", 13);
+    zmq_setsockopt(some, ZMQ_SUBSCRIBE, "@hb", 3);
+    /* Beat until both have a heartbeat: every subscription before it reached the XPUB. */
+    static const unsigned char body[] = {0x80};
+    sb_message hb = {SB_MSG_HEARTBEAT, 0, "@hb", 3, body, sizeof body};
+    for (int i = 0; !fake_host_zsock_readable(all) || !fake_host_zsock_readable(some); i++) {
+        assert_true(i < WAIT_MS / 10);
+        assert_int_equal(f->p->publish(f->t, &hb), 0);
+        fake_host_run_until(f->fh, fake_host_zsock_readable, some, 10);
+    }
+    assert_true(fake_host_run_until(f->fh, pub_drained, f, WAIT_MS));
+    assert_int_equal(f->t->subscribers, 2);
+    close_client(f, all);
+    assert_true(fake_host_run_until(f->fh, one_subscriber, f, WAIT_MS));
+    assert_true(fake_host_run_until(f->fh, pub_drained, f, WAIT_MS));
+    assert_int_equal(f->t->subscribers, 1);
+}
+
 static void test_bind_failure_and_check_mode(void **state)
 {
     fixture *f = *state;
@@ -928,6 +961,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_held_replies_are_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_publish_two_frames_and_count_subscribers, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_all_tables_client_counts_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bind_failure_and_check_mode, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
