@@ -404,8 +404,10 @@ int sb_core_snapshot(sb_core *core, const char *const *tables, size_t n, sb_rows
         core->cap_snapshots = cap;
     }
     /* Taken before the source opens its database snapshot: anything published so far is
-     * committed and therefore inside it (docs/protocol.md, snapshot consistency). */
+     * committed and therefore inside it (docs/protocol.md, snapshot consistency). A heartbeat
+     * at that seq tells transports every table's tseq there, for the reply. */
     uint64_t id = next_request_id(core);
+    heartbeat(core);
     *seq = core->seq;
     core->snapshots[core->nsnapshots++] = (snapshot_req){.req = id, .fn = fn, .ud = ud};
     update_exposure(core);

@@ -125,3 +125,32 @@ def test_heartbeats_and_ping_announce_period_and_protocol(broker, hotel):
     assert b.ping()["hb_ms"] == 1000
     sub.close()
     b.stop()
+
+
+def test_snapshot_tseq_future_since_and_presence_default(broker, hotel, conn):
+    b = broker(hotel, [BOOKINGS])
+    sub = Subscriber(b.pub, [f"{BOOKINGS}/"])
+    sub.wait_heartbeat()
+    live = []
+    for i in range(3):
+        q(conn, f"INSERT INTO bookings (id, guest) VALUES ({i + 1}, 'g')")
+        live += [e for _, e in sub.collect_until(lambda m: len(m) >= 1)]
+    # The header gives each table's tseq at the snapshot's seq: tracking starts from it.
+    head = request(b.service, {"op": "snapshot", "tables": [BOOKINGS]})[0]
+    assert head["seq"] == live[-1]["seq"] and head["tseq"] == {BOOKINGS: live[-1]["tseq"]}
+    # A row's version is a lower bound of the entity's: never above what events said.
+    published = {e["key"]: e["version"] for e in live}
+    rows = [i for f in request(b.service, {"op": "snapshot"})[1:] for i in f]
+    assert sorted(i["key"] for i in rows) == sorted(published)
+    assert all(i["version"] <= published[i["key"]] for i in rows)
+    # since is exclusive: at the last seq, nothing to replay; beyond it, "future".
+    at_last = request(b.service, {"op": "since", "epoch": head["epoch"], "seq": head["seq"]})
+    assert at_last == [{"epoch": head["epoch"], "seq": head["seq"]}]
+    ahead = request(b.service, {"op": "since", "epoch": head["epoch"], "seq": head["seq"] + 5})
+    assert ahead[0]["error"] == "future"
+    # presence without ttl_ms: the documented default keeps the entry.
+    ok = request(b.service, {"op": "presence", "client": "c", "table": BOOKINGS, "key": "1",
+                             "state": "editing"})
+    assert ok == [{"ok": True}]
+    sub.close()
+    b.stop()

@@ -431,6 +431,29 @@ static void test_since_resync_takes_snapshot(void **state)
     stop(t);
 }
 
+/* A broker that answers `since` with "future" says our position is ahead of it: snapshot. */
+static void test_since_future_takes_snapshot(void **state)
+{
+    (void)state;
+    tctx *t = start(NULL);
+    sync_with(t, NULL, 0);
+    fb_change(&t->b, BOOKINGS, "1", "insert", 1, NULL, 1, "a", true); /* lost */
+    fb_change(&t->b, BOOKINGS, "2", "insert", 2, NULL, 2, "b", false);
+    fb_req r;
+    expect_request(t, "since", &r);
+    fb_reply_error(&t->b, &r, "future");
+    fb_req_free(&r);
+    const fb_row now[] = {{BOOKINGS, "1", 0, 1, "a"}, {BOOKINGS, "2", 0, 2, "b"}};
+    sync_with(t, now, 2);
+    assert_int_equal(t->resets, 2);
+    assert_int_equal(rows_of(t, BOOKINGS), 2);
+    /* Snapshot versions are lower bounds (0 here): the next event of the entity wins. */
+    fb_change(&t->b, BOOKINGS, "1", "update", 3, NULL, 1, "a3", false);
+    wait_events(t, 1);
+    assert_int_equal(version_of(t, BOOKINGS, "1"), 3);
+    stop(t);
+}
+
 static void test_new_epoch_resyncs(void **state)
 {
     (void)state;
@@ -900,6 +923,7 @@ int main(void)
         cmocka_unit_test(test_gap_since),
         cmocka_unit_test(test_gap_tables_heartbeat),
         cmocka_unit_test(test_since_resync_takes_snapshot),
+        cmocka_unit_test(test_since_future_takes_snapshot),
         cmocka_unit_test(test_new_epoch_resyncs),
         cmocka_unit_test(test_offline_then_online),
         cmocka_unit_test(test_future_seq_resyncs_once),

@@ -233,6 +233,28 @@ static int64_t wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Publish a heartbeat as the core encodes it: epoch ep1, seq, the two tables' tseq. */
+static void publish_heartbeat(fixture *f, uint64_t seq, uint64_t bookings, uint64_t rooms)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 6);
+    sb_mp_pack_kv_cstr(&pk, "epoch", "ep1");
+    sb_mp_pack_kv_uint(&pk, "seq", seq);
+    sb_mp_pack_cstr(&pk, "tseq");
+    msgpack_pack_map(&pk, 2);
+    sb_mp_pack_kv_uint(&pk, tables[0], bookings);
+    sb_mp_pack_kv_uint(&pk, tables[1], rooms);
+    sb_mp_pack_kv_int(&pk, "ts", wall_ms());
+    sb_mp_pack_kv_uint(&pk, "hb_ms", 5000);
+    sb_mp_pack_kv_uint(&pk, "proto", 1);
+    sb_message beat = {SB_MSG_HEARTBEAT, seq, "@hb", 3, sb.data, sb.size};
+    assert_int_equal(f->p->publish(f->t, &beat), 0);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 /* ---- ops ----------------------------------------------------------------------------- */
 
 static void test_ping(void **state)
@@ -258,12 +280,7 @@ static void test_ping(void **state)
     tz_frames_clear(&r);
 
     /* Once a heartbeat went out, ping answers its period and protocol version. */
-    msgpack_sbuffer hb;
-    pack_req(&hb, 4, "epoch", 's', "ep1", "seq", 'u', (uint64_t)42, "hb_ms", 'u', (uint64_t)5000,
-             "proto", 'u', (uint64_t)1);
-    sb_message beat = {SB_MSG_HEARTBEAT, 42, "@hb", 3, hb.data, hb.size};
-    assert_int_equal(f->p->publish(f->t, &beat), 0);
-    msgpack_sbuffer_destroy(&hb);
+    publish_heartbeat(f, 42, 0, 0);
     SEND_REQ(req, 1, "op", 's', "ping");
     recv_reply(f, req, &r);
     m = decode(&r, 0, &up);
@@ -335,6 +352,7 @@ static void test_snapshot_req_multi_frame(void **state)
     assert_true(sb_mp_str_eq(sb_mp_map_get(h, "epoch"), "ep1"));
     assert_int_equal(get_uint(h, "seq"), 7);
     assert_int_equal(get_uint(h, "rows"), 5);
+    assert_null(sb_mp_map_get(h, "tseq")); /* no heartbeat at seq 7 says it */
     const msgpack_object *tl;
     uint32_t nt;
     assert_int_equal(sb_mp_get_array(sb_mp_map_get(h, "tables"), &tl, &nt), 0);
@@ -368,6 +386,7 @@ static void test_snapshot_dealer_tables_sync_answer(void **state)
     sb_row rows[] = {make_row("public.rooms", k, 1, 3, row_b, sizeof row_b)};
     fake_host_script_snapshot(f->fh, SB_OK, 9);
     fake_host_script_snapshot_sync(f->fh, rows, 1, SB_OK); /* answered inside the call */
+    publish_heartbeat(f, 9, 4, 2); /* as the core does before it takes the snapshot's seq */
     void *d = client(f, ZMQ_DEALER, f->service);
     const char *want[] = {"public.rooms", NULL};
     /* A DEALER with its own envelope: an empty delimiter, like REQ. */
@@ -386,6 +405,9 @@ static void test_snapshot_dealer_tables_sync_answer(void **state)
     assert_int_equal(sb_mp_get_array(sb_mp_map_get(h, "tables"), &tl, &nt), 0);
     assert_int_equal(nt, 1);
     assert_true(sb_mp_str_eq(&tl[0], "public.rooms"));
+    const msgpack_object *tseq = sb_mp_map_get(h, "tseq");
+    assert_int_equal(tseq->via.map.size, 1); /* the requested tables only */
+    assert_int_equal(get_uint(tseq, "public.rooms"), 2);
     msgpack_unpacked_destroy(&up);
     fake_snapshot *s = fake_host_snapshot_get(f->fh, 0);
     assert_int_equal(s->ntables, 1);
@@ -396,7 +418,8 @@ static void test_snapshot_dealer_tables_sync_answer(void **state)
     SEND_REQ(d, 1, "op", 's', "snapshot");
     recv_reply(f, d, &r);
     assert_int_equal(r.n, 2);
-    decode(&r, 0, &up);
+    h = decode(&r, 0, &up);
+    assert_int_equal(get_uint(sb_mp_map_get(h, "tseq"), "public.bookings"), 4);
     msgpack_unpacked_destroy(&up);
     tz_frames_clear(&r);
 }
@@ -520,6 +543,13 @@ static void test_since(void **state)
     fake_host_script_since(f->fh, SB_ERR_NOTFOUND, 6, NULL, 0);
     SEND_REQ(req, 3, "op", 's', "since", "epoch", 's', "old", "seq", 'u', (uint64_t)1);
     assert_error_reply(f, req, "resync", "snapshot");
+    SEND_REQ(req, 3, "op", 's', "since", "epoch", 's', "ep1", "seq", 'u', (uint64_t)2);
+    assert_error_reply(f, req, "resync", "no longer retained");
+    /* Beyond the last seq of this epoch: not "no longer retained", but "future". */
+    SEND_REQ(req, 3, "op", 's', "since", "epoch", 's', "ep1", "seq", 'u', (uint64_t)7);
+    assert_error_reply(f, req, "future", "beyond");
+    SEND_REQ(req, 3, "op", 's', "since", "epoch", 's', "old", "seq", 'u', (uint64_t)7);
+    assert_error_reply(f, req, "resync", NULL);
 
     SEND_REQ(req, 3, "op", 's', "since", "epoch", 'u', (uint64_t)1, "seq", 'u', (uint64_t)1);
     assert_error_reply(f, req, "bad_request", "epoch");
@@ -527,7 +557,7 @@ static void test_since(void **state)
     assert_error_reply(f, req, "bad_request", "seq");
     SEND_REQ(req, 2, "op", 's', "since", "epoch", 's', "ep1");
     assert_error_reply(f, req, "bad_request", "seq");
-    assert_int_equal(fake_host_since_calls(f->fh), 2);
+    assert_int_equal(fake_host_since_calls(f->fh), 5);
 }
 
 static void test_presence(void **state)
@@ -572,9 +602,13 @@ static void test_presence(void **state)
              "public.bookings", "key", 's', "1", "state", 's', "typing", "ttl_ms", 'u',
              (uint64_t)1);
     assert_error_reply(f, req, "bad_request", "state");
+    /* Without ttl_ms an entry lives the documented default. */
     SEND_REQ(req, 5, "op", 's', "presence", "client", 's', "desk-a", "table", 's',
              "public.bookings", "key", 's', "1", "state", 's', "editing");
-    assert_error_reply(f, req, "bad_request", "ttl_ms");
+    recv_reply(f, req, &r);
+    tz_frames_clear(&r);
+    assert_int_equal(fake_host_presence_count(f->fh), 3);
+    assert_int_equal(fake_host_presence_get(f->fh, 2)->ttl_ms, 6000);
     SEND_REQ(req, 6, "op", 's', "presence", "client", 's', "desk-a", "table", 's',
              "public.bookings", "key", 'u', (uint64_t)1, "state", 's', "editing", "ttl_ms", 'u',
              (uint64_t)1);
@@ -583,7 +617,7 @@ static void test_presence(void **state)
              "public.bookings", "key", 's', "1", "state", 's', "editing", "ttl_ms", 'u',
              (uint64_t)1 << 40);
     assert_error_reply(f, req, "bad_request", "ttl_ms");
-    assert_int_equal(fake_host_presence_count(f->fh), 2);
+    assert_int_equal(fake_host_presence_count(f->fh), 3);
 
     fake_host_script_presence(f->fh, SB_ERR_NOMEM);
     SEND_REQ(req, 6, "op", 's', "presence", "client", 's', "desk-a", "table", 's',
