@@ -114,6 +114,7 @@ void tz_pub_stop(tz *t)
     free(t->last_hb);
     t->last_hb = NULL;
     t->last_hb_len = 0;
+    tz_editors_clear(t);
 }
 
 /* Keep a copy of a heartbeat's body; without memory, forget the old one (it would lie). */
@@ -150,6 +151,8 @@ int tz_publish(void *state, const sb_message *m)
         return SB_ERR_STATE;
     if (m->kind == SB_MSG_HEARTBEAT)
         keep_heartbeat(t, m);
+    else if (m->kind == SB_MSG_PRESENCE)
+        tz_editors_note(t, m);
     static const unsigned char empty[1];
     const void *body = m->body_len ? m->body : empty;
     const void *topic = m->topic_len ? (const void *)m->topic : empty;

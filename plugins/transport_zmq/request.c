@@ -300,7 +300,7 @@ static const struct {
     op_fn fn;
 } ops[] = {
     {"ping", serve_ping},         {"snapshot", tz_snapshot_serve}, {"since", serve_since},
-    {"presence", serve_presence}, {"stats", serve_stats},
+    {"presence", serve_presence}, {"stats", serve_stats},          {"editors", tz_editors_serve},
 };
 
 void tz_request_serve(tz *t, tz_frames *env, const void *body, size_t len)

@@ -152,5 +152,12 @@ def test_snapshot_tseq_future_since_and_presence_default(broker, hotel, conn):
     ok = request(b.service, {"op": "presence", "client": "c", "table": BOOKINGS, "key": "1",
                              "state": "editing"})
     assert ok == [{"ok": True}]
+    # editors reads who edits an entity now (a late joiner has seen no presence message).
+    now = request(b.service, {"op": "editors", "table": BOOKINGS, "key": "1"})[0]
+    assert [(e["client"], e["state"]) for e in now["editors"]] == [("c", "editing")]
+    assert now["key"] == "1" and now["epoch"] == head["epoch"]
+    request(b.service, {"op": "presence", "client": "c", "table": BOOKINGS, "key": "1",
+                        "state": "left"})
+    assert request(b.service, {"op": "editors", "table": BOOKINGS, "key": "1"})[0]["editors"] == []
     sub.close()
     b.stop()

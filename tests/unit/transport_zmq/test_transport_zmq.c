@@ -626,6 +626,80 @@ static void test_presence(void **state)
     assert_error_reply(f, req, "internal", NULL);
 }
 
+/* Publish a presence message of public.bookings/<key> with one editor (NULL: nobody). */
+static void publish_presence(fixture *f, uint64_t seq, const char *key, const char *client)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 5);
+    sb_mp_pack_kv_uint(&pk, "seq", seq);
+    sb_mp_pack_kv_cstr(&pk, "epoch", "ep1");
+    sb_mp_pack_kv_cstr(&pk, "table", tables[0]);
+    sb_mp_pack_kv_cstr(&pk, "key", key);
+    sb_mp_pack_cstr(&pk, "editors");
+    msgpack_pack_array(&pk, client ? 1 : 0);
+    if (client) {
+        msgpack_pack_map(&pk, 3);
+        sb_mp_pack_kv_cstr(&pk, "client", client);
+        sb_mp_pack_kv_cstr(&pk, "state", "editing");
+        sb_mp_pack_kv_int(&pk, "since", 1764331200000);
+    }
+    sb_message m = {SB_MSG_PRESENCE, seq, "@presence/public.bookings/x", 27, sb.data, sb.size};
+    assert_int_equal(f->p->publish(f->t, &m), 0);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* The editors of public.bookings/<key> as the editors op answers them: their count, and the
+ * first one's client copied into first (cap bytes). */
+static uint32_t editors_of(fixture *f, void *req, const char *key, char *first, size_t cap)
+{
+    SEND_REQ(req, 3, "op", 's', "editors", "table", 's', "public.bookings", "key", 's', key);
+    tz_frames r;
+    recv_reply(f, req, &r);
+    msgpack_unpacked up;
+    const msgpack_object *m = decode(&r, 0, &up);
+    assert_true(sb_mp_str_eq(sb_mp_map_get(m, "epoch"), "ep1"));
+    assert_int_equal(get_uint(m, "seq"), 30);
+    assert_true(sb_mp_str_eq(sb_mp_map_get(m, "key"), key));
+    const msgpack_object *items;
+    uint32_t n;
+    assert_int_equal(sb_mp_get_array(sb_mp_map_get(m, "editors"), &items, &n), 0);
+    const char *s;
+    size_t len;
+    if (n && sb_mp_get_str(sb_mp_map_get(&items[0], "client"), &s, &len) == 0)
+        snprintf(first, cap, "%.*s", (int)len, s);
+    msgpack_unpacked_destroy(&up);
+    tz_frames_clear(&r);
+    return n;
+}
+
+/* editors answers the latest list published for an entity, and nobody once it emptied. */
+static void test_editors(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, NULL, NULL), 0);
+    fake_host_stats(f->fh)->seq = 30;
+    void *req = client(f, ZMQ_REQ, f->service);
+    char who[32] = "";
+    assert_int_equal(editors_of(f, req, "1", who, sizeof who), 0);
+    publish_presence(f, 10, "1", "desk-a");
+    publish_presence(f, 11, "2", "desk-b");
+    publish_presence(f, 12, "1", "desk-c"); /* the latest list wins */
+    assert_int_equal(editors_of(f, req, "1", who, sizeof who), 1);
+    assert_string_equal(who, "desk-c");
+    assert_int_equal(editors_of(f, req, "2", who, sizeof who), 1);
+    assert_string_equal(who, "desk-b");
+    publish_presence(f, 13, "1", NULL);
+    assert_int_equal(editors_of(f, req, "1", who, sizeof who), 0);
+    assert_int_equal(f->t->neditors, 1); /* an entity nobody edits is forgotten */
+    SEND_REQ(req, 3, "op", 's', "editors", "table", 's', "public.nope", "key", 's', "1");
+    assert_error_reply(f, req, "unknown_table", "public.nope");
+    SEND_REQ(req, 2, "op", 's', "editors", "table", 's', "public.bookings");
+    assert_error_reply(f, req, "bad_request", "key");
+}
+
 static void test_stats(void **state)
 {
     fixture *f = *state;
@@ -987,6 +1061,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_snapshot_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_since, setup, teardown),
         cmocka_unit_test_setup_teardown(test_presence, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_editors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oversize_requests, setup, teardown),
