@@ -151,7 +151,8 @@ static void heartbeat(void *ud)
     sb_core *core = ud;
     if (sb_event_encode_heartbeat(&core->topic, &core->body, core->epoch, core->seq,
                                   (const char *const *)core->cfg->tables, core->tseq,
-                                  core->cfg->ntables, sb_event_wall_ms()) == SB_OK)
+                                  core->cfg->ntables, sb_event_wall_ms(),
+                                  core->heartbeat_ms) == SB_OK)
         fan_out(core, SB_MSG_HEARTBEAT, core->seq);
 }
 
@@ -290,7 +291,8 @@ void sb_core_reload(sb_core *core, const sb_config *cfg)
     if ((uint64_t)cfg->heartbeat_ms != core->heartbeat_ms) {
         sb_timer_remove(core->heartbeat_timer);
         core->heartbeat_ms = (uint64_t)cfg->heartbeat_ms;
-        if (sb_loop_timer(core->loop, core, core->heartbeat_ms, core->heartbeat_ms, heartbeat, core,
+        /* At once: clients take the period from the heartbeat, before they miss one. */
+        if (sb_loop_timer(core->loop, core, 0, core->heartbeat_ms, heartbeat, core,
                           &core->heartbeat_timer))
             sb_log(SB_LOG_ERROR, SCOPE, "out of memory re-arming the heartbeat");
     }
@@ -437,8 +439,10 @@ int sb_core_snapshot(sb_core *core, const char *const *tables, size_t n, sb_rows
         core->cap_snapshots = cap;
     }
     /* Taken before the source opens its database snapshot: anything published so far is
-     * committed and therefore inside it (docs/protocol.md, snapshot consistency). */
+     * committed and therefore inside it (docs/protocol.md, snapshot consistency). A heartbeat
+     * at that seq tells transports every table's tseq there, for the reply. */
     uint64_t id = next_request_id(core);
+    heartbeat(core);
     *seq = core->seq;
     core->snapshots[core->nsnapshots++] = (snapshot_req){.req = id, .fn = fn, .ud = ud};
     update_exposure(core);

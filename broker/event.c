@@ -54,20 +54,22 @@ int sb_event_encode_change(msgpack_sbuffer *topic, msgpack_sbuffer *body,
 
 int sb_event_encode_heartbeat(msgpack_sbuffer *topic, msgpack_sbuffer *body, const char *epoch,
                               uint64_t seq, const char *const *tables, const uint64_t *tseq,
-                              size_t ntables, int64_t ts_ms)
+                              size_t ntables, int64_t ts_ms, uint64_t hb_ms)
 {
     msgpack_sbuffer_clear(topic);
     msgpack_sbuffer_clear(body);
     msgpack_packer pk;
     msgpack_packer_init(&pk, body, msgpack_sbuffer_write);
     int rc = put(topic, "@hb");
-    rc |= msgpack_pack_map(&pk, 4);
+    rc |= msgpack_pack_map(&pk, 6);
     rc |= sb_mp_pack_kv_cstr(&pk, "epoch", epoch);
     rc |= sb_mp_pack_kv_uint(&pk, "seq", seq);
     rc |= sb_mp_pack_cstr(&pk, "tseq") | msgpack_pack_map(&pk, ntables);
     for (size_t i = 0; i < ntables; i++)
         rc |= sb_mp_pack_kv_uint(&pk, tables[i], tseq[i]);
     rc |= sb_mp_pack_kv_int(&pk, "ts", ts_ms);
+    rc |= sb_mp_pack_kv_uint(&pk, "hb_ms", hb_ms);
+    rc |= sb_mp_pack_kv_uint(&pk, "proto", SB_PROTO_VERSION);
     return rc ? SB_ERR_NOMEM : SB_OK;
 }
 

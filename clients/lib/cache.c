@@ -14,6 +14,7 @@ typedef struct cache_entry {
     void *row; /* malloc'd copy, NULL when deleted or rows are not kept */
     size_t row_len;
     bool live;
+    uint64_t deleted; /* tombstones: c->deletes when this one was made (its age) */
     uint32_t nkey;
     const char *table;
     const char **parts;
@@ -24,6 +25,7 @@ struct sb_cache {
     size_t nslots; /* power of two */
     size_t used;   /* entries, tombstones included */
     size_t live;
+    uint64_t deletes; /* tombstones ever made */
     bool keep_rows;
 };
 
@@ -81,8 +83,16 @@ static void entry_free(cache_entry *e)
     free(e);
 }
 
-/* Rebuild into nslots slots, dropping the entries of drop_table (NULL: keep all). */
-static int rebuild(sb_cache *c, size_t nslots, const char *drop_table)
+/* Whether a rebuild lets go of e: an entry of drop_table (NULL: none), or a tombstone made
+ * before the forget_before-th delete. */
+static bool dropped(const cache_entry *e, const char *drop_table, uint64_t forget_before)
+{
+    return (drop_table && strcmp(e->table, drop_table) == 0) ||
+           (!e->live && e->deleted < forget_before);
+}
+
+/* Rebuild into nslots slots, dropping what dropped() says. */
+static int rebuild(sb_cache *c, size_t nslots, const char *drop_table, uint64_t forget_before)
 {
     cache_entry **slots = calloc(nslots, sizeof(*slots));
     if (!slots)
@@ -92,7 +102,7 @@ static int rebuild(sb_cache *c, size_t nslots, const char *drop_table)
         cache_entry *e = c->slots[i];
         if (!e)
             continue;
-        if (drop_table && strcmp(e->table, drop_table) == 0) {
+        if (dropped(e, drop_table, forget_before)) {
             entry_free(e);
             continue;
         }
@@ -131,6 +141,28 @@ void sb_cache_free(sb_cache *c)
             entry_free(c->slots[i]);
     free(c->slots);
     free(c);
+}
+
+/* Power-of-two slots, at least CACHE_MIN_SLOTS, that hold n entries at most half full. */
+static size_t slots_for(size_t n)
+{
+    size_t nslots = CACHE_MIN_SLOTS;
+    while (nslots < 2 * n)
+        nslots *= 2;
+    return nslots;
+}
+
+/* Past max(SB_CACHE_MIN_TOMBSTONES, live) tombstones, forget all but those of the last
+ * half-bound deletes: at most that many remain, so the next forgetting is at least as many
+ * deletes away and the rebuild costs O(1) per delete. Without memory for the rebuild the
+ * tombstones just stay until the next delete tries again. */
+static void bound_tombstones(sb_cache *c)
+{
+    size_t bound = c->live > SB_CACHE_MIN_TOMBSTONES ? c->live : SB_CACHE_MIN_TOMBSTONES;
+    if (c->used - c->live <= bound)
+        return;
+    uint64_t keep_from = c->deletes - bound / 2 + 1;
+    rebuild(c, slots_for(c->live + bound / 2), NULL, keep_from);
 }
 
 static cache_entry *entry_new(uint64_t h, const char *table, const char *const *key, uint32_t nkey)
@@ -176,7 +208,7 @@ int sb_cache_put(sb_cache *c, const char *table, const char *const *key, uint32_
     if (!e) {
         /* Keep the load factor under 3/4 so probe chains stay short. */
         if ((c->used + 1) * 4 > c->nslots * 3) {
-            if (rebuild(c, c->nslots * 2, NULL) != SB_OK) {
+            if (rebuild(c, c->nslots * 2, NULL, 0) != SB_OK) {
                 free(copy);
                 return SB_ERR_NOMEM;
             }
@@ -194,8 +226,11 @@ int sb_cache_put(sb_cache *c, const char *table, const char *const *key, uint32_
     free(e->row);
     e->row = copy;
     e->row_len = copy ? row_len : 0;
+    if (!row)
+        e->deleted = ++c->deletes;
     e->live = row != NULL;
     e->version = version;
+    bound_tombstones(c);
     return 1;
 }
 
@@ -221,7 +256,7 @@ int sb_cache_get(sb_cache *c, const char *table, const char *const *key, uint32_
 
 int sb_cache_drop_table(sb_cache *c, const char *table)
 {
-    return rebuild(c, c->nslots, table);
+    return rebuild(c, c->nslots, table, 0);
 }
 
 size_t sb_cache_foreach(sb_cache *c, const char *table,
@@ -244,4 +279,9 @@ size_t sb_cache_foreach(sb_cache *c, const char *table,
 size_t sb_cache_count(const sb_cache *c)
 {
     return c->live;
+}
+
+size_t sb_cache_tombstones(const sb_cache *c)
+{
+    return c->used - c->live;
 }

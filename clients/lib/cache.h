@@ -3,8 +3,10 @@
  *
  * Open addressing with linear probing over a power-of-two slot array of entry pointers.
  * Deletes leave a tombstone entry (the version stays known, so a late older event is still
- * dropped); entries only leave the table when a whole table is truncated or the cache is
- * cleared, which rebuilds the slot array, so no probe-chain repair is ever needed.
+ * dropped). Tombstones are bounded: beyond max(SB_CACHE_MIN_TOMBSTONES, live entries) the
+ * older half is forgotten (docs/client.md says why that is safe). Entries leave the table
+ * only in a rebuild of the slot array (that, a truncate of their table, or the cache's end),
+ * so no probe-chain repair is ever needed.
  *
  * Ownership: the cache owns its entries, their key copies and row copies. Pointers handed
  * out (sb_client_row) stay valid until the next change to the cache.
@@ -17,6 +19,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* Tombstones kept at least, whatever the number of live entries. */
+#define SB_CACHE_MIN_TOMBSTONES 4096
 
 typedef struct sb_cache sb_cache;
 
@@ -42,5 +47,8 @@ size_t sb_cache_foreach(sb_cache *c, const char *table,
 
 /* Live rows held. */
 size_t sb_cache_count(const sb_cache *c);
+
+/* Tombstones held. */
+size_t sb_cache_tombstones(const sb_cache *c);
 
 #endif

@@ -22,11 +22,13 @@ typedef enum sync_state {
 
 typedef enum online_state { ONLINE_UNKNOWN, ONLINE_NO, ONLINE_YES } online_state;
 
-/* Gap tracking for one followed table (tables mode): its last tseq, and the seq up to which
- * every event of the table is known to have been received. */
+/* Gap tracking for one followed table (tables mode): its last tseq, the seq at which that
+ * tseq was reached, and the seq up to which every event of the table is known to have been
+ * received. */
 typedef struct table_pos {
     char *table;
     uint64_t tseq;
+    uint64_t tseq_at;
     uint64_t ok_seq;
 } table_pos;
 
@@ -51,6 +53,7 @@ struct sb_client {
     char *client_id;
     table_pos *pos; /* ntables entries; ntables == 0 follows everything by seq */
     size_t ntables;
+    /* heartbeat_ms: the configured period until a heartbeat announces the broker's */
     uint32_t heartbeat_ms, request_timeout_ms, request_retries, presence_ttl_ms;
     bool no_snapshot;
     bool keep_rows;
@@ -70,6 +73,7 @@ struct sb_client {
     char *epoch;        /* current broker epoch; NULL before the first heartbeat */
     uint64_t seq;       /* all-tables mode: last seq received */
     uint64_t floor_seq; /* events at or below it are covered by the snapshot: not applied */
+    uint64_t gap_seq;   /* seq of the message that started the `since` in flight */
 
     uint32_t req_id; /* the snapshot/since request in flight */
     uint32_t req_tries;
@@ -77,6 +81,10 @@ struct sb_client {
 
     held_msg *held;
     size_t nheld, capheld;
+
+    /* Resynchronisations close together back off: the next may start at resync_at_ms. */
+    uint32_t resyncs;
+    uint64_t last_resync_ms, resync_at_ms;
 
     online_state online;
     bool stale; /* went offline: the next message triggers a `since` */

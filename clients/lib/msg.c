@@ -205,10 +205,15 @@ int sb_msg_parse(const void *body, size_t len, msgpack_sbuffer *rowbuf, sb_msg *
     } else if (rc == SB_OK) {
         m->type = SB_CMSG_HEARTBEAT;
         m->tseq_map = sb_mp_map_get(map, "tseq");
+        uint64_t hb_ms = 0;
+        const msgpack_object *hb_obj = sb_mp_map_get(map, "hb_ms");
         rc = get_uint_field(map, "seq", &m->seq);
         rc = rc ? rc : zone_str(m->up.zone, sb_mp_map_get(map, "epoch"), &m->epoch);
+        rc = rc ? rc : (hb_obj ? sb_mp_get_uint(hb_obj, &hb_ms) : SB_OK);
         if (rc == SB_OK && (!m->tseq_map || m->tseq_map->type != MSGPACK_OBJECT_MAP))
             rc = SB_ERR_INVAL;
+        /* Beyond an hour (the broker's own limit) the period cannot be meant. */
+        m->hb_ms = hb_ms <= SB_MSG_MAX_HB_MS ? (uint32_t)hb_ms : 0;
     }
     if (rc != SB_OK)
         sb_msg_release(m);

@@ -19,6 +19,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The longest heartbeat period a broker may announce (its heartbeat_ms limit). */
+#define SB_MSG_MAX_HB_MS 3600000u
+
 typedef enum sb_msg_type { SB_CMSG_EVENT = 1, SB_CMSG_HEARTBEAT, SB_CMSG_PRESENCE } sb_msg_type;
 
 typedef struct sb_msg {
@@ -27,8 +30,10 @@ typedef struct sb_msg {
     const char *epoch;
     /* events: every field of sb_client_event (own is left to the caller) */
     sb_client_event ev;
-    /* heartbeats: the tseq map (borrowed from the unpacked object) */
+    /* heartbeats: the tseq map (borrowed from the unpacked object), the broker's heartbeat
+     * period (0: not sent, as by brokers before it was added) */
     const msgpack_object *tseq_map;
+    uint32_t hb_ms;
     /* presence: table, key and editors */
     const char *table;
     const char *const *key;

@@ -3,11 +3,16 @@
  *
  *   WAIT_HB --heartbeat--> SNAPSHOT --reply--> STREAM --gap/offline--> SINCE --reply--> STREAM
  *      ^                       |                 |                         |
- *      +----- new epoch, error, no answer, `resync` ------------------------+
+ *      +-- new epoch, error, no answer, `resync`, a contradiction ----------+
  *
  * Every stream message goes through sb_sync_feed(). While a request is in flight messages
  * are held (raw), and when it completes they are fed again in arrival order, so the code
  * that checks seq/tseq, epochs and versions exists once.
+ *
+ * Anything can publish on the events endpoint, so positions are checked for what an honest
+ * broker cannot send (a seq the broker's own reply says it never published, a tseq that
+ * moves further than seq): such a contradiction is answered by one resynchronisation, and
+ * resynchronisations in quick succession back off, so a lie never becomes a request loop.
  */
 #include "client_int.h"
 
@@ -17,7 +22,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum feed_result { FEED_OK, FEED_GAP, FEED_NEW_EPOCH } feed_result;
+typedef enum feed_result { FEED_OK, FEED_GAP, FEED_NEW_EPOCH, FEED_LIE } feed_result;
+
+/* Resyncs less than RESYNC_CALM_MS apart form a run: the first starts at the next heartbeat,
+ * each later one waits twice as long as the one before (1, 2, 4... heartbeat intervals, at
+ * most RESYNC_MAX_WAIT_MS). */
+#define RESYNC_CALM_MS 60000u
+#define RESYNC_MAX_WAIT_MS 30000u
 
 void sb_sync_set_online(sb_client *c, bool online)
 {
@@ -83,11 +94,33 @@ static void begin_request(sb_client *c, sync_state st)
     send_sync_request(c);
 }
 
-/* Back to square one: the next heartbeat starts a fresh synchronisation. */
+static uint64_t resync_wait_ms(const sb_client *c)
+{
+    if (c->resyncs == 0)
+        return 0;
+    uint64_t wait =
+        c->resyncs > 16 ? RESYNC_MAX_WAIT_MS : (uint64_t)c->heartbeat_ms << (c->resyncs - 1);
+    return wait < RESYNC_MAX_WAIT_MS ? wait : RESYNC_MAX_WAIT_MS;
+}
+
+/* Back to square one: a heartbeat starts a fresh synchronisation, after the back-off. A
+ * client that knowingly stops following the stream for a while reports itself offline. */
 static void restart(sb_client *c)
 {
+    uint64_t now = sb_svc_now_ms();
+    if (now - c->last_resync_ms >= RESYNC_CALM_MS)
+        c->resyncs = 0;
+    uint64_t wait = resync_wait_ms(c);
+    c->resyncs++;
+    c->last_resync_ms = now;
+    c->resync_at_ms = now + wait;
     c->st = ST_WAIT_HB;
     sb_sync_clear_held(c);
+    if (wait) {
+        sb_client_log(c, SB_LOG_WARN, "resync %u in a row: waiting %llu ms first", c->resyncs,
+                      (unsigned long long)wait);
+        sb_sync_set_online(c, false);
+    }
 }
 
 static void fail_request(sb_client *c, int err)
@@ -119,7 +152,7 @@ static void start_sync(sb_client *c, const sb_msg *hb)
     c->floor_seq = hb->seq;
     for (size_t i = 0; i < c->ntables; i++) {
         c->pos[i].tseq = sb_msg_hb_tseq(hb, c->pos[i].table);
-        c->pos[i].ok_seq = hb->seq;
+        c->pos[i].tseq_at = c->pos[i].ok_seq = hb->seq;
     }
     if (c->no_snapshot) {
         c->st = ST_STREAM;
@@ -145,9 +178,18 @@ static void start_sync(sb_client *c, const sb_msg *hb)
     begin_request(c, ST_SNAPSHOT);
 }
 
-/* Ask for what we missed, from the last seq up to which every followed message is known. */
-static void start_since(sb_client *c)
+/* In WAIT_HB: a heartbeat starts the synchronisation once the back-off has passed. */
+static void wait_hb_feed(sb_client *c, const sb_msg *m)
 {
+    if (m->type == SB_CMSG_HEARTBEAT && sb_svc_now_ms() >= c->resync_at_ms)
+        start_sync(c, m);
+}
+
+/* Ask for what we missed, from the last seq up to which every followed message is known.
+ * gap_seq is the seq of the message that showed the gap: the reply must reach it. */
+static void start_since(sb_client *c, uint64_t gap_seq)
+{
+    c->gap_seq = gap_seq;
     uint64_t from = c->seq;
     for (size_t i = 0; i < c->ntables; i++)
         if (i == 0 || c->pos[i].ok_seq < from)
@@ -187,7 +229,7 @@ static void apply_event(sb_client *c, const sb_msg *m)
 static feed_result check_seq(sb_client *c, uint64_t seq, bool *fresh)
 {
     *fresh = seq > c->seq;
-    if (seq > c->seq + 1)
+    if (*fresh && seq - c->seq > 1)
         return FEED_GAP;
     if (*fresh)
         c->seq = seq;
@@ -206,12 +248,16 @@ static feed_result process_event(sb_client *c, const sb_msg *m)
         if (!p)
             return FEED_OK; /* a table we do not follow (a `since` replay has them all) */
         fresh = m->ev.tseq > p->tseq;
+        /* Nothing new can come at a position known complete, and tseq counts a subset of
+         * what seq counts, so it cannot move further. */
+        if (fresh && (m->seq <= p->ok_seq || m->ev.tseq - p->tseq > m->seq - p->tseq_at))
+            return FEED_LIE;
         /* At or below the floor the snapshot holds the event: just follow its tseq. */
-        if (m->seq > c->floor_seq && m->ev.tseq > p->tseq + 1)
+        if (m->seq > c->floor_seq && m->ev.tseq - p->tseq > 1)
             return FEED_GAP;
         if (fresh) {
             p->tseq = m->ev.tseq;
-            p->ok_seq = m->seq > p->ok_seq ? m->seq : p->ok_seq;
+            p->tseq_at = p->ok_seq = m->seq;
         }
     }
     if (fresh && m->seq > c->floor_seq)
@@ -234,7 +280,9 @@ static feed_result process_presence(sb_client *c, const sb_msg *m)
     return FEED_OK;
 }
 
-/* A heartbeat says what was published: more than we received is a gap. */
+/* A heartbeat says what was published: more than we received is a gap. One older than our
+ * position (held while a reply ran ahead of it) cannot say more than we have; a newer one
+ * cannot say less, nor more than seq moved. */
 static feed_result process_heartbeat(sb_client *c, const sb_msg *m)
 {
     if (!c->ntables)
@@ -243,6 +291,8 @@ static feed_result process_heartbeat(sb_client *c, const sb_msg *m)
     for (size_t i = 0; i < c->ntables; i++) {
         table_pos *p = &c->pos[i];
         uint64_t t = sb_msg_hb_tseq(m, p->table);
+        if (m->seq < p->tseq_at ? t > p->tseq : t < p->tseq || t - p->tseq > m->seq - p->tseq_at)
+            return FEED_LIE;
         if (t > p->tseq)
             r = FEED_GAP;
         else if (t == p->tseq && m->seq > p->ok_seq)
@@ -277,26 +327,34 @@ void sb_sync_feed(sb_client *c, const void *body, size_t len)
         sb_client_log(c, SB_LOG_WARN, "dropped a malformed message (%zu bytes)", len);
         return;
     }
+    if (m.type == SB_CMSG_HEARTBEAT && m.hb_ms && m.hb_ms != c->heartbeat_ms) {
+        /* Offline detection and back-off follow the broker's period, not our guess. */
+        sb_client_log(c, SB_LOG_INFO, "broker heartbeat every %u ms", m.hb_ms);
+        c->heartbeat_ms = m.hb_ms;
+    }
     if (c->st == ST_WAIT_HB) {
-        if (m.type == SB_CMSG_HEARTBEAT)
-            start_sync(c, &m);
+        wait_hb_feed(c, &m);
         sb_msg_release(&m);
         return;
     }
     feed_result r = strcmp(m.epoch, c->epoch) != 0 ? FEED_NEW_EPOCH : FEED_OK;
     if (r == FEED_OK && c->stale) {
         /* Back from offline: whatever we missed comes from `since`. */
-        start_since(c);
+        start_since(c, m.seq);
         hold(c, body, len);
     } else if (r == FEED_OK && (r = process(c, &m)) == FEED_GAP) {
         sb_client_log(c, SB_LOG_INFO, "gap before seq %llu", (unsigned long long)m.seq);
-        start_since(c);
+        start_since(c, m.seq);
         hold(c, body, len);
+    } else if (r == FEED_LIE) {
+        sb_client_log(c, SB_LOG_WARN,
+                      "a message at seq %llu contradicts the stream: resynchronising",
+                      (unsigned long long)m.seq);
+        restart(c);
     } else if (r == FEED_NEW_EPOCH) {
         sb_client_log(c, SB_LOG_INFO, "broker epoch changed: resynchronising");
         restart(c);
-        if (m.type == SB_CMSG_HEARTBEAT)
-            start_sync(c, &m);
+        wait_hb_feed(c, &m);
     }
     sb_msg_release(&m);
 }
@@ -333,6 +391,11 @@ static void snapshot_reply(sb_client *c, const sb_svc_reply *r)
     if (rc == SB_OK && strcmp(epoch, c->epoch) != 0) {
         snprintf(err, sizeof(err), "epoch changed during the snapshot");
         rc = SB_ERR_STATE;
+    } else if (rc == SB_OK && seq < c->floor_seq) {
+        /* Asked after the heartbeat, so the snapshot cannot be older than it. */
+        snprintf(err, sizeof(err), "its seq %llu is behind the heartbeat's %llu",
+                 (unsigned long long)seq, (unsigned long long)c->floor_seq);
+        rc = SB_ERR_STATE;
     }
     if (rc != SB_OK) {
         sb_cache_free(fresh);
@@ -361,10 +424,20 @@ static void since_reply(sb_client *c, const sb_svc_reply *r)
     uint64_t last = 0;
     int rc = sb_reply_parse(zmq_msg_data(&r->frames[0]), zmq_msg_size(&r->frames[0]), &h);
     if (rc == SB_OK && h.error) {
+        /* "future": our position is ahead of the broker's, so something we took lied. */
+        bool resync = strcmp(h.error, "resync") == 0 || strcmp(h.error, "future") == 0;
         sb_client_log(c, SB_LOG_INFO, "since refused (%s): taking a snapshot", h.error);
-        rc = strcmp(h.error, "resync") == 0 ? SB_ERR_STATE : sb_reply_error_code(h.error);
+        rc = resync ? SB_ERR_STATE : sb_reply_error_code(h.error);
     } else if (rc == SB_OK && (sb_mp_get_uint(sb_mp_map_get(h.map, "seq"), &last) != SB_OK ||
                                !sb_mp_str_eq(sb_mp_map_get(h.map, "epoch"), c->epoch))) {
+        rc = SB_ERR_STATE;
+    } else if (rc == SB_OK && last < c->gap_seq) {
+        /* The message that showed the gap was published before we asked, so the broker's
+         * last seq reaches it, unless that message was not the broker's. */
+        sb_client_log(c, SB_LOG_WARN,
+                      "seq %llu came from the stream but the broker's last is %llu: "
+                      "resynchronising",
+                      (unsigned long long)c->gap_seq, (unsigned long long)last);
         rc = SB_ERR_STATE;
     }
     sb_reply_release(&h);

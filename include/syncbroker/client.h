@@ -82,7 +82,8 @@ typedef struct sb_client_callbacks {
     /* The cache was replaced by a snapshot (also the first one): re-read it. */
     void (*on_reset)(void *ud);
     /* Once per transition: true after a (re)synchronisation, false after 3 heartbeat
-     * intervals without any message. The first report is whichever happens first. */
+     * intervals without any message or when a resynchronisation waits out a back-off
+     * (docs/client.md). The first report is whichever happens first. */
     void (*on_online)(bool online, void *ud);
     /* The full editor list of one entity (n == 0: nobody edits it any more). */
     void (*on_presence)(const char *table, const char *const *key, uint32_t nkey,
@@ -99,7 +100,7 @@ typedef struct sb_client_config {
     const char *client_id;        /* origin marker and presence id; NULL: "client-<pid>-<random>" */
     const char *const *tables;    /* tables to follow ("public.bookings"); NULL/0: every table */
     size_t ntables;
-    uint32_t heartbeat_ms;       /* broker heartbeat_ms (default 1000) */
+    uint32_t heartbeat_ms;       /* until the first heartbeat says the broker's (default 1000) */
     uint32_t request_timeout_ms; /* per service request try (default 3000) */
     uint32_t request_retries;    /* tries per request before giving up (default 3) */
     uint32_t presence_ttl_ms;    /* presence entry lifetime; refreshed every ttl/3 (6000) */

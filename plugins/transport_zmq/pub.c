@@ -7,18 +7,22 @@
  */
 #include "tz.h"
 
+#include "sb_mp.h"
+
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
 
 #define TZ_LINGER_MS 100    /* a stop() may flush for this long, then drops */
 #define TZ_DRAIN_BUDGET 256 /* subscription messages read per wake-up */
 
-/* Heartbeats are what every protocol client subscribes to (last, see docs/protocol.md),
- * so a live subscription that matches "@hb" is one subscriber. */
-static bool receives_heartbeats(const unsigned char *topic, size_t len)
+/* Every protocol client subscribes to exactly "@hb" (last, see docs/protocol.md), so one
+ * live "@hb" subscription is one subscriber. Prefixes of it ("" of an all-tables client)
+ * also receive heartbeats but come next to an "@hb" of the same peer: not counted. */
+static bool is_heartbeat_subscription(const unsigned char *topic, size_t len)
 {
-    return len <= 3 && memcmp(topic, "@hb", len) == 0;
+    return len == 3 && memcmp(topic, "@hb", 3) == 0;
 }
 
 static void on_pub(void *ud, unsigned revents)
@@ -35,7 +39,7 @@ static void on_pub(void *ud, unsigned revents)
         const unsigned char *d = zmq_msg_data(&msg);
         size_t len = zmq_msg_size(&msg);
         /* \x01topic = subscribe, \x00topic = unsubscribe; anything else is not ours. */
-        if (len >= 1 && d[0] <= 1 && receives_heartbeats(d + 1, len - 1)) {
+        if (len >= 1 && d[0] <= 1 && is_heartbeat_subscription(d + 1, len - 1)) {
             t->subscribers += d[0] == 1 ? 1 : -1;
             if (t->subscribers < 0)
                 t->subscribers = 0;
@@ -107,6 +111,37 @@ void tz_pub_stop(tz *t)
         zmq_close(t->pub);
     t->pub = NULL;
     t->subscribers = 0;
+    free(t->last_hb);
+    t->last_hb = NULL;
+    t->last_hb_len = 0;
+    tz_editors_clear(t);
+}
+
+/* Keep a copy of a heartbeat's body; without memory, forget the old one (it would lie). */
+static void keep_heartbeat(tz *t, const sb_message *m)
+{
+    unsigned char *copy = realloc(t->last_hb, m->body_len ? m->body_len : 1);
+    if (!copy) {
+        free(t->last_hb);
+        t->last_hb = NULL;
+        t->last_hb_len = 0;
+        return;
+    }
+    if (m->body_len)
+        memcpy(copy, m->body, m->body_len);
+    t->last_hb = copy;
+    t->last_hb_len = m->body_len;
+}
+
+int tz_last_heartbeat(tz *t, msgpack_unpacked *up)
+{
+    msgpack_unpacked_init(up);
+    if (!t->last_hb)
+        return SB_ERR_NOTFOUND;
+    int rc = sb_mp_unpack(t->last_hb, t->last_hb_len, NULL, up);
+    if (rc == SB_OK && up->data.type != MSGPACK_OBJECT_MAP)
+        rc = SB_ERR_INVAL;
+    return rc;
 }
 
 int tz_publish(void *state, const sb_message *m)
@@ -114,6 +149,10 @@ int tz_publish(void *state, const sb_message *m)
     tz *t = state;
     if (!t->pub)
         return SB_ERR_STATE;
+    if (m->kind == SB_MSG_HEARTBEAT)
+        keep_heartbeat(t, m);
+    else if (m->kind == SB_MSG_PRESENCE)
+        tz_editors_note(t, m);
     static const unsigned char empty[1];
     const void *body = m->body_len ? m->body : empty;
     const void *topic = m->topic_len ? (const void *)m->topic : empty;

@@ -12,6 +12,9 @@
 #include <string.h>
 #include <time.h>
 
+/* Presence entry lifetime when a request gives no ttl_ms (libsyncclient's default too). */
+#define TZ_PRESENCE_TTL_MS 6000
+
 /* Requests are small maps: no need for msgpack-c's full depth. */
 static const sb_mp_limits request_limits = {.max_depth = 8, .max_elements = 4096};
 
@@ -107,15 +110,25 @@ static uint64_t current_seq(tz *t)
 
 /* ---- ops ----------------------------------------------------------------------------- */
 
+/* ping also answers what the latest heartbeat says of the protocol: its period and version. */
 static void serve_ping(tz *t, tz_frames *env, const msgpack_object *req)
 {
     (void)req;
+    static const char *const from_hb[] = {"hb_ms", "proto"};
+    msgpack_unpacked hb;
+    uint64_t v[2];
+    bool have = tz_last_heartbeat(t, &hb) == SB_OK;
+    for (size_t i = 0; have && i < 2; i++)
+        have = sb_mp_get_uint(sb_mp_map_get(&hb.data, from_hb[i]), &v[i]) == SB_OK;
+    msgpack_unpacked_destroy(&hb);
     tz_out o;
     out_init(&o);
-    int rc = msgpack_pack_map(&o.pk, 3);
+    int rc = msgpack_pack_map(&o.pk, have ? 5 : 3);
     rc |= sb_mp_pack_kv_cstr(&o.pk, "epoch", t->api->epoch(t->host));
     rc |= sb_mp_pack_kv_uint(&o.pk, "seq", current_seq(t));
     rc |= sb_mp_pack_kv_int(&o.pk, "ts", wall_ms());
+    for (size_t i = 0; have && i < 2; i++)
+        rc |= sb_mp_pack_kv_uint(&o.pk, from_hb[i], v[i]);
     tz_reply_map(t, env, &o.sb, rc, NULL);
 }
 
@@ -176,19 +189,24 @@ static void serve_since(tz *t, tz_frames *env, const msgpack_object *req)
     replay_ctx c = {.rc = SB_OK};
     uint64_t last = 0;
     rc = t->api->since(t->host, epoch, seq, on_replay, &c, &last);
-    free(epoch);
     if (rc == SB_OK)
         rc = c.rc;
     if (rc < 0) {
         tz_frames_clear(&c.frames);
-        if (rc == SB_ERR_NOTFOUND)
+        if (rc == SB_ERR_NOTFOUND && seq > last && strcmp(epoch, t->api->epoch(t->host)) == 0)
+            tz_reply_error(t, env, "future",
+                           "seq %llu is beyond the last seq published, %llu: take a snapshot",
+                           (unsigned long long)seq, (unsigned long long)last);
+        else if (rc == SB_ERR_NOTFOUND)
             tz_reply_error(t, env, "resync",
                            "epoch changed or seq %llu is no longer retained: take a snapshot",
                            (unsigned long long)seq);
         else
             tz_reply_error(t, env, "internal", "since failed: %s", sb_strerror(rc));
+        free(epoch);
         return;
     }
+    free(epoch);
     tz_out o;
     out_init(&o);
     int prc = msgpack_pack_map(&o.pk, 2);
@@ -216,7 +234,8 @@ static void presence_free(presence_req *p)
 static int presence_parse(const msgpack_object *req, presence_req *p, const char **why)
 {
     int rc;
-    *why = "presence needs client, table, state (str), key (str or [str]) and ttl_ms (uint)";
+    *why =
+        "presence needs client, table, state (str), key (str or [str]); ttl_ms (uint) is optional";
     if ((rc = sb_mp_dup_str(sb_mp_map_get(req, "client"), &p->client)) < 0 ||
         (rc = sb_mp_dup_str(sb_mp_map_get(req, "table"), &p->table)) < 0 ||
         (rc = sb_mp_dup_str(sb_mp_map_get(req, "state"), &p->state)) < 0 ||
@@ -230,11 +249,10 @@ static int presence_parse(const msgpack_object *req, presence_req *p, const char
         *why = "client must not be empty";
         return SB_ERR_INVAL;
     }
-    /* A TTL only matters while someone stays; "left" may omit it. */
+    /* Without a TTL an entry lives TZ_PRESENCE_TTL_MS (docs/protocol.md). */
     const msgpack_object *ttl = sb_mp_map_get(req, "ttl_ms");
-    p->ttl_ms = 0;
-    if ((ttl || strcmp(p->state, "left") != 0) &&
-        (sb_mp_get_uint(ttl, &p->ttl_ms) < 0 || p->ttl_ms > UINT32_MAX)) {
+    p->ttl_ms = TZ_PRESENCE_TTL_MS;
+    if (ttl && (sb_mp_get_uint(ttl, &p->ttl_ms) < 0 || p->ttl_ms > UINT32_MAX)) {
         *why = "ttl_ms must be a uint of at most 2^32-1";
         return SB_ERR_INVAL;
     }
@@ -282,7 +300,7 @@ static const struct {
     op_fn fn;
 } ops[] = {
     {"ping", serve_ping},         {"snapshot", tz_snapshot_serve}, {"since", serve_since},
-    {"presence", serve_presence}, {"stats", serve_stats},
+    {"presence", serve_presence}, {"stats", serve_stats},          {"editors", tz_editors_serve},
 };
 
 void tz_request_serve(tz *t, tz_frames *env, const void *body, size_t len)

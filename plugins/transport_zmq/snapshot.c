@@ -2,8 +2,10 @@
  * snapshot.c - the snapshot op. Rows arrive asynchronously through api->snapshot's rows
  * callback, possibly while other requests are served; each request keeps its own state
  * (tz_snap) and its reply is sent whole once the core reports done:
- *   envelope, {epoch, seq, tables, rows}, then frames of up to snapshot_batch rows, each a
- *   msgpack array of {table, key, version, row}.
+ *   envelope, {epoch, seq, tables, rows, tseq}, then frames of up to snapshot_batch rows,
+ *   each a msgpack array of {table, key, version, row}.
+ * tseq (each table's tseq at the snapshot's seq) comes from the heartbeat the core publishes
+ * just before it takes the snapshot's seq.
  * A multipart message is delivered atomically anyway, so accumulating costs no latency.
  */
 #include "tz.h"
@@ -19,6 +21,7 @@ struct tz_snap {
     tz_frames env;    /* the requester's envelope (routing id first) */
     tz_frames frames; /* finished row frames */
     char **tables;    /* the resolved table list for the header; owned */
+    uint64_t *tseq;   /* ntables tseqs at seq, or NULL when no heartbeat tells them; owned */
     size_t ntables;
     bool all;              /* no tables requested: ask the core for all of them */
     msgpack_sbuffer batch; /* packed rows not yet in a frame */
@@ -35,6 +38,7 @@ static void snap_free(tz_snap *s)
     for (size_t i = 0; i < s->ntables; i++)
         free(s->tables[i]);
     free(s->tables);
+    free(s->tseq);
     tz_frames_clear(&s->env);
     tz_frames_clear(&s->frames);
     msgpack_sbuffer_destroy(&s->batch);
@@ -100,7 +104,7 @@ static void finish(tz_snap *s)
         msgpack_packer pk;
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        int rc = msgpack_pack_map(&pk, 4);
+        int rc = msgpack_pack_map(&pk, s->tseq ? 5 : 4);
         rc |= sb_mp_pack_kv_cstr(&pk, "epoch", t->api->epoch(t->host));
         rc |= sb_mp_pack_kv_uint(&pk, "seq", s->seq);
         rc |= sb_mp_pack_cstr(&pk, "tables");
@@ -108,6 +112,11 @@ static void finish(tz_snap *s)
         for (size_t i = 0; i < s->ntables; i++)
             rc |= sb_mp_pack_cstr(&pk, s->tables[i]);
         rc |= sb_mp_pack_kv_uint(&pk, "rows", s->rows);
+        if (s->tseq) {
+            rc |= sb_mp_pack_cstr(&pk, "tseq") | msgpack_pack_map(&pk, s->ntables);
+            for (size_t i = 0; i < s->ntables; i++)
+                rc |= sb_mp_pack_kv_uint(&pk, s->tables[i], s->tseq[i]);
+        }
         tz_reply_map(t, &s->env, &sb, rc, &s->frames);
     }
     snap_free(s);
@@ -169,6 +178,27 @@ static bool resolve_tables(tz *t, tz_snap *s, const msgpack_object *req)
     return true;
 }
 
+/* The tables' tseq at s->seq, from the latest heartbeat if it was published at that seq in
+ * this epoch; otherwise (no memory for it) the header goes without tseq. */
+static void take_tseq(tz *t, tz_snap *s)
+{
+    msgpack_unpacked hb;
+    uint64_t seq;
+    const msgpack_object *map = NULL;
+    if (tz_last_heartbeat(t, &hb) == SB_OK &&
+        sb_mp_get_uint(sb_mp_map_get(&hb.data, "seq"), &seq) == SB_OK && seq == s->seq &&
+        sb_mp_str_eq(sb_mp_map_get(&hb.data, "epoch"), t->api->epoch(t->host)))
+        map = sb_mp_map_get(&hb.data, "tseq");
+    s->tseq = map ? calloc(s->ntables ? s->ntables : 1, sizeof *s->tseq) : NULL;
+    for (size_t i = 0; s->tseq && i < s->ntables; i++) {
+        if (sb_mp_get_uint(sb_mp_map_get(map, s->tables[i]), &s->tseq[i]) != SB_OK) {
+            free(s->tseq);
+            s->tseq = NULL;
+        }
+    }
+    msgpack_unpacked_destroy(&hb);
+}
+
 void tz_snapshot_serve(tz *t, tz_frames *env, const msgpack_object *req)
 {
     if (t->nsnaps >= t->max_snapshots) {
@@ -199,6 +229,7 @@ void tz_snapshot_serve(tz *t, tz_frames *env, const msgpack_object *req)
                               s->all ? 0 : s->ntables, on_rows, s, &s->seq, &s->req);
     s->starting = false;
     if (rc == SB_OK) {
+        take_tseq(t, s);
         if (s->done)
             finish(s);
         return;

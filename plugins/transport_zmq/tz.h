@@ -6,6 +6,7 @@
  *   service.c        ROUTER service socket: reading requests, sending and queueing replies
  *   request.c        decoding and validating a request, the synchronous ops, error replies
  *   snapshot.c       the asynchronous snapshot op (per-request state)
+ *   editors.c        the editors op, from the presence messages published
  *   frames.c         tz_frames, an owned list of message frames
  *
  * Everything runs on the broker's loop thread.
@@ -52,6 +53,7 @@ bool tz_frames_same_peer(const tz_frames *a, const tz_frames *b);
 typedef struct tz tz;
 typedef struct tz_snap tz_snap;       /* snapshot.c */
 typedef struct tz_pending tz_pending; /* service.c */
+typedef struct tz_editors tz_editors; /* editors.c */
 
 /* Where a finished reply goes; takes the frames over (msg is left empty). */
 typedef void (*tz_reply_fn)(tz *t, tz_frames *msg);
@@ -83,9 +85,18 @@ struct tz {
     /* tz_service_reply, or a test's sink */
     tz_reply_fn reply;
 
+    /* The body of the latest heartbeat published (malloc'd; NULL before the first one):
+     * ping answers its period and protocol version, a snapshot its per-table tseq. */
+    unsigned char *last_hb;
+    size_t last_hb_len;
+
+    /* the latest presence message of every entity that has editors (editors.c) */
+    tz_editors *editors;
+    size_t neditors, capeditors;
+
     /* counters for the stats op */
     uint64_t requests, errors, replies_dropped, publish_failed;
-    int64_t subscribers; /* live subscriptions that receive heartbeats */
+    int64_t subscribers; /* live "@hb" subscriptions: one per protocol client */
 };
 
 /* pub.c */
@@ -96,6 +107,9 @@ int tz_bind_socket(tz *t, int type, const char *what, const char *endpoint, int 
 int tz_pub_start(tz *t);
 void tz_pub_stop(tz *t);
 int tz_publish(void *state, const sb_message *m);
+/* Decode the latest heartbeat into *up (a map; release with msgpack_unpacked_destroy).
+ * SB_ERR_NOTFOUND before the first one. */
+int tz_last_heartbeat(tz *t, msgpack_unpacked *up);
 
 /* service.c */
 int tz_service_start(tz *t);
@@ -114,6 +128,12 @@ void tz_reply_map(tz *t, tz_frames *env, msgpack_sbuffer *sb, int pack_rc, tz_fr
 void tz_reply_unknown_table(tz *t, tz_frames *env, const char *table, size_t len);
 /* True when the C string table is one of api->tables(). */
 bool tz_table_known(tz *t, const char *table);
+
+/* editors.c: remember a published presence message; forget everything (stop); serve the
+ * editors op. */
+void tz_editors_note(tz *t, const sb_message *m);
+void tz_editors_clear(tz *t);
+void tz_editors_serve(tz *t, tz_frames *env, const msgpack_object *req);
 
 /* snapshot.c */
 void tz_snapshot_serve(tz *t, tz_frames *env, const msgpack_object *req);

@@ -1,5 +1,8 @@
 """The service socket: ping, snapshot, since over REQ and DEALER, and refusals of malformed
 requests that leave the broker serving."""
+import signal
+import time
+
 import msgpack
 import pytest
 import zmq
@@ -88,5 +91,73 @@ def test_since_returns_missed_events(broker, hotel, conn):
     assert one[1:] == live[1:]
     stale = request(b.service, {"op": "since", "epoch": "not-this-run", "seq": 0})
     assert stale[0]["error"] == "resync"
+    sub.close()
+    b.stop()
+
+
+def test_heartbeats_and_ping_announce_period_and_protocol(broker, hotel):
+    b = broker(hotel, [BOOKINGS], heartbeat_ms=200)
+    sub = Subscriber(b.pub, [])
+    hb = sub.wait_heartbeat()
+    assert hb["hb_ms"] == 200 and hb["proto"] == 1
+    ping = b.ping()
+    assert ping["hb_ms"] == 200 and ping["proto"] == 1
+    # A new period is announced at once, not one new period later: a client that still
+    # expects 200 ms must not go without a heartbeat for 1000 ms.
+    with open(b.config) as f:
+        text = f.read()
+    with open(b.config, "w") as f:
+        f.write(text.replace("heartbeat_ms = 200", "heartbeat_ms = 1000"))
+    b.proc.send_signal(signal.SIGHUP)
+    last_old = time.monotonic()
+    deadline = last_old + 10
+    while True:
+        assert time.monotonic() < deadline, "no heartbeat announcing 1000 ms"
+        topic, body = sub.recv(deadline - time.monotonic())
+        if topic != "@hb":
+            continue
+        if body["hb_ms"] == 200:
+            last_old = time.monotonic()
+            continue
+        # Re-armed for one new period the gap would be >= 1 s; at once, under 200 ms + the reload.
+        assert body["hb_ms"] == 1000 and time.monotonic() - last_old < 0.8
+        break
+    assert b.ping()["hb_ms"] == 1000
+    sub.close()
+    b.stop()
+
+
+def test_snapshot_tseq_future_since_and_presence_default(broker, hotel, conn):
+    b = broker(hotel, [BOOKINGS])
+    sub = Subscriber(b.pub, [f"{BOOKINGS}/"])
+    sub.wait_heartbeat()
+    live = []
+    for i in range(3):
+        q(conn, f"INSERT INTO bookings (id, guest) VALUES ({i + 1}, 'g')")
+        live += [e for _, e in sub.collect_until(lambda m: len(m) >= 1)]
+    # The header gives each table's tseq at the snapshot's seq: tracking starts from it.
+    head = request(b.service, {"op": "snapshot", "tables": [BOOKINGS]})[0]
+    assert head["seq"] == live[-1]["seq"] and head["tseq"] == {BOOKINGS: live[-1]["tseq"]}
+    # A row's version is a lower bound of the entity's: never above what events said.
+    published = {e["key"]: e["version"] for e in live}
+    rows = [i for f in request(b.service, {"op": "snapshot"})[1:] for i in f]
+    assert sorted(i["key"] for i in rows) == sorted(published)
+    assert all(i["version"] <= published[i["key"]] for i in rows)
+    # since is exclusive: at the last seq, nothing to replay; beyond it, "future".
+    at_last = request(b.service, {"op": "since", "epoch": head["epoch"], "seq": head["seq"]})
+    assert at_last == [{"epoch": head["epoch"], "seq": head["seq"]}]
+    ahead = request(b.service, {"op": "since", "epoch": head["epoch"], "seq": head["seq"] + 5})
+    assert ahead[0]["error"] == "future"
+    # presence without ttl_ms: the documented default keeps the entry.
+    ok = request(b.service, {"op": "presence", "client": "c", "table": BOOKINGS, "key": "1",
+                             "state": "editing"})
+    assert ok == [{"ok": True}]
+    # editors reads who edits an entity now (a late joiner has seen no presence message).
+    now = request(b.service, {"op": "editors", "table": BOOKINGS, "key": "1"})[0]
+    assert [(e["client"], e["state"]) for e in now["editors"]] == [("c", "editing")]
+    assert now["key"] == "1" and now["epoch"] == head["epoch"]
+    request(b.service, {"op": "presence", "client": "c", "table": BOOKINGS, "key": "1",
+                        "state": "left"})
+    assert request(b.service, {"op": "editors", "table": BOOKINGS, "key": "1"})[0]["editors"] == []
     sub.close()
     b.stop()

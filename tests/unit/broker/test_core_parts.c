@@ -282,12 +282,14 @@ static void event_encoding_matches_protocol(void **state)
 
     const char *tables[] = {"public.a", "public.b"};
     const uint64_t tseq[] = {3, 0};
-    assert_int_equal(sb_event_encode_heartbeat(&topic, &body, "e1", 11, tables, tseq, 2, 99),
+    assert_int_equal(sb_event_encode_heartbeat(&topic, &body, "e1", 11, tables, tseq, 2, 99, 5000),
                      SB_OK);
     assert_memory_equal(topic.data, "@hb", 3);
     off = 0;
     assert_int_equal(msgpack_unpack_next(&u, body.data, body.size, &off), MSGPACK_UNPACK_SUCCESS);
     assert_int_equal(field(field(&u.data, "tseq"), "public.a")->via.u64, 3);
+    assert_int_equal(field(&u.data, "hb_ms")->via.u64, 5000);
+    assert_int_equal(field(&u.data, "proto")->via.u64, SB_PROTO_VERSION);
 
     msgpack_unpacked_destroy(&u);
     msgpack_sbuffer_destroy(&topic);

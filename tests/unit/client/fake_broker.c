@@ -113,16 +113,13 @@ static void pack_row(msgpack_packer *pk, int64_t id, const char *name)
     sb_mp_pack_kv_cstr(pk, "name", name);
 }
 
-uint64_t fb_change(fake_broker *b, const char *table, const char *key, const char *op,
-                   uint64_t version, const char *origin, int64_t id, const char *name, bool lose)
+static void pack_change(fake_broker *b, msgpack_sbuffer *body, uint64_t seq, uint64_t tseq,
+                        const char *table, const char *key, const char *op, uint64_t version,
+                        const char *origin, int64_t id, const char *name)
 {
-    size_t t = table_index(b, table);
-    uint64_t seq = ++b->seq, tseq = ++b->tseq[t];
     bool has_row = strcmp(op, "delete") != 0 && strcmp(op, "truncate") != 0;
-    msgpack_sbuffer body;
-    msgpack_sbuffer_init(&body);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &body, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, body, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 11);
     sb_mp_pack_kv_uint(&pk, "seq", seq);
     sb_mp_pack_kv_uint(&pk, "tseq", tseq);
@@ -139,14 +136,39 @@ uint64_t fb_change(fake_broker *b, const char *table, const char *key, const cha
     else
         msgpack_pack_nil(&pk);
     sb_mp_pack_kv_uint(&pk, "n", 1);
+}
+
+static void publish_change(fake_broker *b, const char *table, const char *key,
+                           const msgpack_sbuffer *body)
+{
+    char topic[256];
+    snprintf(topic, sizeof(topic), "%s/%s", table, key ? key : "");
+    fb_publish_raw(b, topic, body->data, body->size);
+}
+
+uint64_t fb_change(fake_broker *b, const char *table, const char *key, const char *op,
+                   uint64_t version, const char *origin, int64_t id, const char *name, bool lose)
+{
+    size_t t = table_index(b, table);
+    uint64_t seq = ++b->seq, tseq = ++b->tseq[t];
+    msgpack_sbuffer body;
+    msgpack_sbuffer_init(&body);
+    pack_change(b, &body, seq, tseq, table, key, op, version, origin, id, name);
     record(b, seq, &body);
-    if (!lose) {
-        char topic[256];
-        snprintf(topic, sizeof(topic), "%s/%s", table, key ? key : "");
-        fb_publish_raw(b, topic, body.data, body.size);
-    }
+    if (!lose)
+        publish_change(b, table, key, &body);
     msgpack_sbuffer_destroy(&body);
     return seq;
+}
+
+void fb_forged_change(fake_broker *b, const char *table, const char *key, uint64_t seq,
+                      uint64_t tseq, uint64_t version)
+{
+    msgpack_sbuffer body;
+    msgpack_sbuffer_init(&body);
+    pack_change(b, &body, seq, tseq, table, key, "insert", version, NULL, 0, "forged");
+    publish_change(b, table, key, &body);
+    msgpack_sbuffer_destroy(&body);
 }
 
 uint64_t fb_presence(fake_broker *b, const char *table, const char *key, const char *client)
@@ -183,7 +205,7 @@ void fb_heartbeat(fake_broker *b)
     msgpack_sbuffer_init(&body);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &body, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 4);
+    msgpack_pack_map(&pk, b->announce_hb_ms ? 6 : 4);
     sb_mp_pack_kv_cstr(&pk, "epoch", b->epoch);
     sb_mp_pack_kv_uint(&pk, "seq", b->seq);
     sb_mp_pack_cstr(&pk, "tseq");
@@ -191,9 +213,14 @@ void fb_heartbeat(fake_broker *b)
     for (size_t i = 0; i < b->ntables; i++)
         sb_mp_pack_kv_uint(&pk, b->tables[i], b->tseq[i]);
     sb_mp_pack_kv_int(&pk, "ts", 1764331200000);
+    if (b->announce_hb_ms) {
+        sb_mp_pack_kv_uint(&pk, "hb_ms", b->announce_hb_ms);
+        sb_mp_pack_kv_uint(&pk, "proto", 1);
+    }
     fb_publish_raw(b, "@hb", body.data, body.size);
     msgpack_sbuffer_destroy(&body);
-    b->next_hb_ms = fb_now_ms() + b->hb_ms;
+    b->last_hb_ms = fb_now_ms();
+    b->next_hb_ms = b->last_hb_ms + b->hb_ms;
 }
 
 void fb_tick(fake_broker *b)

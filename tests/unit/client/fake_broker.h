@@ -36,7 +36,8 @@ typedef struct fake_broker {
     size_t nhist;
     bool hb_on;
     uint32_t hb_ms;
-    uint64_t next_hb_ms;
+    uint32_t announce_hb_ms; /* hb_ms put in heartbeats; 0: none, as older brokers */
+    uint64_t last_hb_ms, next_hb_ms;
 } fake_broker;
 
 /* A row of the test tables: {"id": id, "name": name}; name NULL packs a nil row. */
@@ -67,6 +68,10 @@ void fb_new_epoch(fake_broker *b, const char *epoch);
  * `lose`. Returns its seq. */
 uint64_t fb_change(fake_broker *b, const char *table, const char *key, const char *op,
                    uint64_t version, const char *origin, int64_t id, const char *name, bool lose);
+/* An insert with made-up positions, published but neither recorded nor counted: what
+ * anything else that can publish on the endpoint might send. */
+void fb_forged_change(fake_broker *b, const char *table, const char *key, uint64_t seq,
+                      uint64_t tseq, uint64_t version);
 /* A presence message with one editor (client NULL: nobody). Returns its seq. */
 uint64_t fb_presence(fake_broker *b, const char *table, const char *key, const char *client);
 void fb_heartbeat(fake_broker *b);

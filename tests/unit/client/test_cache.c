@@ -1,6 +1,6 @@
 /*
- * test_cache.c - the client's entity cache: versions, tombstones, truncate, growth,
- * composite keys.
+ * test_cache.c - the client's entity cache: versions, tombstones and their bound, truncate,
+ * growth, composite keys.
  */
 #include "cache.h"
 
@@ -96,12 +96,55 @@ static void test_growth_and_truncate(void **state)
     sb_cache_free(c);
 }
 
+/* 200k keys inserted then deleted: the tombstones stay bounded (the newest kept, the older
+ * forgotten), while live rows keep theirs up to as many as there are rows. */
+static void test_tombstones_are_bounded(void **state)
+{
+    (void)state;
+    sb_cache *c;
+    assert_int_equal(sb_cache_new(true, &c), SB_OK);
+    char buf[32];
+    const char *k[1] = {buf};
+    for (int i = 0; i < 200000; i++) {
+        snprintf(buf, sizeof(buf), "%d", i);
+        assert_int_equal(sb_cache_put(c, "t", k, 1, 2 * (uint64_t)i + 1, "r", 1), 1);
+        assert_int_equal(sb_cache_put(c, "t", k, 1, 2 * (uint64_t)i + 2, NULL, 0), 1);
+        assert_true(sb_cache_tombstones(c) <= SB_CACHE_MIN_TOMBSTONES);
+    }
+    assert_int_equal(sb_cache_count(c), 0);
+    assert_true(sb_cache_tombstones(c) >= SB_CACHE_MIN_TOMBSTONES / 2);
+    /* The newest delete still refuses an older event; the oldest was forgotten. */
+    snprintf(buf, sizeof(buf), "%d", 199999);
+    assert_int_equal(sb_cache_put(c, "t", k, 1, 1, "late", 4), 0);
+    snprintf(buf, sizeof(buf), "%d", 0);
+    assert_int_equal(sb_cache_put(c, "t", k, 1, 1, "late", 4), 1);
+    sb_cache_free(c);
+    /* With many live rows the bound is their number: 20000 rows, then 20000 deletes of
+     * other keys, all remembered. */
+    assert_int_equal(sb_cache_new(false, &c), SB_OK);
+    for (int i = 0; i < 20000; i++) {
+        snprintf(buf, sizeof(buf), "live%d", i);
+        assert_int_equal(sb_cache_put(c, "u", k, 1, 1, "r", 1), 1);
+    }
+    for (int i = 0; i < 20000; i++) {
+        snprintf(buf, sizeof(buf), "gone%d", i);
+        assert_int_equal(sb_cache_put(c, "u", k, 1, 1, "r", 1), 1);
+        assert_int_equal(sb_cache_put(c, "u", k, 1, 2, NULL, 0), 1);
+    }
+    assert_int_equal(sb_cache_count(c), 20000);
+    assert_int_equal(sb_cache_tombstones(c), 20000);
+    snprintf(buf, sizeof(buf), "gone%d", 0);
+    assert_int_equal(sb_cache_put(c, "u", k, 1, 1, "late", 4), 0);
+    sb_cache_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_versions_and_tombstones),
         cmocka_unit_test(test_composite_keys),
         cmocka_unit_test(test_growth_and_truncate),
+        cmocka_unit_test(test_tombstones_are_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

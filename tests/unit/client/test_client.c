@@ -431,6 +431,29 @@ static void test_since_resync_takes_snapshot(void **state)
     stop(t);
 }
 
+/* A broker that answers `since` with "future" says our position is ahead of it: snapshot. */
+static void test_since_future_takes_snapshot(void **state)
+{
+    (void)state;
+    tctx *t = start(NULL);
+    sync_with(t, NULL, 0);
+    fb_change(&t->b, BOOKINGS, "1", "insert", 1, NULL, 1, "a", true); /* lost */
+    fb_change(&t->b, BOOKINGS, "2", "insert", 2, NULL, 2, "b", false);
+    fb_req r;
+    expect_request(t, "since", &r);
+    fb_reply_error(&t->b, &r, "future");
+    fb_req_free(&r);
+    const fb_row now[] = {{BOOKINGS, "1", 0, 1, "a"}, {BOOKINGS, "2", 0, 2, "b"}};
+    sync_with(t, now, 2);
+    assert_int_equal(t->resets, 2);
+    assert_int_equal(rows_of(t, BOOKINGS), 2);
+    /* Snapshot versions are lower bounds (0 here): the next event of the entity wins. */
+    fb_change(&t->b, BOOKINGS, "1", "update", 3, NULL, 1, "a3", false);
+    wait_events(t, 1);
+    assert_int_equal(version_of(t, BOOKINGS, "1"), 3);
+    stop(t);
+}
+
 static void test_new_epoch_resyncs(void **state)
 {
     (void)state;
@@ -479,6 +502,150 @@ static void test_offline_then_online(void **state)
     assert_false(drive(t, never, NULL, 2 * t->b.hb_ms));
     assert_int_equal(t->online_true, 2);
     assert_int_equal(t->online_false, 1);
+    stop(t);
+}
+
+/* Answer every queued request as an honest broker would; counts them. */
+typedef struct served {
+    int since, snapshot;
+    uint64_t last_snapshot_ms;
+} served;
+
+static void serve(tctx *t, served *sv)
+{
+    fb_req r;
+    while (fb_poll_request(&t->b, &r)) {
+        if (fb_req_is(&r, "since")) {
+            sv->since++;
+            fb_reply_since(&t->b, &r, req_uint(&r, "seq"));
+        } else if (fb_req_is(&r, "snapshot")) {
+            sv->snapshot++;
+            sv->last_snapshot_ms = fb_now_ms();
+            fb_reply_snapshot(&t->b, &r, t->b.seq, NULL, 0);
+        }
+        fb_req_free(&r);
+    }
+}
+
+/* Drive and serve until pred holds or max_ms pass. */
+static bool drive_serving(tctx *t, served *sv, pred_fn pred, const void *arg, uint64_t max_ms)
+{
+    uint64_t end = fb_now_ms() + max_ms;
+    while (!pred(t, arg)) {
+        if (fb_now_ms() >= end)
+            return false;
+        slice(t);
+        serve(t, sv);
+    }
+    return true;
+}
+
+/* One forged event from the future (seq 2^64-1): the `since` it triggers answers a last seq
+ * below it, so the stream lied; the client resynchronises once and streams on, instead of
+ * asking `since` forever. */
+static void test_future_seq_resyncs_once(void **state)
+{
+    (void)state;
+    tctx *t = start(NULL);
+    sync_with(t, NULL, 0);
+    fb_change(&t->b, BOOKINGS, "1", "insert", 1, NULL, 1, "a", false);
+    wait_events(t, 1);
+    fb_forged_change(&t->b, BOOKINGS, "2", UINT64_MAX, UINT64_MAX, 2);
+    fb_req r;
+    expect_request(t, "since", &r);
+    fb_reply_since(&t->b, &r, req_uint(&r, "seq"));
+    fb_req_free(&r);
+    expect_request(t, "snapshot", &r);
+    fb_reply_snapshot(&t->b, &r, t->b.seq, NULL, 0);
+    fb_req_free(&r);
+    int two = 2;
+    assert_true(drive(t, reset_count, &two, DEADLINE_MS));
+    assert_true(sb_client_online(t->c));
+    /* In sync again: nothing more is asked, and the stream is applied. */
+    assert_false(drive(t, never, NULL, 10 * t->b.hb_ms));
+    assert_false(fb_poll_request(&t->b, &r));
+    fb_change(&t->b, BOOKINGS, "3", "insert", 3, NULL, 3, "c", false);
+    wait_events(t, 2);
+    assert_string_equal(t->ev[1].key, "3");
+    assert_int_equal(version_of(t, BOOKINGS, "2"), 0);
+    assert_int_equal(t->nev, 2);
+    stop(t);
+}
+
+/* A publisher that keeps lying: resyncs back off (each waits longer), so the broker sees a
+ * handful of requests, not thousands; once the lies stop the client is in sync again. */
+static void test_repeated_lies_back_off(void **state)
+{
+    (void)state;
+    tctx *t = start(NULL);
+    sync_with(t, NULL, 0);
+    served sv = {0};
+    uint64_t end = fb_now_ms() + 40 * t->b.hb_ms;
+    while (fb_now_ms() < end) {
+        fb_forged_change(&t->b, BOOKINGS, "9", UINT64_MAX, UINT64_MAX, 9);
+        slice(t);
+        serve(t, &sv);
+    }
+    /* Waits of 0, 1, 2, 4, 8, 16 heartbeat intervals fit in 40: at most 6 rounds. */
+    assert_true(sv.snapshot >= 2);
+    assert_true(sv.snapshot <= 6);
+    assert_true(sv.since <= sv.snapshot + 1);
+    assert_true(t->online_false >= 1); /* a resync put off is reported offline */
+    int again = t->online_true + 1;
+    if (sb_client_online(t->c))
+        again--;
+    assert_true(drive_serving(t, &sv, online_count, &again, DEADLINE_MS));
+    fb_change(&t->b, BOOKINGS, "1", "insert", 1, NULL, 1, "a", false);
+    size_t one = 1;
+    assert_true(drive_serving(t, &sv, event_count, &one, DEADLINE_MS));
+    assert_int_equal(version_of(t, BOOKINGS, "9"), 0);
+    stop(t);
+}
+
+/* Following some tables: a tseq jump larger than the seq jump cannot be true (tseq counts a
+ * subset of what seq counts), so the client resyncs at once, without a `since`. */
+static void test_forged_tseq_resyncs(void **state)
+{
+    (void)state;
+    const char *const tables[] = {BOOKINGS};
+    topts o = {.tables = tables, .ntables = 1};
+    tctx *t = start(&o);
+    sync_with(t, NULL, 0);
+    fb_change(&t->b, BOOKINGS, "1", "insert", 1, NULL, 1, "a", false);
+    wait_events(t, 1);
+    fb_forged_change(&t->b, BOOKINGS, "2", t->b.seq + 1, UINT64_MAX, 2);
+    fb_req r;
+    expect_request(t, "snapshot", &r);
+    fb_reply_snapshot(&t->b, &r, t->b.seq, NULL, 0);
+    fb_req_free(&r);
+    int two = 2;
+    assert_true(drive(t, reset_count, &two, DEADLINE_MS));
+    fb_change(&t->b, BOOKINGS, "3", "insert", 3, NULL, 3, "c", false);
+    wait_events(t, 2);
+    assert_string_equal(t->ev[1].key, "3");
+    assert_false(fb_poll_request(&t->b, &r));
+    stop(t);
+}
+
+/* The broker's period (hb_ms in heartbeats) drives offline detection once known: a client
+ * configured for 50 ms stays online when the broker, as after a SIGHUP, announces and keeps
+ * a 300 ms period, and goes offline 3 of the broker's intervals after the last heartbeat.
+ * (test_offline_then_online: a broker that does not announce its period leaves the
+ * configured one in force.) */
+static void test_heartbeat_period_from_broker(void **state)
+{
+    (void)state;
+    tctx *t = start(NULL);
+    sync_with(t, NULL, 0);
+    t->b.hb_ms = t->b.announce_hb_ms = 300;
+    fb_heartbeat(&t->b);
+    assert_false(drive(t, never, NULL, 5 * 300));
+    assert_int_equal(t->online_false, 0);
+    t->b.hb_on = false;
+    int one = 1;
+    assert_true(drive(t, offline_count, &one, DEADLINE_MS));
+    assert_true(fb_now_ms() - t->b.last_hb_ms >= 3 * 300);
+    assert_int_equal(t->online_true, 1);
     stop(t);
 }
 
@@ -756,8 +923,13 @@ int main(void)
         cmocka_unit_test(test_gap_since),
         cmocka_unit_test(test_gap_tables_heartbeat),
         cmocka_unit_test(test_since_resync_takes_snapshot),
+        cmocka_unit_test(test_since_future_takes_snapshot),
         cmocka_unit_test(test_new_epoch_resyncs),
         cmocka_unit_test(test_offline_then_online),
+        cmocka_unit_test(test_future_seq_resyncs_once),
+        cmocka_unit_test(test_repeated_lies_back_off),
+        cmocka_unit_test(test_forged_tseq_resyncs),
+        cmocka_unit_test(test_heartbeat_period_from_broker),
         cmocka_unit_test(test_own_writes),
         cmocka_unit_test(test_truncate_clears_table),
         cmocka_unit_test(test_presence),

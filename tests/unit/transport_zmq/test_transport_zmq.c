@@ -233,6 +233,28 @@ static int64_t wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Publish a heartbeat as the core encodes it: epoch ep1, seq, the two tables' tseq. */
+static void publish_heartbeat(fixture *f, uint64_t seq, uint64_t bookings, uint64_t rooms)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 6);
+    sb_mp_pack_kv_cstr(&pk, "epoch", "ep1");
+    sb_mp_pack_kv_uint(&pk, "seq", seq);
+    sb_mp_pack_cstr(&pk, "tseq");
+    msgpack_pack_map(&pk, 2);
+    sb_mp_pack_kv_uint(&pk, tables[0], bookings);
+    sb_mp_pack_kv_uint(&pk, tables[1], rooms);
+    sb_mp_pack_kv_int(&pk, "ts", wall_ms());
+    sb_mp_pack_kv_uint(&pk, "hb_ms", 5000);
+    sb_mp_pack_kv_uint(&pk, "proto", 1);
+    sb_message beat = {SB_MSG_HEARTBEAT, seq, "@hb", 3, sb.data, sb.size};
+    assert_int_equal(f->p->publish(f->t, &beat), 0);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 /* ---- ops ----------------------------------------------------------------------------- */
 
 static void test_ping(void **state)
@@ -253,6 +275,18 @@ static void test_ping(void **state)
     assert_int_equal(get_uint(m, "seq"), 42);
     uint64_t ts = get_uint(m, "ts");
     assert_true((int64_t)ts >= before && (int64_t)ts <= after);
+    assert_null(sb_mp_map_get(m, "hb_ms")); /* no heartbeat published yet */
+    msgpack_unpacked_destroy(&up);
+    tz_frames_clear(&r);
+
+    /* Once a heartbeat went out, ping answers its period and protocol version. */
+    publish_heartbeat(f, 42, 0, 0);
+    SEND_REQ(req, 1, "op", 's', "ping");
+    recv_reply(f, req, &r);
+    m = decode(&r, 0, &up);
+    assert_int_equal(m->via.map.size, 5);
+    assert_int_equal(get_uint(m, "hb_ms"), 5000);
+    assert_int_equal(get_uint(m, "proto"), 1);
     msgpack_unpacked_destroy(&up);
     tz_frames_clear(&r);
 }
@@ -318,6 +352,7 @@ static void test_snapshot_req_multi_frame(void **state)
     assert_true(sb_mp_str_eq(sb_mp_map_get(h, "epoch"), "ep1"));
     assert_int_equal(get_uint(h, "seq"), 7);
     assert_int_equal(get_uint(h, "rows"), 5);
+    assert_null(sb_mp_map_get(h, "tseq")); /* no heartbeat at seq 7 says it */
     const msgpack_object *tl;
     uint32_t nt;
     assert_int_equal(sb_mp_get_array(sb_mp_map_get(h, "tables"), &tl, &nt), 0);
@@ -351,6 +386,7 @@ static void test_snapshot_dealer_tables_sync_answer(void **state)
     sb_row rows[] = {make_row("public.rooms", k, 1, 3, row_b, sizeof row_b)};
     fake_host_script_snapshot(f->fh, SB_OK, 9);
     fake_host_script_snapshot_sync(f->fh, rows, 1, SB_OK); /* answered inside the call */
+    publish_heartbeat(f, 9, 4, 2); /* as the core does before it takes the snapshot's seq */
     void *d = client(f, ZMQ_DEALER, f->service);
     const char *want[] = {"public.rooms", NULL};
     /* A DEALER with its own envelope: an empty delimiter, like REQ. */
@@ -369,6 +405,9 @@ static void test_snapshot_dealer_tables_sync_answer(void **state)
     assert_int_equal(sb_mp_get_array(sb_mp_map_get(h, "tables"), &tl, &nt), 0);
     assert_int_equal(nt, 1);
     assert_true(sb_mp_str_eq(&tl[0], "public.rooms"));
+    const msgpack_object *tseq = sb_mp_map_get(h, "tseq");
+    assert_int_equal(tseq->via.map.size, 1); /* the requested tables only */
+    assert_int_equal(get_uint(tseq, "public.rooms"), 2);
     msgpack_unpacked_destroy(&up);
     fake_snapshot *s = fake_host_snapshot_get(f->fh, 0);
     assert_int_equal(s->ntables, 1);
@@ -379,7 +418,8 @@ static void test_snapshot_dealer_tables_sync_answer(void **state)
     SEND_REQ(d, 1, "op", 's', "snapshot");
     recv_reply(f, d, &r);
     assert_int_equal(r.n, 2);
-    decode(&r, 0, &up);
+    h = decode(&r, 0, &up);
+    assert_int_equal(get_uint(sb_mp_map_get(h, "tseq"), "public.bookings"), 4);
     msgpack_unpacked_destroy(&up);
     tz_frames_clear(&r);
 }
@@ -503,6 +543,13 @@ static void test_since(void **state)
     fake_host_script_since(f->fh, SB_ERR_NOTFOUND, 6, NULL, 0);
     SEND_REQ(req, 3, "op", 's', "since", "epoch", 's', "old", "seq", 'u', (uint64_t)1);
     assert_error_reply(f, req, "resync", "snapshot");
+    SEND_REQ(req, 3, "op", 's', "since", "epoch", 's', "ep1", "seq", 'u', (uint64_t)2);
+    assert_error_reply(f, req, "resync", "no longer retained");
+    /* Beyond the last seq of this epoch: not "no longer retained", but "future". */
+    SEND_REQ(req, 3, "op", 's', "since", "epoch", 's', "ep1", "seq", 'u', (uint64_t)7);
+    assert_error_reply(f, req, "future", "beyond");
+    SEND_REQ(req, 3, "op", 's', "since", "epoch", 's', "old", "seq", 'u', (uint64_t)7);
+    assert_error_reply(f, req, "resync", NULL);
 
     SEND_REQ(req, 3, "op", 's', "since", "epoch", 'u', (uint64_t)1, "seq", 'u', (uint64_t)1);
     assert_error_reply(f, req, "bad_request", "epoch");
@@ -510,7 +557,7 @@ static void test_since(void **state)
     assert_error_reply(f, req, "bad_request", "seq");
     SEND_REQ(req, 2, "op", 's', "since", "epoch", 's', "ep1");
     assert_error_reply(f, req, "bad_request", "seq");
-    assert_int_equal(fake_host_since_calls(f->fh), 2);
+    assert_int_equal(fake_host_since_calls(f->fh), 5);
 }
 
 static void test_presence(void **state)
@@ -555,9 +602,13 @@ static void test_presence(void **state)
              "public.bookings", "key", 's', "1", "state", 's', "typing", "ttl_ms", 'u',
              (uint64_t)1);
     assert_error_reply(f, req, "bad_request", "state");
+    /* Without ttl_ms an entry lives the documented default. */
     SEND_REQ(req, 5, "op", 's', "presence", "client", 's', "desk-a", "table", 's',
              "public.bookings", "key", 's', "1", "state", 's', "editing");
-    assert_error_reply(f, req, "bad_request", "ttl_ms");
+    recv_reply(f, req, &r);
+    tz_frames_clear(&r);
+    assert_int_equal(fake_host_presence_count(f->fh), 3);
+    assert_int_equal(fake_host_presence_get(f->fh, 2)->ttl_ms, 6000);
     SEND_REQ(req, 6, "op", 's', "presence", "client", 's', "desk-a", "table", 's',
              "public.bookings", "key", 'u', (uint64_t)1, "state", 's', "editing", "ttl_ms", 'u',
              (uint64_t)1);
@@ -566,13 +617,87 @@ static void test_presence(void **state)
              "public.bookings", "key", 's', "1", "state", 's', "editing", "ttl_ms", 'u',
              (uint64_t)1 << 40);
     assert_error_reply(f, req, "bad_request", "ttl_ms");
-    assert_int_equal(fake_host_presence_count(f->fh), 2);
+    assert_int_equal(fake_host_presence_count(f->fh), 3);
 
     fake_host_script_presence(f->fh, SB_ERR_NOMEM);
     SEND_REQ(req, 6, "op", 's', "presence", "client", 's', "desk-a", "table", 's',
              "public.bookings", "key", 's', "1", "state", 's', "viewing", "ttl_ms", 'u',
              (uint64_t)1);
     assert_error_reply(f, req, "internal", NULL);
+}
+
+/* Publish a presence message of public.bookings/<key> with one editor (NULL: nobody). */
+static void publish_presence(fixture *f, uint64_t seq, const char *key, const char *client)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 5);
+    sb_mp_pack_kv_uint(&pk, "seq", seq);
+    sb_mp_pack_kv_cstr(&pk, "epoch", "ep1");
+    sb_mp_pack_kv_cstr(&pk, "table", tables[0]);
+    sb_mp_pack_kv_cstr(&pk, "key", key);
+    sb_mp_pack_cstr(&pk, "editors");
+    msgpack_pack_array(&pk, client ? 1 : 0);
+    if (client) {
+        msgpack_pack_map(&pk, 3);
+        sb_mp_pack_kv_cstr(&pk, "client", client);
+        sb_mp_pack_kv_cstr(&pk, "state", "editing");
+        sb_mp_pack_kv_int(&pk, "since", 1764331200000);
+    }
+    sb_message m = {SB_MSG_PRESENCE, seq, "@presence/public.bookings/x", 27, sb.data, sb.size};
+    assert_int_equal(f->p->publish(f->t, &m), 0);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* The editors of public.bookings/<key> as the editors op answers them: their count, and the
+ * first one's client copied into first (cap bytes). */
+static uint32_t editors_of(fixture *f, void *req, const char *key, char *first, size_t cap)
+{
+    SEND_REQ(req, 3, "op", 's', "editors", "table", 's', "public.bookings", "key", 's', key);
+    tz_frames r;
+    recv_reply(f, req, &r);
+    msgpack_unpacked up;
+    const msgpack_object *m = decode(&r, 0, &up);
+    assert_true(sb_mp_str_eq(sb_mp_map_get(m, "epoch"), "ep1"));
+    assert_int_equal(get_uint(m, "seq"), 30);
+    assert_true(sb_mp_str_eq(sb_mp_map_get(m, "key"), key));
+    const msgpack_object *items;
+    uint32_t n;
+    assert_int_equal(sb_mp_get_array(sb_mp_map_get(m, "editors"), &items, &n), 0);
+    const char *s;
+    size_t len;
+    if (n && sb_mp_get_str(sb_mp_map_get(&items[0], "client"), &s, &len) == 0)
+        snprintf(first, cap, "%.*s", (int)len, s);
+    msgpack_unpacked_destroy(&up);
+    tz_frames_clear(&r);
+    return n;
+}
+
+/* editors answers the latest list published for an entity, and nobody once it emptied. */
+static void test_editors(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, NULL, NULL), 0);
+    fake_host_stats(f->fh)->seq = 30;
+    void *req = client(f, ZMQ_REQ, f->service);
+    char who[32] = "";
+    assert_int_equal(editors_of(f, req, "1", who, sizeof who), 0);
+    publish_presence(f, 10, "1", "desk-a");
+    publish_presence(f, 11, "2", "desk-b");
+    publish_presence(f, 12, "1", "desk-c"); /* the latest list wins */
+    assert_int_equal(editors_of(f, req, "1", who, sizeof who), 1);
+    assert_string_equal(who, "desk-c");
+    assert_int_equal(editors_of(f, req, "2", who, sizeof who), 1);
+    assert_string_equal(who, "desk-b");
+    publish_presence(f, 13, "1", NULL);
+    assert_int_equal(editors_of(f, req, "1", who, sizeof who), 0);
+    assert_int_equal(f->t->neditors, 1); /* an entity nobody edits is forgotten */
+    SEND_REQ(req, 3, "op", 's', "editors", "table", 's', "public.nope", "key", 's', "1");
+    assert_error_reply(f, req, "unknown_table", "public.nope");
+    SEND_REQ(req, 2, "op", 's', "editors", "table", 's', "public.bookings");
+    assert_error_reply(f, req, "bad_request", "key");
 }
 
 static void test_stats(void **state)
@@ -863,6 +988,39 @@ static void test_publish_two_frames_and_count_subscribers(void **state)
     assert_true(fake_host_run_until(f->fh, no_subscriber, f, WAIT_MS));
 }
 
+static bool pub_drained(void *ud)
+{
+    return !fake_host_zsock_readable(((fixture *)ud)->t->pub);
+}
+
+/* An all-tables client subscribes "" and "@hb": both match heartbeats, yet it is one
+ * subscriber. Counted once each, two clients make 2 subscribers, not 3. */
+static void test_all_tables_client_counts_once(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, NULL, NULL), 0);
+    void *all = client(f, ZMQ_SUB, f->pub);
+    zmq_setsockopt(all, ZMQ_SUBSCRIBE, "", 0);
+    zmq_setsockopt(all, ZMQ_SUBSCRIBE, "@hb", 3);
+    void *some = client(f, ZMQ_SUB, f->pub);
+    zmq_setsockopt(some, ZMQ_SUBSCRIBE, "public.rooms/", 13);
+    zmq_setsockopt(some, ZMQ_SUBSCRIBE, "@hb", 3);
+    /* Beat until both have a heartbeat: every subscription before it reached the XPUB. */
+    static const unsigned char body[] = {0x80};
+    sb_message hb = {SB_MSG_HEARTBEAT, 0, "@hb", 3, body, sizeof body};
+    for (int i = 0; !fake_host_zsock_readable(all) || !fake_host_zsock_readable(some); i++) {
+        assert_true(i < WAIT_MS / 10);
+        assert_int_equal(f->p->publish(f->t, &hb), 0);
+        fake_host_run_until(f->fh, fake_host_zsock_readable, some, 10);
+    }
+    assert_true(fake_host_run_until(f->fh, pub_drained, f, WAIT_MS));
+    assert_int_equal(f->t->subscribers, 2);
+    close_client(f, all);
+    assert_true(fake_host_run_until(f->fh, one_subscriber, f, WAIT_MS));
+    assert_true(fake_host_run_until(f->fh, pub_drained, f, WAIT_MS));
+    assert_int_equal(f->t->subscribers, 1);
+}
+
 static void test_bind_failure_and_check_mode(void **state)
 {
     fixture *f = *state;
@@ -903,6 +1061,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_snapshot_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_since, setup, teardown),
         cmocka_unit_test_setup_teardown(test_presence, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_editors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oversize_requests, setup, teardown),
@@ -911,6 +1070,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_held_replies_are_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_publish_two_frames_and_count_subscribers, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_all_tables_client_counts_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bind_failure_and_check_mode, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
