@@ -17,7 +17,8 @@
 
 /* application_name of each session: role, pid and host, so that an operator (or a second
  * broker refused the reader lock) can tell which broker a backend belongs to. */
-#define APP_NAME_LEN 64 /* NAMEDATALEN: PostgreSQL keeps 63 bytes */
+#define HOST_LEN 65      /* HOST_NAME_MAX + 1 */
+#define APP_NAME_LEN 128 /* room for all; PostgreSQL keeps 63 bytes, cutting the host first */
 enum { APP_MAIN, APP_SNAPSHOT, APP_MAINT, APP_LOCK, APP_CHECK, APP_N };
 static const char *const app_roles[APP_N] = {"syncbroker", "syncbroker-snapshot",
                                              "syncbroker-maintenance", "syncbroker-lock",
@@ -544,7 +545,7 @@ int sb_source_create(const sb_host_api *api, sb_host *host, const sb_option_valu
 
 static void name_sessions(sb_source *s)
 {
-    char host[APP_NAME_LEN] = "";
+    char host[HOST_LEN] = "";
     if (gethostname(host, sizeof host - 1) != 0)
         host[0] = '\0';
     for (int i = 0; i < APP_N; i++) /* the host goes last: PostgreSQL cuts what is too long */
