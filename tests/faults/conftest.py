@@ -19,8 +19,10 @@ from faultkit import FaultClient  # noqa: E402
 
 BUILD_DIR = _integration.BUILD_DIR
 HOTEL_SQL = _integration.HOTEL_SQL
-pg, db, conn, broker, hotel = (_integration.pg, _integration.db, _integration.conn,
-                               _integration.broker, _integration.hotel)
+# source: both source plugins, for the scenarios where they differ (the database's faults).
+pg, db, conn, broker, hotel, source = (_integration.pg, _integration.db, _integration.conn,
+                                       _integration.broker, _integration.hotel,
+                                       _integration.source)
 
 CONVERGENCE = []  # (scenario, text): one line each in the summary
 
@@ -50,14 +52,16 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest.fixture
 def fault_client(tmp_path):
-    """Factory: fault_client(broker, name, tables=None, nice=0) -> a running FaultClient.
+    """Factory: fault_client(broker, name, tables=None, heartbeat_ms=None, nice=0) -> a
+    running FaultClient (heartbeat_ms: what it is told; None: the library's default).
     At the end every client is stopped; an unclean exit or a sanitizer report fails."""
     binary = os.path.join(BUILD_DIR, "tests", "faults", "sb_fault_client")
     assert os.access(binary, os.X_OK), f"{binary} is missing: build the tests first"
     started = []
 
-    def make(broker, name, tables=None, nice=0):
-        c = FaultClient(binary, broker, name, str(tmp_path), tables=tables, nice=nice)
+    def make(broker, name, tables=None, heartbeat_ms=None, nice=0):
+        c = FaultClient(binary, broker, name, str(tmp_path), tables=tables,
+                        heartbeat_ms=heartbeat_ms, nice=nice)
         started.append(c)
         return c
 

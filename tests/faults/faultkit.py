@@ -68,11 +68,14 @@ class FaultClient:
     """One sb_fault_client process. Its callback lines are kept in self.lines (each with its
     index "i"); tests wait on them as signals. stderr goes to a file."""
 
-    def __init__(self, binary, broker, name, workdir, tables=None, nice=0):
+    def __init__(self, binary, broker, name, workdir, tables=None, heartbeat_ms=None, nice=0):
         self.name, self.broker = name, broker
         self.tables = list(tables) if tables else list(broker.tables)
         # nice(1) rather than a preexec_fn, which makes Popen fork instead of vfork.
-        args = (["nice", "-n", str(nice)] if nice else []) + [binary, "--pub", broker.pub, "--service", broker.service, "--client-id", name]
+        args = (["nice", "-n", str(nice)] if nice else []) + [
+            binary, "--pub", broker.pub, "--service", broker.service, "--client-id", name]
+        if heartbeat_ms:
+            args += ["--heartbeat-ms", str(heartbeat_ms)]
         for t in tables or ():
             args += ["--table", t]
         self.errfile = os.path.join(workdir, f"{name}.stderr")
