@@ -5,10 +5,9 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
-
-import zmq
 
 import sbpeer
 from sbcluster import SANITIZER_MARKS, wait_until
@@ -255,47 +254,35 @@ class ReplicaThread(threading.Thread):
             raise AssertionError(f"the Replica failed: {self.error!r}") from self.error
 
 
-class PingMonitor(threading.Thread):
-    """Pings the service every `every` s on one REQ socket and records each round trip; a
-    reply later than `limit` s counts as slow (the socket is then replaced)."""
+class PingMonitor:
+    """pingmon.py in a process of its own, pinging every `every` s; `latencies` collects the
+    round trips, `slow` those over `limit` s, `sent` counts pings sent (printed just before
+    sending: read back here possibly after the broker counted it)."""
 
     def __init__(self, endpoint, every=0.02, limit=0.1):
-        super().__init__(daemon=True)
-        self.endpoint, self.every, self.limit = endpoint, every, limit
-        self.halt = threading.Event()
-        self.latencies, self.slow = [], []
-        self.sent = 0
+        self.limit = limit
+        self.latencies, self.sent = [], 0
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pingmon.py")
+        self.proc = subprocess.Popen([sys.executable, script, endpoint, str(every)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
-    def _socket(self):
-        sock = sbpeer.CTX.socket(zmq.REQ)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(self.endpoint)
-        return sock
-
-    def run(self):
-        sock = self._socket()
-        ping = sbpeer.msgpack.packb({"op": "ping"})
-        while not self.halt.wait(self.every):
-            t0 = time.monotonic()
-            sock.send(ping)
-            self.sent += 1
-            if sock.poll(int(self.limit * 1000)):
-                sock.recv()
-                self.latencies.append(time.monotonic() - t0)
-                continue
-            self.slow.append(t0)
-            if sock.poll(2000):  # still measure how late it was
-                sock.recv()
-                self.latencies.append(time.monotonic() - t0)
+    def _read(self):
+        for line in self.proc.stdout:
+            if line.strip() == "sent":
+                self.sent += 1
             else:
-                self.latencies.append(float("inf"))
-            sock.close()
-            sock = self._socket()
-        sock.close()
+                self.latencies.append(float(line))
+
+    @property
+    def slow(self):
+        return [t for t in self.latencies if t > self.limit]
 
     def stop(self):
-        self.halt.set()
-        self.join(10)
+        self.proc.stdin.close()
+        self.proc.wait(10)
+        self.reader.join(10)
 
 
 def wait_seq(broker, seq, timeout, what):
