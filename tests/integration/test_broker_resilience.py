@@ -1,71 +1,12 @@
 """Snapshots under concurrent writes, lost database connections and a PostgreSQL restart:
 a Replica following docs/protocol.md ends up holding exactly the database."""
-import random
-import threading
 import time
 
-import psycopg2
-
 from sbpeer import Replica, typed_rows
+from sbwriter import Writer, q
 
 BOOKINGS = "public.bookings"
 STAYS = "public.stays"
-
-
-def q(conn, sql, args=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
-        return cur.fetchall() if cur.description else None
-
-
-class Writer(threading.Thread):
-    """Random inserts, updates and deletes until stopped; reconnects when the database goes
-    away (a write that fails then simply did not happen)."""
-
-    def __init__(self, pg, db, keys=300):
-        super().__init__(daemon=True)
-        self.pg, self.db, self.keys = pg, db, keys
-        self.halt = threading.Event()
-        self.writes = 0
-        self.failures = 0
-        self.rng = random.Random(7)
-
-    def run(self):
-        conn = None
-        while not self.halt.is_set():
-            try:
-                if conn is None:
-                    conn = self.pg.connect(self.db)
-                    q(conn, "SET syncbroker.origin = 'writer'")
-                self.write(conn)
-                self.writes += 1
-            except psycopg2.Error:
-                self.failures += 1
-                if conn is not None:
-                    conn.close()
-                conn = None
-                time.sleep(0.05)
-        if conn is not None:
-            conn.close()
-
-    def write(self, conn):
-        k = self.rng.randint(1, self.keys)
-        r = self.rng.random()
-        if r < 0.5:
-            q(conn, """INSERT INTO bookings (id, guest, nights, rate, paid) VALUES (%s, 'w', 1, 0.5, true)
-                       ON CONFLICT (id) DO UPDATE SET nights = bookings.nights + 1""", (k,))
-        elif r < 0.8:
-            q(conn, "UPDATE bookings SET guest = md5(random()::text), paid = NOT paid WHERE id = %s",
-              (k,))
-        elif r < 0.95:
-            q(conn, "DELETE FROM bookings WHERE id = %s", (k,))
-        else:
-            q(conn, "INSERT INTO stays VALUES (%s, current_date + %s) ON CONFLICT DO NOTHING",
-              (k % 20, self.rng.randint(0, 5)))
-
-    def stop(self):
-        self.halt.set()
-        self.join(30)
 
 
 def database(conn):

@@ -41,6 +41,19 @@ def wait_until(cond, timeout, what, interval=0.02):
         time.sleep(interval)
 
 
+def process_states():
+    """(state letter, process group) of every process, from /proc."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        out.append((fields[0], int(fields[2])))
+    return out
+
+
 def server_user():
     """As root, the unprivileged user sbpg (created once); otherwise None (run as ourselves)."""
     if os.geteuid() != 0:
@@ -125,6 +138,19 @@ class PgCluster:
         """Immediate shutdown (no checkpoint: recovery runs at start, as after a crash)."""
         self.proc.send_signal(signal.SIGQUIT)
         self.proc.wait(30)
+        self.start()
+
+    def kill_restart(self):
+        """kill -9 of the postmaster, then a start: its backends exit on their own once they
+        notice (the new postmaster refuses to start beside them), and recovery runs as after
+        a crash (UNLOGGED tables come back empty)."""
+        group = self.proc.pid  # start_new_session: the postmaster leads its children's group
+        self.proc.kill()
+        self.proc.wait(30)
+
+        def children_gone():  # zombies count as gone: whoever adopted them may not reap
+            return not any(state != "Z" and pgid == group for state, pgid in process_states())
+        wait_until(children_gone, 30, "the killed postmaster's backends to exit", interval=0.05)
         self.start()
 
     def destroy(self):
