@@ -181,20 +181,12 @@ int main(int argc, char **argv)
         return rc < 0 ? 1 : 0;
     }
     board b = {.table = a.ntables ? a.tables[0] : "public.bookings"};
-    sb_client_config cfg = {
-        .pub_endpoint = a.pub,
-        .service_endpoint = a.service,
-        .client_id = a.client_id,
-        .tables = &b.table,
-        .ntables = 1,
-        .cb = {on_event, on_reset, on_online, on_presence, on_log},
-        .ud = &b,
-    };
-    rc = sb_client_new(&cfg, &b.c);
-    rc = rc ? rc : sb_client_start(b.c);
-    if (rc != SB_OK) {
-        fprintf(stderr, "sync-board: cannot start: %s\n", sb_strerror(rc));
-        sb_client_destroy(b.c);
+    sb_client_config cfg = tool_client_config(&a);
+    cfg.tables = &b.table;
+    cfg.ntables = 1;
+    cfg.cb = (sb_client_callbacks){on_event, on_reset, on_online, on_presence, on_log};
+    cfg.ud = &b;
+    if (tool_client_start(&cfg, "sync-board", &b.c) != SB_OK) {
         tool_args_free(&a);
         return 1;
     }

@@ -69,24 +69,12 @@ int main(int argc, char **argv)
         return rc < 0 ? 1 : 0;
     }
     tail t = {0, 0};
-    sb_client_config cfg = {
-        .pub_endpoint = a.pub,
-        .service_endpoint = a.service,
-        .client_id = a.client_id,
-        .tables = a.tables,
-        .ntables = a.ntables,
-        .heartbeat_ms = a.heartbeat_ms,
-        .no_cache = true, /* versions suffice to drop stale events; rows are printed */
-        .no_snapshot = a.no_snapshot,
-        .cb = {.on_event = on_event, .on_online = on_online, .on_log = on_log},
-        .ud = &t,
-    };
-    sb_client *c = NULL;
-    rc = sb_client_new(&cfg, &c);
-    rc = rc ? rc : sb_client_start(c);
-    if (rc != SB_OK) {
-        fprintf(stderr, "sync-tail: cannot start: %s\n", sb_strerror(rc));
-        sb_client_destroy(c);
+    sb_client_config cfg = tool_client_config(&a);
+    cfg.no_cache = true; /* versions suffice to drop stale events; rows are printed */
+    cfg.cb = (sb_client_callbacks){.on_event = on_event, .on_online = on_online, .on_log = on_log};
+    cfg.ud = &t;
+    sb_client *c;
+    if (tool_client_start(&cfg, "sync-tail", &c) != SB_OK) {
         tool_args_free(&a);
         return 1;
     }

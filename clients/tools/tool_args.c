@@ -116,6 +116,32 @@ static void on_signal(int sig)
     stopping = 1;
 }
 
+sb_client_config tool_client_config(const tool_args *a)
+{
+    return (sb_client_config){.pub_endpoint = a->pub,
+                              .service_endpoint = a->service,
+                              .client_id = a->client_id,
+                              .tables = a->tables,
+                              .ntables = a->ntables,
+                              .heartbeat_ms = a->heartbeat_ms,
+                              .no_snapshot = a->no_snapshot};
+}
+
+int tool_client_start(const sb_client_config *cfg, const char *prog, sb_client **out)
+{
+    *out = NULL;
+    sb_client *c = NULL;
+    int rc = sb_client_new(cfg, &c);
+    rc = rc ? rc : sb_client_start(c);
+    if (rc != SB_OK) {
+        fprintf(stderr, "%s: cannot start: %s\n", prog, sb_strerror(rc));
+        sb_client_destroy(c);
+        return rc;
+    }
+    *out = c;
+    return SB_OK;
+}
+
 void tool_catch_signals(void)
 {
     struct sigaction sa;

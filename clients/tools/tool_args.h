@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <syncbroker/client.h>
 
 /* Options a tool accepts (bit mask). */
 enum {
@@ -35,6 +36,14 @@ typedef struct tool_args {
 int tool_parse_args(int argc, char **argv, unsigned allowed, unsigned required, const char *usage,
                     tool_args *out);
 void tool_args_free(tool_args *a);
+
+/* A client config from the shared options (endpoints, client id, tables, heartbeat,
+ * --no-snapshot); it borrows from a. The caller adds callbacks and anything else. */
+sb_client_config tool_client_config(const tool_args *a);
+
+/* sb_client_new() and sb_client_start(). On failure prints "<prog>: cannot start: ...",
+ * leaves *out NULL and returns the error. */
+int tool_client_start(const sb_client_config *cfg, const char *prog, sb_client **out);
 
 /* Install SIGINT/SIGTERM handlers that set the flag returned by tool_stopping(). */
 void tool_catch_signals(void);

@@ -206,25 +206,6 @@ class FaultClient:
         return next((text[-6000:] for mark in SANITIZER_MARKS if mark in text), None)
 
 
-class Replica(sbpeer.Replica):
-    """sbpeer.Replica plus the heartbeat check of docs/protocol.md, for a Replica following
-    every table the broker publishes: a heartbeat whose seq is ahead of the last message
-    applied means the last messages were lost. (sbpeer.Replica notices a gap only at the next
-    event, so a loss at the end of a burst, with the stream then quiet, stays unrepaired.)"""
-
-    def __init__(self, pub, service, tables):
-        super().__init__(pub, service, tables)
-        receive = self.sub.recv
-
-        def recv(timeout):
-            topic, body = receive(timeout)
-            if topic == "@hb" and body["epoch"] == self.epoch and body["seq"] > self.seq:
-                self.gaps.append(("@hb", self.seq + 1, body["seq"]))
-                self.resync(body)
-            return topic, body
-        self.sub.recv = recv
-
-
 class ReplicaThread(threading.Thread):
     """Pumps a started sbpeer.Replica until stop(). A request the broker does not answer
     (it is down) raises TimeoutError inside pump(): the Replica simply tries again at the

@@ -385,24 +385,11 @@ int main(int argc, char **argv)
         return rc < 0 ? 1 : 0;
     }
     fault_client f = {0};
-    sb_client_config cfg = {
-        .pub_endpoint = a.pub,
-        .service_endpoint = a.service,
-        .client_id = a.client_id,
-        .tables = a.tables,
-        .ntables = a.ntables,
-        .heartbeat_ms = a.heartbeat_ms,
-        .cb = {.on_event = on_event,
-               .on_reset = on_reset,
-               .on_online = on_online,
-               .on_log = on_log},
-        .ud = &f,
-    };
-    rc = sb_client_new(&cfg, &f.c);
-    rc = rc ? rc : sb_client_start(f.c);
-    if (rc != SB_OK) {
-        fprintf(stderr, "sb_fault_client: cannot start: %s\n", sb_strerror(rc));
-        sb_client_destroy(f.c);
+    sb_client_config cfg = tool_client_config(&a);
+    cfg.cb = (sb_client_callbacks){
+        .on_event = on_event, .on_reset = on_reset, .on_online = on_online, .on_log = on_log};
+    cfg.ud = &f;
+    if (tool_client_start(&cfg, "sb_fault_client", &f.c) != SB_OK) {
         tool_args_free(&a);
         return 1;
     }

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from faultkit import (BOOKINGS, TABLES, PingMonitor, Replica, ReplicaThread, db_state,
+from faultkit import (BOOKINGS, TABLES, PingMonitor, ReplicaThread, db_state,
                       differences, pin_change_log, wait_seq)
 from sbcluster import wait_until
 import sbpeer
@@ -55,7 +55,7 @@ class Scene:
                         for name, tables in clients]
         for c in self.clients:
             c.wait_event("online", timeout=60)
-        self.replica = Replica(self.broker.pub, self.broker.service, TABLES)
+        self.replica = sbpeer.Replica(self.broker.pub, self.broker.service, TABLES)
         self.replica.start(timeout=30)
         self.replica_thread = ReplicaThread(self.replica)
         self.replica_thread.start()

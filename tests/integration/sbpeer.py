@@ -143,7 +143,9 @@ class Replica:
                 break
             time.sleep(0.1)  # a retry back-off, as a client's; nothing signals "ready"
         assert isinstance(head, dict) and "error" not in head, head
-        self.rows, self.versions, self.tseq = {}, {}, {}
+        self.rows, self.versions = {}, {}
+        # tseq tracking starts at the snapshot's (brokers before that field: at the next event)
+        self.tseq = {t: v for t, v in head.get("tseq", {}).items() if t in self.tables}
         self.epoch, self.seq = head["epoch"], head["seq"]
         count = 0
         for frame in frames[1:]:
@@ -202,6 +204,15 @@ class Replica:
         else:
             self.rows[k] = ev["row"]
 
+    def check_heartbeat(self, hb):
+        """A heartbeat names each table's last tseq: one ahead of ours means the last events
+        of a burst were lost, which no later event may reveal (the stream may stay quiet)."""
+        for table, last in self.tseq.items():
+            if hb["tseq"].get(table, 0) > last:
+                self.gaps.append((table, last + 1, hb["tseq"][table]))
+                self.resync(hb)
+                return
+
     def pump(self, timeout=0.1):
         """Applies whatever arrives within timeout; returns how many messages came."""
         n = 0
@@ -214,6 +225,8 @@ class Replica:
                 elif ev["epoch"] != self.epoch:
                     self.resyncs += 1  # a new broker run: nothing we hold is comparable
                     self.snapshot()
+                else:
+                    self.check_heartbeat(ev)
         except TimeoutError:
             return n
 
