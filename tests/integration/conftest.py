@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -118,6 +119,21 @@ class Broker:
                     raise AssertionError(f"syncbroker ignored SIGTERM for 10 s:\n{self.log[-4000:]}")
         if check:
             assert proc.returncode == 0, f"syncbroker exited {proc.returncode}:\n{self.log[-4000:]}"
+
+    def peak_rss_kb(self):
+        """The broker's peak resident set (VmHWM, kB) since it started: what an abuse test
+        bounds, since the allocator keeps freed memory and the current RSS hides peaks."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmHWM in /proc/<broker>/status")
+
+    def ping_ms(self, timeout=5):
+        """One ping on a new connection; its round trip in milliseconds."""
+        start = time.monotonic()
+        self.ping(timeout)
+        return (time.monotonic() - start) * 1000
 
     def sanitizer_report(self):
         text = self.log
