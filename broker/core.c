@@ -537,8 +537,9 @@ int sb_core_presence(sb_core *core, const sb_presence *p)
     if (rc == SB_ERR_BUSY) {
         uint64_t n = ++core->presence_refused;
         if ((n & (n - 1)) == 0) /* a flood costs log lines in log2 of its size */
-            sb_log(SB_LOG_WARN, SCOPE, "presence of client '%.128s' refused: %s reached (%llu refused)",
-                   p->client, limit, (unsigned long long)n);
+            sb_log(SB_LOG_WARN, SCOPE,
+                   "presence of client '%.128s' refused: %s reached (%llu refused)", p->client,
+                   limit, (unsigned long long)n);
     }
     schedule_presence(core);
     return rc;

@@ -3,8 +3,8 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <syncbroker/plugin.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 

@@ -321,8 +321,8 @@ static int add_entry(sb_presence_set *ps, pentity *e, pclient *c, const char *st
     pentry *x = malloc(sizeof *x);
     if (!x)
         return SB_ERR_NOMEM;
-    *x = (pentry){.entity = e, .client = c, .state = state, .since_ms = wall_ms,
-                  .expires = expires};
+    *x =
+        (pentry){.entity = e, .client = c, .state = state, .since_ms = wall_ms, .expires = expires};
     e->ed[e->n++] = x;
     c->entries++;
     ps->heap[ps->n] = x;

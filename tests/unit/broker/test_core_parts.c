@@ -187,30 +187,32 @@ static void presence_lists_refreshes_and_expires(void **state)
     const char *parts[] = {"42"};
     sb_key key = {parts, 1};
     seen_list s = {0};
-    assert_int_equal(sb_presence_apply(ps, 1, &key, "desk-a", "editing", 1000, 0, 5, on_list, &s, NULL),
-                     SB_OK);
+    assert_int_equal(
+        sb_presence_apply(ps, 1, &key, "desk-a", "editing", 1000, 0, 5, on_list, &s, NULL), SB_OK);
     assert_int_equal(s.calls, 1);
     assert_int_equal(s.last_n, 1);
     assert_string_equal(s.first_client, "desk-a");
     /* A refresh extends the TTL without publishing. */
-    assert_int_equal(sb_presence_apply(ps, 1, &key, "desk-a", "editing", 1000, 900, 6, on_list, &s, NULL),
-                     SB_OK);
+    assert_int_equal(
+        sb_presence_apply(ps, 1, &key, "desk-a", "editing", 1000, 900, 6, on_list, &s, NULL),
+        SB_OK);
     assert_int_equal(s.calls, 1);
     assert_int_equal(sb_presence_next_expiry(ps), 1900);
-    assert_int_equal(sb_presence_apply(ps, 1, &key, "desk-b", "viewing", 500, 900, 7, on_list, &s, NULL),
-                     SB_OK);
+    assert_int_equal(
+        sb_presence_apply(ps, 1, &key, "desk-b", "viewing", 500, 900, 7, on_list, &s, NULL), SB_OK);
     assert_int_equal(s.calls, 2);
     assert_int_equal(s.last_n, 2);
     sb_presence_expire(ps, 1400, on_list, &s); /* desk-b's TTL passed */
     assert_int_equal(s.calls, 3);
     assert_int_equal(s.last_n, 1);
-    assert_int_equal(sb_presence_apply(ps, 1, &key, "desk-a", "left", 0, 1500, 8, on_list, &s, NULL),
-                     SB_OK);
+    assert_int_equal(
+        sb_presence_apply(ps, 1, &key, "desk-a", "left", 0, 1500, 8, on_list, &s, NULL), SB_OK);
     assert_int_equal(s.calls, 4);
     assert_int_equal(s.last_n, 0);
     assert_int_equal(sb_presence_next_expiry(ps), UINT64_MAX);
-    assert_int_equal(sb_presence_apply(ps, 1, &key, "desk-a", "dancing", 0, 0, 0, on_list, &s, NULL),
-                     SB_ERR_INVAL);
+    assert_int_equal(
+        sb_presence_apply(ps, 1, &key, "desk-a", "dancing", 0, 0, 0, on_list, &s, NULL),
+        SB_ERR_INVAL);
     sb_presence_set_free(ps);
 }
 
