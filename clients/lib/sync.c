@@ -2,8 +2,9 @@
  * sync.c - the client algorithm of docs/protocol.md:
  *
  *   WAIT_HB --heartbeat--> SNAPSHOT --reply--> STREAM --gap/offline--> SINCE --reply--> STREAM
- *      ^                       |                 |                         |
- *      +-- new epoch, error, no answer, `resync`, a contradiction ----------+
+ *      ^                       |                 |                       | ^ |
+ *      |                       |                 |        reply with more  +-+ (from its upto)
+ *      +-- new epoch, error, no answer, `resync`, a contradiction --------+
  *
  * Every stream message goes through sb_sync_feed(). While a request is in flight messages
  * are held (raw), and when it completes they are fed again in arrival order, so the code
@@ -185,6 +186,19 @@ static void wait_hb_feed(sb_client *c, const sb_msg *m)
         start_sync(c, m);
 }
 
+/* Ask for everything after seq `from` (a first try or the continuation of a capped reply). */
+static void request_since(sb_client *c, uint64_t from)
+{
+    c->since_from = from;
+    int rc = sb_svc_pack_since(&c->syncreq, c->epoch, from);
+    if (rc != SB_OK) {
+        sb_client_fail(c, rc);
+        return;
+    }
+    sb_client_log(c, SB_LOG_INFO, "resuming from seq %llu with since", (unsigned long long)from);
+    begin_request(c, ST_SINCE);
+}
+
 /* Ask for what we missed, from the last seq up to which every followed message is known.
  * gap_seq is the seq of the message that showed the gap: the reply must reach it. */
 static void start_since(sb_client *c, uint64_t gap_seq)
@@ -194,13 +208,7 @@ static void start_since(sb_client *c, uint64_t gap_seq)
     for (size_t i = 0; i < c->ntables; i++)
         if (i == 0 || c->pos[i].ok_seq < from)
             from = c->pos[i].ok_seq;
-    int rc = sb_svc_pack_since(&c->syncreq, c->epoch, from);
-    if (rc != SB_OK) {
-        sb_client_fail(c, rc);
-        return;
-    }
-    sb_client_log(c, SB_LOG_INFO, "resuming from seq %llu with since", (unsigned long long)from);
-    begin_request(c, ST_SINCE);
+    request_since(c, from);
 }
 
 static void apply_event(sb_client *c, const sb_msg *m)
@@ -418,10 +426,35 @@ static void snapshot_reply(sb_client *c, const sb_svc_reply *r)
         sb_sync_set_online(c, true);
 }
 
+/* A capped reply's more/upto: SB_OK (*more false when absent or false), SB_ERR_STATE for
+ * what an honest broker cannot send: `more` without an upto strictly between the seq asked
+ * and its last seq (a continuation that would not advance, or nothing left to send). */
+static int since_more(sb_client *c, const msgpack_object *map, uint64_t last, bool *more,
+                      uint64_t *upto)
+{
+    const msgpack_object *m = sb_mp_map_get(map, "more");
+    *more = false;
+    if (m && sb_mp_get_bool(m, more) != SB_OK)
+        return SB_ERR_STATE;
+    if (!*more)
+        return SB_OK;
+    if (sb_mp_get_uint(sb_mp_map_get(map, "upto"), upto) != SB_OK || *upto <= c->since_from ||
+        *upto >= last) {
+        sb_client_log(c, SB_LOG_WARN,
+                      "a since reply says more but stops at %s (asked from %llu, last %llu): "
+                      "resynchronising",
+                      sb_mp_map_get(map, "upto") ? "an impossible upto" : "no upto",
+                      (unsigned long long)c->since_from, (unsigned long long)last);
+        return SB_ERR_STATE;
+    }
+    return SB_OK;
+}
+
 static void since_reply(sb_client *c, const sb_svc_reply *r)
 {
     sb_reply h;
-    uint64_t last = 0;
+    uint64_t last = 0, upto = 0, replayed = c->since_from;
+    bool more = false;
     int rc = sb_reply_parse(zmq_msg_data(&r->frames[0]), zmq_msg_size(&r->frames[0]), &h);
     if (rc == SB_OK && h.error) {
         /* "future": our position is ahead of the broker's, so something we took lied. */
@@ -439,6 +472,8 @@ static void since_reply(sb_client *c, const sb_svc_reply *r)
                       "resynchronising",
                       (unsigned long long)c->gap_seq, (unsigned long long)last);
         rc = SB_ERR_STATE;
+    } else if (rc == SB_OK) {
+        rc = since_more(c, h.map, last, &more, &upto);
     }
     sb_reply_release(&h);
     /* Replay the missed messages; they must continue our positions exactly. */
@@ -447,11 +482,14 @@ static void since_reply(sb_client *c, const sb_svc_reply *r)
         sb_msg m;
         rc = sb_msg_parse(zmq_msg_data(&r->frames[i]), zmq_msg_size(&r->frames[i]), &c->rowbuf, &m);
         if (rc == SB_OK) {
+            replayed = m.seq;
             rc = process(c, &m) == FEED_OK ? SB_OK : SB_ERR_STATE;
             sb_msg_release(&m);
         }
     }
-    if (rc == SB_OK && !c->ntables && c->seq < last)
+    /* Complete up to `reached`: a capped reply exactly up to its upto, else the broker's last. */
+    uint64_t reached = more ? upto : last;
+    if (rc == SB_OK && (more ? replayed != upto : !c->ntables && c->seq < last))
         rc = SB_ERR_STATE;
     if (rc != SB_OK) {
         if (rc != SB_ERR_STATE)
@@ -461,8 +499,13 @@ static void since_reply(sb_client *c, const sb_svc_reply *r)
         return;
     }
     for (size_t i = 0; i < c->ntables; i++)
-        if (c->pos[i].ok_seq < last)
-            c->pos[i].ok_seq = last;
+        if (c->pos[i].ok_seq < reached)
+            c->pos[i].ok_seq = reached;
+    if (more) {
+        /* The broker capped its reply: ask for the rest; stream messages stay held. */
+        request_since(c, upto);
+        return;
+    }
     c->stale = false;
     feed_held(c);
     if (c->st == ST_STREAM)

@@ -154,16 +154,28 @@ static void serve_stats(tz *t, tz_frames *env, const msgpack_object *req)
     tz_reply_map(t, env, &o.sb, rc, NULL);
 }
 
+/* A `since` reply being built: at most max_events messages and max_bytes of bodies, but
+ * always the first one, so that a client advances even past a message larger than the cap. */
 typedef struct replay_ctx {
     tz_frames frames;
+    size_t max_events, max_bytes;
+    uint64_t upto; /* seq of the last message included */
+    bool more;     /* a cap left messages out: the reply says so and where it stopped */
     int rc;
 } replay_ctx;
 
 static void on_replay(void *ud, const sb_message *m)
 {
     replay_ctx *c = ud;
-    if (c->rc == SB_OK)
-        c->rc = tz_frames_push(&c->frames, m->body, m->body_len);
+    if (c->rc != SB_OK || c->more)
+        return;
+    if (c->frames.n &&
+        (c->frames.n >= c->max_events || c->frames.bytes + m->body_len > c->max_bytes)) {
+        c->more = true;
+        return;
+    }
+    c->rc = tz_frames_push(&c->frames, m->body, m->body_len);
+    c->upto = m->seq;
 }
 
 /* Answer a request whose fields could not be read: rc is SB_ERR_INVAL or SB_ERR_NOMEM. */
@@ -186,7 +198,8 @@ static void serve_since(tz *t, tz_frames *env, const msgpack_object *req)
         reply_parse_error(t, env, rc, "since needs epoch (str) and seq (uint)");
         return;
     }
-    replay_ctx c = {.rc = SB_OK};
+    replay_ctx c = {
+        .max_events = t->max_since_events, .max_bytes = t->max_since_bytes, .rc = SB_OK};
     uint64_t last = 0;
     rc = t->api->since(t->host, epoch, seq, on_replay, &c, &last);
     if (rc == SB_OK)
@@ -209,9 +222,14 @@ static void serve_since(tz *t, tz_frames *env, const msgpack_object *req)
     free(epoch);
     tz_out o;
     out_init(&o);
-    int prc = msgpack_pack_map(&o.pk, 2);
+    int prc = msgpack_pack_map(&o.pk, c.more ? 4 : 2);
     prc |= sb_mp_pack_kv_cstr(&o.pk, "epoch", t->api->epoch(t->host));
     prc |= sb_mp_pack_kv_uint(&o.pk, "seq", last);
+    if (c.more) {
+        /* The client applies these and asks again from upto (docs/protocol.md). */
+        prc |= sb_mp_pack_kv_bool(&o.pk, "more", true);
+        prc |= sb_mp_pack_kv_uint(&o.pk, "upto", c.upto);
+    }
     tz_reply_map(t, env, &o.sb, prc, &c.frames);
 }
 

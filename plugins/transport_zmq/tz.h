@@ -68,6 +68,7 @@ struct tz {
     int64_t max_request;
     uint32_t snapshot_batch;
     size_t max_pending_replies, max_pending_bytes, max_snapshots;
+    size_t max_since_events, max_since_bytes; /* one `since` reply's messages and body bytes */
 
     /* sockets, watches, timers: between start() and stop() */
     void *pub, *router;
