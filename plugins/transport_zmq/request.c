@@ -42,6 +42,7 @@ void tz_reply_map(tz *t, tz_frames *env, msgpack_sbuffer *sb, int pack_rc, tz_fr
             tz_frames_clear(extra);
         return;
     }
+    t->turn_bytes += env->bytes;
     t->reply(t, env);
 }
 

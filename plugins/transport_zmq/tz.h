@@ -85,6 +85,9 @@ struct tz {
 
     /* tz_service_reply, or a test's sink */
     tz_reply_fn reply;
+    /* bytes of the replies built in this wake-up of the service socket (service.c stops
+     * reading requests for the turn past a budget) */
+    size_t turn_bytes;
 
     /* The body of the latest heartbeat published (malloc'd; NULL before the first one):
      * ping answers its period and protocol version, a snapshot its per-table tseq. */
