@@ -427,10 +427,9 @@ static void snapshot_reply(sb_client *c, const sb_svc_reply *r)
 }
 
 /* A capped reply's more/upto: SB_OK (*more false when absent or false), SB_ERR_STATE for
- * what an honest broker cannot send: `more` without an upto strictly between the seq asked
- * and its last seq (a continuation that would not advance, or nothing left to send). */
-static int since_more(sb_client *c, const msgpack_object *map, uint64_t last, bool *more,
-                      uint64_t *upto)
+ * what an honest broker cannot send: `more` without an upto above the seq asked (the
+ * continuation would not advance). */
+static int since_more(sb_client *c, const msgpack_object *map, bool *more, uint64_t *upto)
 {
     const msgpack_object *m = sb_mp_map_get(map, "more");
     *more = false;
@@ -438,13 +437,11 @@ static int since_more(sb_client *c, const msgpack_object *map, uint64_t last, bo
         return SB_ERR_STATE;
     if (!*more)
         return SB_OK;
-    if (sb_mp_get_uint(sb_mp_map_get(map, "upto"), upto) != SB_OK || *upto <= c->since_from ||
-        *upto >= last) {
+    if (sb_mp_get_uint(sb_mp_map_get(map, "upto"), upto) != SB_OK || *upto <= c->since_from) {
         sb_client_log(c, SB_LOG_WARN,
-                      "a since reply says more but stops at %s (asked from %llu, last %llu): "
-                      "resynchronising",
-                      sb_mp_map_get(map, "upto") ? "an impossible upto" : "no upto",
-                      (unsigned long long)c->since_from, (unsigned long long)last);
+                      "a since reply from seq %llu says more but %s: resynchronising",
+                      (unsigned long long)c->since_from,
+                      sb_mp_map_get(map, "upto") ? "its upto does not advance" : "has no upto");
         return SB_ERR_STATE;
     }
     return SB_OK;
@@ -464,16 +461,16 @@ static void since_reply(sb_client *c, const sb_svc_reply *r)
     } else if (rc == SB_OK && (sb_mp_get_uint(sb_mp_map_get(h.map, "seq"), &last) != SB_OK ||
                                !sb_mp_str_eq(sb_mp_map_get(h.map, "epoch"), c->epoch))) {
         rc = SB_ERR_STATE;
-    } else if (rc == SB_OK && last < c->gap_seq) {
+    } else if (rc == SB_OK && (rc = since_more(c, h.map, &more, &upto)) == SB_OK && !more &&
+               last < c->gap_seq) {
         /* The message that showed the gap was published before we asked, so the broker's
-         * last seq reaches it, unless that message was not the broker's. */
+         * last seq reaches it, unless that message was not the broker's. (A capped reply's
+         * seq is its upto: the complete one at the end says the broker's last.) */
         sb_client_log(c, SB_LOG_WARN,
                       "seq %llu came from the stream but the broker's last is %llu: "
                       "resynchronising",
                       (unsigned long long)c->gap_seq, (unsigned long long)last);
         rc = SB_ERR_STATE;
-    } else if (rc == SB_OK) {
-        rc = since_more(c, h.map, last, &more, &upto);
     }
     sb_reply_release(&h);
     /* Replay the missed messages; they must continue our positions exactly. */
@@ -487,8 +484,9 @@ static void since_reply(sb_client *c, const sb_svc_reply *r)
             sb_msg_release(&m);
         }
     }
-    /* Complete up to `reached`: a capped reply exactly up to its upto, else the broker's last. */
-    uint64_t reached = more ? upto : last;
+    /* Complete up to `last`: a capped reply exactly up to its upto, else the broker's last. */
+    if (more)
+        last = upto;
     if (rc == SB_OK && (more ? replayed != upto : !c->ntables && c->seq < last))
         rc = SB_ERR_STATE;
     if (rc != SB_OK) {
@@ -499,8 +497,8 @@ static void since_reply(sb_client *c, const sb_svc_reply *r)
         return;
     }
     for (size_t i = 0; i < c->ntables; i++)
-        if (c->pos[i].ok_seq < reached)
-            c->pos[i].ok_seq = reached;
+        if (c->pos[i].ok_seq < last)
+            c->pos[i].ok_seq = last;
     if (more) {
         /* The broker capped its reply: ask for the rest; stream messages stay held. */
         request_since(c, upto);

@@ -223,11 +223,12 @@ static void serve_since(tz *t, tz_frames *env, const msgpack_object *req)
     free(epoch);
     tz_out o;
     out_init(&o);
+    /* A capped reply's seq is upto, where it leaves the client: one that does not know
+     * `more` then sees the rest as a gap, never as covered (docs/protocol.md). */
     int prc = msgpack_pack_map(&o.pk, c.more ? 4 : 2);
     prc |= sb_mp_pack_kv_cstr(&o.pk, "epoch", t->api->epoch(t->host));
-    prc |= sb_mp_pack_kv_uint(&o.pk, "seq", last);
+    prc |= sb_mp_pack_kv_uint(&o.pk, "seq", c.more ? c.upto : last);
     if (c.more) {
-        /* The client applies these and asks again from upto (docs/protocol.md). */
         prc |= sb_mp_pack_kv_bool(&o.pk, "more", true);
         prc |= sb_mp_pack_kv_uint(&o.pk, "upto", c.upto);
     }

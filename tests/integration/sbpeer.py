@@ -170,8 +170,8 @@ class Replica:
     def since(self):
         """Replays what came after self.seq, following a capped reply's `more` from its
         `upto` until a complete one. False when the broker refuses (resync, future) or a
-        `more` contradicts itself (upto missing, not advancing, not below the broker's last
-        seq, or not where the messages end): a snapshot must follow."""
+        `more` contradicts itself (upto missing, not advancing, or not where the messages
+        end): a snapshot must follow."""
         self.tseq = {}
         while True:
             asked = self.seq
@@ -186,8 +186,8 @@ class Replica:
             if not head.get("more"):
                 return True
             upto = head.get("upto")
-            if (not isinstance(upto, int) or not asked < upto < head["seq"]
-                    or len(frames) < 2 or frames[-1].get("seq") != upto):
+            if (not isinstance(upto, int) or upto <= asked or len(frames) < 2
+                    or frames[-1].get("seq") != upto):
                 return False
             self.seq = max(self.seq, upto)  # every message up to upto was seen
 

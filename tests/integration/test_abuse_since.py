@@ -76,8 +76,8 @@ def test_since_is_capped_and_upto_replays_everything_once(full):
     epoch = b.hello["epoch"]
     last = start + SMALL + BIG
     head, frames = since_raw(b, epoch, start)
-    assert head["more"] is True and head["seq"] == last, head
-    assert head["upto"] == start + CAP_EVENTS and len(frames) == CAP_EVENTS, head
+    assert head["more"] is True and head["upto"] == head["seq"] == start + CAP_EVENTS, head
+    assert len(frames) == CAP_EVENTS
     seen, asked, rounds, bytes_capped = [], start, 0, 0
     while True:
         head, frames = since_raw(b, epoch, asked)
@@ -89,11 +89,12 @@ def test_since_is_capped_and_upto_replays_everything_once(full):
         seen += events
         if not head.get("more"):
             break
-        assert head["upto"] == events[-1]["seq"] > asked and head["seq"] == last, head
+        assert head["upto"] == head["seq"] == events[-1]["seq"] > asked, head
         # Stopped at a cap: the events cap, or no room for one more 2.3 kB event.
         assert len(frames) == CAP_EVENTS or size > CAP_BYTES - 2500, (len(frames), size)
         bytes_capped += len(frames) < CAP_EVENTS
         asked = head["upto"]
+    assert head["seq"] == last  # the complete reply's seq: the broker's last
     assert [e["seq"] for e in seen] == list(range(start + 1, last + 1))
     assert sorted(int(e["key"]) for e in seen) == list(range(1, SMALL + BIG + 1))
     # 5 rounds of 1000 small events, then about 450 big ones per MiB.

@@ -323,7 +323,7 @@ static void reply_since(fake_broker *b, const fb_req *r, uint64_t from, size_t n
     bool has_upto = more && upto != FB_NO_UPTO;
     msgpack_pack_map(&pk, 2 + more + has_upto);
     sb_mp_pack_kv_cstr(&pk, "epoch", b->epoch);
-    sb_mp_pack_kv_uint(&pk, "seq", b->seq);
+    sb_mp_pack_kv_uint(&pk, "seq", has_upto ? upto : b->seq);
     if (more)
         sb_mp_pack_kv_bool(&pk, "more", true);
     if (has_upto)

@@ -753,24 +753,24 @@ static tctx *gap_then_since(fb_req *r)
     return t;
 }
 
-/* `more` that cannot be true: an upto that does not advance, one past the messages sent, one
- * at the broker's last seq (nothing would be left), none at all. Each is answered by a
- * snapshot, never by another since. */
+/* `more` that cannot be true: an upto that does not advance, one behind the seq asked, one
+ * past the messages sent, none at all. Each is answered by a snapshot, never by another
+ * since. */
 static void test_since_lying_more_resyncs(void **state)
 {
     (void)state;
-    enum { UPTO_FROM, UPTO_PAST_SENT, UPTO_LAST, UPTO_NONE };
+    enum { UPTO_FROM, UPTO_BEHIND, UPTO_PAST_SENT, UPTO_NONE };
     static const struct {
         size_t sent;
         int upto;
-    } lies[] = {{0, UPTO_FROM}, {1, UPTO_PAST_SENT}, {3, UPTO_LAST}, {1, UPTO_NONE}};
+    } lies[] = {{0, UPTO_FROM}, {1, UPTO_BEHIND}, {1, UPTO_PAST_SENT}, {1, UPTO_NONE}};
     for (size_t i = 0; i < sizeof lies / sizeof lies[0]; i++) {
         fb_req r;
         tctx *t = gap_then_since(&r);
         uint64_t from = req_uint(&r, "seq");
         uint64_t upto = lies[i].upto == UPTO_FROM        ? from
+                        : lies[i].upto == UPTO_BEHIND    ? from - 1
                         : lies[i].upto == UPTO_PAST_SENT ? from + lies[i].sent + 1
-                        : lies[i].upto == UPTO_LAST      ? t->b.seq
                                                          : FB_NO_UPTO;
         fb_reply_since_more(&t->b, &r, from, lies[i].sent, upto);
         fb_req_free(&r);
