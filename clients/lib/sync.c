@@ -2,9 +2,10 @@
  * sync.c - the client algorithm of docs/protocol.md:
  *
  *   WAIT_HB --heartbeat--> SNAPSHOT --reply--> STREAM --gap/offline--> SINCE --reply--> STREAM
- *      ^                       |                 |                       | ^ |
- *      |                       |                 |        reply with more  +-+ (from its upto)
- *      +-- new epoch, error, no answer, `resync`, a contradiction --------+
+ *      ^                       |                 |                      |  ^
+ *      |                       |                 |                      +--+ a capped reply:
+ *      |                       |                 |                      |    since from its upto
+ *      +-- new epoch, error, no answer, `resync`, a contradiction ------+
  *
  * Every stream message goes through sb_sync_feed(). While a request is in flight messages
  * are held (raw), and when it completes they are fed again in arrival order, so the code
