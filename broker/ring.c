@@ -66,18 +66,30 @@ int sb_ring_push(sb_ring *r, const sb_message *m)
     return SB_OK;
 }
 
+static const sb_message *at(const sb_ring *r, size_t i)
+{
+    return &r->slots[(r->start + i) % r->cap].m;
+}
+
 int sb_ring_since(const sb_ring *r, uint64_t after, uint64_t last_seq, sb_replay_fn fn, void *ud)
 {
     if (after > last_seq)
         return SB_ERR_NOTFOUND; /* the client is ahead of us: it belongs to another run */
     if (after == last_seq)
         return SB_OK;
-    if (!r->count || r->slots[r->start].m.seq > after + 1)
+    if (!r->count || at(r, 0)->seq > after + 1)
         return SB_ERR_NOTFOUND;
-    for (size_t i = 0; i < r->count; i++) {
-        const sb_message *m = &r->slots[(r->start + i) % r->cap].m;
-        if (m->seq > after)
-            fn(ud, m);
+    /* Seqs grow along the ring (with holes where a message could not be kept): find the
+     * first one after `after` by bisection rather than walking a large ring per request. */
+    size_t lo = 0, hi = r->count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (at(r, mid)->seq > after)
+            hi = mid;
+        else
+            lo = mid + 1;
     }
+    for (size_t i = lo; i < r->count; i++)
+        fn(ud, at(r, i));
     return SB_OK;
 }

@@ -70,10 +70,11 @@ struct sb_client {
     msgpack_sbuffer scratch; /* other requests */
 
     sync_state st;
-    char *epoch;        /* current broker epoch; NULL before the first heartbeat */
-    uint64_t seq;       /* all-tables mode: last seq received */
-    uint64_t floor_seq; /* events at or below it are covered by the snapshot: not applied */
-    uint64_t gap_seq;   /* seq of the message that started the `since` in flight */
+    char *epoch;         /* current broker epoch; NULL before the first heartbeat */
+    uint64_t seq;        /* all-tables mode: last seq received */
+    uint64_t floor_seq;  /* events at or below it are covered by the snapshot: not applied */
+    uint64_t gap_seq;    /* seq of the message that started the `since` in flight */
+    uint64_t since_from; /* the seq that `since` asked from: a capped reply must go past it */
 
     uint32_t req_id; /* the snapshot/since request in flight */
     uint32_t req_tries;

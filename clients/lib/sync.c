@@ -2,8 +2,10 @@
  * sync.c - the client algorithm of docs/protocol.md:
  *
  *   WAIT_HB --heartbeat--> SNAPSHOT --reply--> STREAM --gap/offline--> SINCE --reply--> STREAM
- *      ^                       |                 |                         |
- *      +-- new epoch, error, no answer, `resync`, a contradiction ----------+
+ *      ^                       |                 |                      |  ^
+ *      |                       |                 |                      +--+ a capped reply:
+ *      |                       |                 |                      |    since from its upto
+ *      +-- new epoch, error, no answer, `resync`, a contradiction ------+
  *
  * Every stream message goes through sb_sync_feed(). While a request is in flight messages
  * are held (raw), and when it completes they are fed again in arrival order, so the code
@@ -185,6 +187,19 @@ static void wait_hb_feed(sb_client *c, const sb_msg *m)
         start_sync(c, m);
 }
 
+/* Ask for everything after seq `from` (a first try or the continuation of a capped reply). */
+static void request_since(sb_client *c, uint64_t from)
+{
+    c->since_from = from;
+    int rc = sb_svc_pack_since(&c->syncreq, c->epoch, from);
+    if (rc != SB_OK) {
+        sb_client_fail(c, rc);
+        return;
+    }
+    sb_client_log(c, SB_LOG_INFO, "resuming from seq %llu with since", (unsigned long long)from);
+    begin_request(c, ST_SINCE);
+}
+
 /* Ask for what we missed, from the last seq up to which every followed message is known.
  * gap_seq is the seq of the message that showed the gap: the reply must reach it. */
 static void start_since(sb_client *c, uint64_t gap_seq)
@@ -194,13 +209,7 @@ static void start_since(sb_client *c, uint64_t gap_seq)
     for (size_t i = 0; i < c->ntables; i++)
         if (i == 0 || c->pos[i].ok_seq < from)
             from = c->pos[i].ok_seq;
-    int rc = sb_svc_pack_since(&c->syncreq, c->epoch, from);
-    if (rc != SB_OK) {
-        sb_client_fail(c, rc);
-        return;
-    }
-    sb_client_log(c, SB_LOG_INFO, "resuming from seq %llu with since", (unsigned long long)from);
-    begin_request(c, ST_SINCE);
+    request_since(c, from);
 }
 
 static void apply_event(sb_client *c, const sb_msg *m)
@@ -418,10 +427,32 @@ static void snapshot_reply(sb_client *c, const sb_svc_reply *r)
         sb_sync_set_online(c, true);
 }
 
+/* A capped reply's more/upto: SB_OK (*more false when absent or false), SB_ERR_STATE for
+ * what an honest broker cannot send: `more` without an upto above the seq asked (the
+ * continuation would not advance). */
+static int since_more(sb_client *c, const msgpack_object *map, bool *more, uint64_t *upto)
+{
+    const msgpack_object *m = sb_mp_map_get(map, "more");
+    *more = false;
+    if (m && sb_mp_get_bool(m, more) != SB_OK)
+        return SB_ERR_STATE;
+    if (!*more)
+        return SB_OK;
+    if (sb_mp_get_uint(sb_mp_map_get(map, "upto"), upto) != SB_OK || *upto <= c->since_from) {
+        sb_client_log(c, SB_LOG_WARN,
+                      "a since reply from seq %llu says more but %s: resynchronising",
+                      (unsigned long long)c->since_from,
+                      sb_mp_map_get(map, "upto") ? "its upto does not advance" : "has no upto");
+        return SB_ERR_STATE;
+    }
+    return SB_OK;
+}
+
 static void since_reply(sb_client *c, const sb_svc_reply *r)
 {
     sb_reply h;
-    uint64_t last = 0;
+    uint64_t last = 0, upto = 0, replayed = c->since_from;
+    bool more = false;
     int rc = sb_reply_parse(zmq_msg_data(&r->frames[0]), zmq_msg_size(&r->frames[0]), &h);
     if (rc == SB_OK && h.error) {
         /* "future": our position is ahead of the broker's, so something we took lied. */
@@ -431,9 +462,11 @@ static void since_reply(sb_client *c, const sb_svc_reply *r)
     } else if (rc == SB_OK && (sb_mp_get_uint(sb_mp_map_get(h.map, "seq"), &last) != SB_OK ||
                                !sb_mp_str_eq(sb_mp_map_get(h.map, "epoch"), c->epoch))) {
         rc = SB_ERR_STATE;
-    } else if (rc == SB_OK && last < c->gap_seq) {
+    } else if (rc == SB_OK && (rc = since_more(c, h.map, &more, &upto)) == SB_OK && !more &&
+               last < c->gap_seq) {
         /* The message that showed the gap was published before we asked, so the broker's
-         * last seq reaches it, unless that message was not the broker's. */
+         * last seq reaches it, unless that message was not the broker's. (A capped reply's
+         * seq is its upto: the complete one at the end says the broker's last.) */
         sb_client_log(c, SB_LOG_WARN,
                       "seq %llu came from the stream but the broker's last is %llu: "
                       "resynchronising",
@@ -447,11 +480,15 @@ static void since_reply(sb_client *c, const sb_svc_reply *r)
         sb_msg m;
         rc = sb_msg_parse(zmq_msg_data(&r->frames[i]), zmq_msg_size(&r->frames[i]), &c->rowbuf, &m);
         if (rc == SB_OK) {
+            replayed = m.seq;
             rc = process(c, &m) == FEED_OK ? SB_OK : SB_ERR_STATE;
             sb_msg_release(&m);
         }
     }
-    if (rc == SB_OK && !c->ntables && c->seq < last)
+    /* Complete up to `last`: a capped reply exactly up to its upto, else the broker's last. */
+    if (more)
+        last = upto;
+    if (rc == SB_OK && (more ? replayed != upto : !c->ntables && c->seq < last))
         rc = SB_ERR_STATE;
     if (rc != SB_OK) {
         if (rc != SB_ERR_STATE)
@@ -463,6 +500,11 @@ static void since_reply(sb_client *c, const sb_svc_reply *r)
     for (size_t i = 0; i < c->ntables; i++)
         if (c->pos[i].ok_seq < last)
             c->pos[i].ok_seq = last;
+    if (more) {
+        /* The broker capped its reply: ask for the rest; stream messages stay held. */
+        request_since(c, upto);
+        return;
+    }
     c->stale = false;
     feed_held(c);
     if (c->st == ST_STREAM)

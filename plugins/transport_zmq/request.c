@@ -43,6 +43,7 @@ void tz_reply_map(tz *t, tz_frames *env, msgpack_sbuffer *sb, int pack_rc, tz_fr
             tz_frames_clear(extra);
         return;
     }
+    t->turn_bytes += env->bytes;
     t->reply(t, env);
 }
 
@@ -155,16 +156,28 @@ static void serve_stats(tz *t, tz_frames *env, const msgpack_object *req)
     tz_reply_map(t, env, &o.sb, rc, NULL);
 }
 
+/* A `since` reply being built: at most max_events messages and max_bytes of bodies, but
+ * always the first one, so that a client advances even past a message larger than the cap. */
 typedef struct replay_ctx {
     tz_frames frames;
+    size_t max_events, max_bytes;
+    uint64_t upto; /* seq of the last message included */
+    bool more;     /* a cap left messages out: the reply says so and where it stopped */
     int rc;
 } replay_ctx;
 
 static void on_replay(void *ud, const sb_message *m)
 {
     replay_ctx *c = ud;
-    if (c->rc == SB_OK)
-        c->rc = tz_frames_push(&c->frames, m->body, m->body_len);
+    if (c->rc != SB_OK || c->more)
+        return;
+    if (c->frames.n &&
+        (c->frames.n >= c->max_events || c->frames.bytes + m->body_len > c->max_bytes)) {
+        c->more = true;
+        return;
+    }
+    c->rc = tz_frames_push(&c->frames, m->body, m->body_len);
+    c->upto = m->seq;
 }
 
 /* Answer a request whose fields could not be read: rc is SB_ERR_INVAL or SB_ERR_NOMEM. */
@@ -187,7 +200,8 @@ static void serve_since(tz *t, tz_frames *env, const msgpack_object *req)
         reply_parse_error(t, env, rc, "since needs epoch (str) and seq (uint)");
         return;
     }
-    replay_ctx c = {.rc = SB_OK};
+    replay_ctx c = {
+        .max_events = t->max_since_events, .max_bytes = t->max_since_bytes, .rc = SB_OK};
     uint64_t last = 0;
     rc = t->api->since(t->host, epoch, seq, on_replay, &c, &last);
     if (rc == SB_OK)
@@ -210,9 +224,15 @@ static void serve_since(tz *t, tz_frames *env, const msgpack_object *req)
     free(epoch);
     tz_out o;
     out_init(&o);
-    int prc = msgpack_pack_map(&o.pk, 2);
+    /* A capped reply's seq is upto, where it leaves the client: one that does not know
+     * `more` then sees the rest as a gap, never as covered (docs/protocol.md). */
+    int prc = msgpack_pack_map(&o.pk, c.more ? 4 : 2);
     prc |= sb_mp_pack_kv_cstr(&o.pk, "epoch", t->api->epoch(t->host));
-    prc |= sb_mp_pack_kv_uint(&o.pk, "seq", last);
+    prc |= sb_mp_pack_kv_uint(&o.pk, "seq", c.more ? c.upto : last);
+    if (c.more) {
+        prc |= sb_mp_pack_kv_bool(&o.pk, "more", true);
+        prc |= sb_mp_pack_kv_uint(&o.pk, "upto", c.upto);
+    }
     tz_reply_map(t, env, &o.sb, prc, &c.frames);
 }
 

@@ -17,8 +17,11 @@
 #include <zmq.h>
 
 #define TZ_RECV_BUDGET 64 /* requests read per wake-up, so one busy client cannot hog the loop */
-#define TZ_MAX_FRAMES 16  /* frames per request: routing id, envelope, body */
-#define TZ_RETRY_MS 20    /* back-off when POLLOUT fired but no held reply could go */
+/* Reply bytes built per wake-up: past them the other requests wait for the next turn, so a
+ * flood of `since` requests (up to 1 MiB of copying each) stalls the loop for one at most. */
+#define TZ_TURN_BYTES (1u << 20)
+#define TZ_MAX_FRAMES 16 /* frames per request: routing id, envelope, body */
+#define TZ_RETRY_MS 20   /* back-off when POLLOUT fired but no held reply could go */
 
 struct tz_pending {
     tz_pending *next;
@@ -236,8 +239,11 @@ static void on_router(void *ud, unsigned revents)
     tz *t = ud;
     if (revents & SB_IO_WRITE)
         flush_pending(t);
+    t->turn_bytes = 0;
     if (revents & SB_IO_READ)
-        for (int i = 0; i < TZ_RECV_BUDGET && t->router && read_request(t); i++)
+        for (int i = 0;
+             i < TZ_RECV_BUDGET && t->turn_bytes < TZ_TURN_BYTES && t->router && read_request(t);
+             i++)
             ;
 }
 

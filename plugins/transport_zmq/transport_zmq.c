@@ -21,6 +21,8 @@ enum {
     OPT_MAX_PENDING_REPLIES,
     OPT_MAX_PENDING_BYTES,
     OPT_MAX_SNAPSHOTS,
+    OPT_MAX_SINCE_EVENTS,
+    OPT_MAX_SINCE_BYTES,
 };
 
 static const sb_option_spec options[] = {
@@ -41,6 +43,10 @@ static const sb_option_spec options[] = {
      "bytes of replies held for slow clients, in total"},
     {"max_snapshots", SB_OPT_INT, "32", 1, 100000,
      "snapshots running at once; more are answered unavailable"},
+    {"max_since_events", SB_OPT_INT, "1000", 1, 1000000,
+     "messages in one since reply; beyond, it says more and upto and the client asks again"},
+    {"max_since_bytes", SB_OPT_INT, "1048576", 1024, 1073741824,
+     "message bytes in one since reply (at least one message goes); beyond, more and upto"},
     {NULL, 0, NULL, 0, 0, NULL},
 };
 
@@ -115,6 +121,8 @@ static int tz_create(const sb_host_api *api, sb_host *host, const sb_option_valu
     t->max_pending_replies = (size_t)opts[OPT_MAX_PENDING_REPLIES].num;
     t->max_pending_bytes = (size_t)opts[OPT_MAX_PENDING_BYTES].num;
     t->max_snapshots = (size_t)opts[OPT_MAX_SNAPSHOTS].num;
+    t->max_since_events = (size_t)opts[OPT_MAX_SINCE_EVENTS].num;
+    t->max_since_bytes = (size_t)opts[OPT_MAX_SINCE_BYTES].num;
     *state = t;
     return SB_OK;
 }

@@ -68,6 +68,7 @@ struct tz {
     int64_t max_request;
     uint32_t snapshot_batch;
     size_t max_pending_replies, max_pending_bytes, max_snapshots;
+    size_t max_since_events, max_since_bytes; /* one `since` reply's messages and body bytes */
 
     /* sockets, watches, timers: between start() and stop() */
     void *pub, *router;
@@ -84,6 +85,9 @@ struct tz {
 
     /* tz_service_reply, or a test's sink */
     tz_reply_fn reply;
+    /* bytes of the replies built in this wake-up of the service socket (service.c stops
+     * reading requests for the turn past a budget) */
+    size_t turn_bytes;
 
     /* The body of the latest heartbeat published (malloc'd; NULL before the first one):
      * ping answers its period and protocol version, a snapshot its per-table tseq. */

@@ -107,7 +107,8 @@ class Subscriber:
 class Replica:
     """Follows docs/protocol.md: subscribe, first heartbeat, snapshot, buffered events with
     seq > snapshot seq (version-checked), then the stream; on a tseq gap or a new epoch,
-    `since`, and a new snapshot if that answers resync. rows: {(table, key tuple): row}."""
+    `since` (followed from `upto` while a reply says `more`), and a new snapshot if that
+    answers resync. rows: {(table, key tuple): row}."""
 
     def __init__(self, pub, service, tables):
         self.service = service
@@ -120,6 +121,7 @@ class Replica:
         self.tseq = {}
         self.gaps = []        # (table, expected tseq, got): each one forced a since/snapshot
         self.resyncs = 0      # snapshots taken after the first
+        self.sinces = 0       # since requests sent (a capped reply's continuations count)
 
     def close(self):
         self.sub.close()
@@ -158,17 +160,36 @@ class Replica:
         return head
 
     def resync(self, ev):
-        """Catch up after a gap: `since`, else (new epoch, buffer gone) a snapshot."""
-        if ev["epoch"] == self.epoch:
-            frames = request(self.service, {"op": "since", "epoch": self.epoch, "seq": self.seq})
-            if isinstance(frames[0], dict) and "error" not in frames[0]:
-                self.tseq = {}
-                for missed in frames[1:]:
-                    if missed.get("table") in self.tables and "op" in missed:
-                        self._apply_change(missed)
-                return
+        """Catch up after a gap: `since`, else (new epoch, buffer gone, a reply that cannot be
+        the broker's) a snapshot."""
+        if ev["epoch"] == self.epoch and self.since():
+            return
         self.resyncs += 1
         self.snapshot()
+
+    def since(self):
+        """Replays what came after self.seq, following a capped reply's `more` from its
+        `upto` until a complete one. False when the broker refuses (resync, future) or a
+        `more` contradicts itself (upto missing, not advancing, or not where the messages
+        end): a snapshot must follow."""
+        self.tseq = {}
+        while True:
+            asked = self.seq
+            frames = request(self.service, {"op": "since", "epoch": self.epoch, "seq": asked})
+            self.sinces += 1
+            head = frames[0]
+            if not isinstance(head, dict) or "error" in head:
+                return False
+            for missed in frames[1:]:
+                if missed.get("table") in self.tables and "op" in missed:
+                    self._apply_change(missed)
+            if not head.get("more"):
+                return True
+            upto = head.get("upto")
+            if (not isinstance(upto, int) or upto <= asked or len(frames) < 2
+                    or frames[-1].get("seq") != upto):
+                return False
+            self.seq = max(self.seq, upto)  # every message up to upto was seen
 
     def apply(self, ev):
         if "op" not in ev or ev.get("table") not in self.tables:

@@ -143,12 +143,25 @@ static void ring_replays_and_refuses_what_it_lost(void **state)
     assert_int_equal(r.seqs[0], 3);
     assert_int_equal(r.seqs[3], 6);
     r.n = 0;
+    /* From the middle of a ring that has wrapped: the bisection finds 5 past the wrap. */
+    assert_int_equal(sb_ring_since(ring, 4, 6, collect, &r), SB_OK);
+    assert_int_equal(r.n, 2);
+    assert_int_equal(r.seqs[0], 5);
+    assert_int_equal(r.seqs[1], 6);
+    r.n = 0;
     assert_int_equal(sb_ring_since(ring, 1, 6, collect, &r), SB_ERR_NOTFOUND); /* 2 is gone */
     assert_int_equal(sb_ring_since(ring, 6, 6, collect, &r), SB_OK);
     assert_int_equal(r.n, 0);
     assert_int_equal(sb_ring_since(ring, 9, 6, collect, &r), SB_ERR_NOTFOUND);
     sb_ring_clear(ring);
     assert_int_equal(sb_ring_since(ring, 5, 6, collect, &r), SB_ERR_NOTFOUND);
+    /* A message the core could not keep leaves a hole: what follows it still replays. */
+    push(ring, 1);
+    push(ring, 2);
+    push(ring, 4);
+    assert_int_equal(sb_ring_since(ring, 2, 4, collect, &r), SB_OK);
+    assert_int_equal(r.n, 1);
+    assert_int_equal(r.seqs[0], 4);
     sb_ring_free(ring);
 }
 

@@ -312,28 +312,52 @@ void fb_reply_snapshot(fake_broker *b, const fb_req *r, uint64_t seq, const fb_r
     msgpack_sbuffer_destroy(&body);
 }
 
-void fb_reply_since(fake_broker *b, const fb_req *r, uint64_t from)
+/* Header {epoch, seq[, more: true, upto]}, then at most n messages after `from`. */
+static void reply_since(fake_broker *b, const fb_req *r, uint64_t from, size_t n, bool more,
+                        uint64_t upto)
 {
     msgpack_sbuffer head;
     msgpack_sbuffer_init(&head);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &head, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 2);
+    bool has_upto = more && upto != FB_NO_UPTO;
+    msgpack_pack_map(&pk, 2 + more + has_upto);
     sb_mp_pack_kv_cstr(&pk, "epoch", b->epoch);
-    sb_mp_pack_kv_uint(&pk, "seq", b->seq);
+    sb_mp_pack_kv_uint(&pk, "seq", has_upto ? upto : b->seq);
+    if (more)
+        sb_mp_pack_kv_bool(&pk, "more", true);
+    if (has_upto)
+        sb_mp_pack_kv_uint(&pk, "upto", upto);
     msgpack_sbuffer frames[FB_MAX_HISTORY];
     const msgpack_sbuffer *ptrs[FB_MAX_HISTORY + 1] = {&head};
-    size_t n = 1;
-    for (size_t i = 0; i < b->nhist; i++) {
+    size_t k = 1;
+    for (size_t i = 0; i < b->nhist && k <= n; i++) {
         if (b->hist[i].seq <= from)
             continue;
         /* A view of the stored body; never written to, so no init/destroy. */
-        frames[n - 1] = (msgpack_sbuffer){b->hist[i].len, b->hist[i].body, b->hist[i].len};
-        ptrs[n] = &frames[n - 1];
-        n++;
+        frames[k - 1] = (msgpack_sbuffer){b->hist[i].len, b->hist[i].body, b->hist[i].len};
+        ptrs[k] = &frames[k - 1];
+        k++;
     }
-    fb_reply_map(b, r, ptrs, n);
+    fb_reply_map(b, r, ptrs, k);
     msgpack_sbuffer_destroy(&head);
+}
+
+void fb_reply_since(fake_broker *b, const fb_req *r, uint64_t from)
+{
+    /* The cap'th message after `from`: the reply stops there when more follow it. */
+    size_t after = 0;
+    uint64_t upto = 0;
+    for (size_t i = 0; i < b->nhist; i++)
+        if (b->hist[i].seq > from && ++after == b->since_cap)
+            upto = b->hist[i].seq;
+    bool more = b->since_cap && after > b->since_cap;
+    reply_since(b, r, from, b->since_cap ? b->since_cap : SIZE_MAX, more, upto);
+}
+
+void fb_reply_since_more(fake_broker *b, const fb_req *r, uint64_t from, size_t n, uint64_t upto)
+{
+    reply_since(b, r, from, n, true, upto);
 }
 
 static void reply_one(fake_broker *b, const fb_req *r, const char *k1, const char *v1,

@@ -38,6 +38,7 @@ typedef struct fake_broker {
     uint32_t hb_ms;
     uint32_t announce_hb_ms; /* hb_ms put in heartbeats; 0: none, as older brokers */
     uint64_t last_hb_ms, next_hb_ms;
+    size_t since_cap; /* messages per `since` reply (0: all), with more/upto beyond */
 } fake_broker;
 
 /* A row of the test tables: {"id": id, "name": name}; name NULL packs a nil row. */
@@ -89,7 +90,13 @@ const msgpack_object *fb_req_get(const fb_req *r, const char *key);
 
 void fb_reply_map(fake_broker *b, const fb_req *r, const msgpack_sbuffer *const *frames, size_t n);
 void fb_reply_snapshot(fake_broker *b, const fb_req *r, uint64_t seq, const fb_row *rows, size_t n);
+/* Everything after `from`, or since_cap messages with more: true and seq = upto = their last
+ * seq. */
 void fb_reply_since(fake_broker *b, const fb_req *r, uint64_t from);
+/* A capped reply as a broker may lie: n messages after `from` (fewer if fewer are left),
+ * more: true and the given upto as upto and seq (FB_NO_UPTO: no upto, seq the last). */
+#define FB_NO_UPTO UINT64_MAX
+void fb_reply_since_more(fake_broker *b, const fb_req *r, uint64_t from, size_t n, uint64_t upto);
 void fb_reply_error(fake_broker *b, const fb_req *r, const char *code);
 void fb_reply_ok(fake_broker *b, const fb_req *r);
 

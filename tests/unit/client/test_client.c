@@ -627,6 +627,197 @@ static void test_forged_tseq_resyncs(void **state)
     stop(t);
 }
 
+/* ---- capped since replies (more/upto) ------------------------------------------------ */
+
+/* What a client ended with: the events applied (seq order) and the versions it holds. */
+typedef struct outcome {
+    uint64_t seqs[64];
+    size_t n;
+    uint64_t versions[14];
+    int sinces;
+} outcome;
+
+#define BURST 12
+
+/* A client following `tables` (NULL: all) streams one event, then misses BURST changes (every
+ * third of guests), then gets one that shows the gap. The fake caps its `since` replies at
+ * `cap` messages (0: no cap). Each since must ask from where the previous reply stopped;
+ * none may be a snapshot. */
+static void lost_burst(size_t cap, const char *const *tables, size_t ntables, outcome *out)
+{
+    topts o = {.tables = tables, .ntables = ntables, .heartbeat_ms = 1000};
+    tctx *t = start(&o);
+    sync_with(t, NULL, 0);
+    t->b.since_cap = cap;
+    uint64_t k = fb_change(&t->b, BOOKINGS, "0", "insert", 1, NULL, 0, "a", false);
+    wait_events(t, 1);
+    size_t followed = 1;
+    for (int i = 1; i <= BURST; i++) {
+        char key[8];
+        snprintf(key, sizeof key, "%d", i);
+        bool guest = i % 3 == 0;
+        followed += !guest || !ntables;
+        fb_change(&t->b, guest ? GUESTS : BOOKINGS, key, "insert", 1 + (uint64_t)i, NULL, i, "b",
+                  true);
+    }
+    fb_change(&t->b, BOOKINGS, "13", "insert", 20, NULL, 13, "c", false);
+    followed++;
+    uint64_t from = k, end = fb_now_ms() + DEADLINE_MS;
+    *out = (outcome){0};
+    while (t->nev < followed || from < k + BURST + 1) {
+        assert_true(fb_now_ms() < end);
+        slice(t);
+        fb_req r;
+        if (!fb_poll_request(&t->b, &r))
+            continue;
+        if (!fb_req_is(&r, "since"))
+            fail_msg("expected only since requests");
+        assert_int_equal(req_uint(&r, "seq"), from);
+        fb_reply_since(&t->b, &r, from);
+        from = cap && t->b.seq - from > cap ? from + cap : t->b.seq;
+        out->sinces++;
+        fb_req_free(&r);
+    }
+    /* Back in the stream: nothing asked again, nothing applied twice. */
+    assert_false(drive(t, never, NULL, 200));
+    fb_req r;
+    assert_false(fb_poll_request(&t->b, &r));
+    assert_int_equal(t->nev, followed);
+    assert_int_equal(t->resets, 1);
+    assert_true(sb_client_online(t->c));
+    for (size_t i = 0; i < t->nev; i++)
+        out->seqs[out->n++] = t->ev[i].seq;
+    for (int i = 0; i <= BURST + 1; i++) {
+        char key[8];
+        snprintf(key, sizeof key, "%d", i);
+        out->versions[i] = version_of(t, i && i % 3 == 0 ? GUESTS : BOOKINGS, key);
+    }
+    stop(t);
+}
+
+static void assert_same_outcome(const outcome *a, const outcome *b)
+{
+    assert_int_equal(a->n, b->n);
+    assert_memory_equal(a->seqs, b->seqs, a->n * sizeof a->seqs[0]);
+    assert_memory_equal(a->versions, b->versions, sizeof a->versions);
+}
+
+/* A capped reply is applied and followed from its upto until complete: the client ends
+ * where one uncapped reply takes it, in ceil(13 / cap) requests, without a snapshot. */
+static void test_since_follows_more(void **state)
+{
+    (void)state;
+    outcome whole, capped;
+    lost_burst(0, NULL, 0, &whole);
+    assert_int_equal(whole.sinces, 1);
+    assert_int_equal(whole.n, BURST + 2);
+    for (size_t i = 1; i < whole.n; i++)
+        assert_int_equal(whole.seqs[i], whole.seqs[i - 1] + 1);
+    lost_burst(3, NULL, 0, &capped);
+    assert_int_equal(capped.sinces, 5);
+    assert_same_outcome(&whole, &capped);
+    /* Exactly the cap left: one complete reply. One under: a second request for the last. */
+    lost_burst(BURST + 1, NULL, 0, &capped);
+    assert_int_equal(capped.sinces, 1);
+    assert_same_outcome(&whole, &capped);
+    lost_burst(BURST, NULL, 0, &capped);
+    assert_int_equal(capped.sinces, 2);
+    assert_same_outcome(&whole, &capped);
+}
+
+/* Following one table: the replay also holds the other table's messages, and upto (not the
+ * table's own last event) is where the next request starts. */
+static void test_since_follows_more_tables(void **state)
+{
+    (void)state;
+    const char *const tables[] = {BOOKINGS};
+    outcome whole, capped;
+    lost_burst(0, tables, 1, &whole);
+    assert_int_equal(whole.n, BURST - BURST / 3 + 2);
+    lost_burst(2, tables, 1, &capped);
+    assert_int_equal(capped.sinces, 7);
+    assert_same_outcome(&whole, &capped);
+}
+
+/* A gap of two lost messages; returns the since request (to be answered by the test). */
+static tctx *gap_then_since(fb_req *r)
+{
+    tctx *t = start(NULL);
+    sync_with(t, NULL, 0);
+    fb_change(&t->b, BOOKINGS, "1", "insert", 1, NULL, 1, "a", false);
+    wait_events(t, 1);
+    fb_change(&t->b, BOOKINGS, "2", "insert", 2, NULL, 2, "b", true);
+    fb_change(&t->b, BOOKINGS, "3", "insert", 3, NULL, 3, "c", true);
+    fb_change(&t->b, BOOKINGS, "4", "insert", 4, NULL, 4, "d", false);
+    expect_request(t, "since", r);
+    return t;
+}
+
+/* `more` that cannot be true: an upto that does not advance, one behind the seq asked, one
+ * past the messages sent, none at all. Each is answered by a snapshot, never by another
+ * since. */
+static void test_since_lying_more_resyncs(void **state)
+{
+    (void)state;
+    enum { UPTO_FROM, UPTO_BEHIND, UPTO_PAST_SENT, UPTO_NONE };
+    static const struct {
+        size_t sent;
+        int upto;
+    } lies[] = {{0, UPTO_FROM}, {1, UPTO_BEHIND}, {1, UPTO_PAST_SENT}, {1, UPTO_NONE}};
+    for (size_t i = 0; i < sizeof lies / sizeof lies[0]; i++) {
+        fb_req r;
+        tctx *t = gap_then_since(&r);
+        uint64_t from = req_uint(&r, "seq");
+        uint64_t upto = lies[i].upto == UPTO_FROM        ? from
+                        : lies[i].upto == UPTO_BEHIND    ? from - 1
+                        : lies[i].upto == UPTO_PAST_SENT ? from + lies[i].sent + 1
+                                                         : FB_NO_UPTO;
+        fb_reply_since_more(&t->b, &r, from, lies[i].sent, upto);
+        fb_req_free(&r);
+        const fb_row now[] = {{BOOKINGS, "2", 2, 2, "b"}, {BOOKINGS, "3", 3, 3, "c"}};
+        sync_with(t, now, 2);
+        assert_int_equal(t->resets, 2);
+        assert_int_equal(version_of(t, BOOKINGS, "3"), 3);
+        stop(t);
+    }
+}
+
+/* A broker that answers every `since` with a `more` that does not advance: the resyncs it
+ * causes back off as for any contradiction, so the client never loops on since. */
+static void test_since_lying_more_backs_off(void **state)
+{
+    (void)state;
+    tctx *t = start(NULL);
+    sync_with(t, NULL, 0);
+    served sv = {0};
+    uint64_t now = fb_now_ms(), end = now + 40 * t->b.hb_ms, next_gap = now;
+    while ((now = fb_now_ms()) < end) {
+        if (now >= next_gap) {
+            fb_change(&t->b, BOOKINGS, "1", "update", t->b.seq + 1, NULL, 1, "x", true);
+            fb_change(&t->b, BOOKINGS, "2", "update", t->b.seq + 1, NULL, 2, "y", false);
+            next_gap = now + t->b.hb_ms / 2;
+        }
+        slice(t);
+        fb_req r;
+        while (fb_poll_request(&t->b, &r)) {
+            if (fb_req_is(&r, "since")) {
+                sv.since++;
+                uint64_t from = req_uint(&r, "seq");
+                fb_reply_since_more(&t->b, &r, from, 0, from);
+            } else if (fb_req_is(&r, "snapshot")) {
+                sv.snapshot++;
+                fb_reply_snapshot(&t->b, &r, t->b.seq, NULL, 0);
+            }
+            fb_req_free(&r);
+        }
+    }
+    /* As test_repeated_lies_back_off: waits of 0, 1, 2, 4, 8, 16 intervals fit in 40. */
+    assert_true(sv.snapshot >= 2);
+    assert_true(sv.snapshot <= 6);
+    assert_true(sv.since <= sv.snapshot + 1);
+    stop(t);
+}
+
 /* The broker's period (hb_ms in heartbeats) drives offline detection once known: a client
  * configured for 50 ms stays online when the broker, as after a SIGHUP, announces and keeps
  * a 300 ms period, and goes offline 3 of the broker's intervals after the last heartbeat.
@@ -929,6 +1120,10 @@ int main(void)
         cmocka_unit_test(test_future_seq_resyncs_once),
         cmocka_unit_test(test_repeated_lies_back_off),
         cmocka_unit_test(test_forged_tseq_resyncs),
+        cmocka_unit_test(test_since_follows_more),
+        cmocka_unit_test(test_since_follows_more_tables),
+        cmocka_unit_test(test_since_lying_more_resyncs),
+        cmocka_unit_test(test_since_lying_more_backs_off),
         cmocka_unit_test(test_heartbeat_period_from_broker),
         cmocka_unit_test(test_own_writes),
         cmocka_unit_test(test_truncate_clears_table),

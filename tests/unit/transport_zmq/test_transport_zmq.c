@@ -560,6 +560,127 @@ static void test_since(void **state)
     assert_int_equal(fake_host_since_calls(f->fh), 5);
 }
 
+/* Messages seq 1..n for the capped-since tests; body i is len[i] bytes of (i + 1). */
+#define SINCE_MAX 16
+typedef struct since_script {
+    sb_message m[SINCE_MAX];
+    unsigned char body[SINCE_MAX][2048];
+    size_t n;
+} since_script;
+
+static void script_since(fixture *f, since_script *s, const size_t *len, size_t n)
+{
+    assert_true(n <= SINCE_MAX);
+    s->n = n;
+    for (size_t i = 0; i < n; i++) {
+        assert_true(len[i] <= sizeof s->body[i]);
+        memset(s->body[i], (int)(i + 1), len[i]);
+        s->m[i] = (sb_message){SB_MSG_EVENT, i + 1, "public.bookings/1", 17, s->body[i], len[i]};
+    }
+    fake_host_script_since(f->fh, SB_OK, n, s->m, n);
+}
+
+/* One `since` from `from`: checks the header (epoch ep1; complete: seq = the last; capped:
+ * more, and seq = upto = the last message included) and that the frames are the script's
+ * messages from + 1 onwards, in order.
+ * Returns how many came; *upto gets upto when more is set, else 0. */
+static size_t since_round(fixture *f, void *req, const since_script *s, uint64_t from,
+                          uint64_t *upto)
+{
+    SEND_REQ(req, 3, "op", 's', "since", "epoch", 's', "ep1", "seq", 'u', from);
+    tz_frames r;
+    recv_reply(f, req, &r);
+    msgpack_unpacked up;
+    const msgpack_object *h = decode(&r, 0, &up);
+    assert_true(sb_mp_str_eq(sb_mp_map_get(h, "epoch"), "ep1"));
+    const msgpack_object *more = sb_mp_map_get(h, "more");
+    *upto = 0;
+    if (more) {
+        assert_int_equal(more->type, MSGPACK_OBJECT_BOOLEAN);
+        assert_true(more->via.boolean);
+        *upto = get_uint(h, "upto");
+        assert_int_equal(*upto, from + r.n - 1); /* the last message included */
+        assert_int_equal(get_uint(h, "seq"), *upto);
+        assert_true(*upto < s->n);
+    } else {
+        assert_int_equal(h->via.map.size, 2); /* complete: the reply of older brokers */
+        assert_int_equal(get_uint(h, "seq"), s->n);
+        assert_int_equal(from + r.n - 1, s->n);
+    }
+    msgpack_unpacked_destroy(&up);
+    for (size_t i = 1; i < r.n; i++) {
+        const sb_message *m = &s->m[from + i - 1];
+        assert_int_equal(r.v[i].len, m->body_len);
+        assert_memory_equal(r.v[i].data, m->body, m->body_len);
+    }
+    size_t got = r.n - 1;
+    tz_frames_clear(&r);
+    return got;
+}
+
+/* Follow more/upto from `from` to the end; returns the number of requests it took. */
+static int since_follow(fixture *f, void *req, const since_script *s, uint64_t from)
+{
+    int rounds = 0;
+    uint64_t upto;
+    do {
+        size_t got = since_round(f, req, s, from, &upto);
+        assert_true(got >= 1);
+        rounds++;
+        from = upto;
+    } while (upto);
+    return rounds;
+}
+
+static void test_since_capped_by_events(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, "max_since_events=3", NULL), 0);
+    since_script s;
+    const size_t len[10] = {10, 10, 10, 10, 10, 10, 10, 10, 10, 10};
+    script_since(f, &s, len, 10);
+    void *req = client(f, ZMQ_REQ, f->service);
+    uint64_t upto;
+    assert_int_equal(since_round(f, req, &s, 0, &upto), 3);
+    assert_int_equal(upto, 3);
+    /* Exactly the cap left: complete, no more. One over: capped. */
+    assert_int_equal(since_round(f, req, &s, 7, &upto), 3);
+    assert_int_equal(upto, 0);
+    assert_int_equal(since_round(f, req, &s, 6, &upto), 3);
+    assert_int_equal(upto, 9);
+    /* Following upto reaches the end, every message once and in order (since_round checks
+     * each reply continues exactly where the last one stopped): 1-3, 4-6, 7-9, 10. */
+    assert_int_equal(since_follow(f, req, &s, 0), 4);
+    /* Nothing after the last seq: an empty, complete reply. */
+    assert_int_equal(since_round(f, req, &s, 10, &upto), 0);
+    assert_int_equal(upto, 0);
+}
+
+static void test_since_capped_by_bytes(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, "max_since_bytes=1024", NULL), 0);
+    since_script s;
+    /* 4 x 256 fill the cap exactly; 2000 alone exceeds it (and still goes, alone);
+     * 3 x 256 + 300 exceed it by 44. */
+    const size_t len[9] = {256, 256, 256, 256, 2000, 256, 256, 256, 300};
+    script_since(f, &s, len, 9);
+    void *req = client(f, ZMQ_REQ, f->service);
+    uint64_t upto;
+    assert_int_equal(since_round(f, req, &s, 0, &upto), 4);
+    assert_int_equal(upto, 4);
+    assert_int_equal(since_round(f, req, &s, 4, &upto), 1);
+    assert_int_equal(upto, 5);
+    assert_int_equal(since_round(f, req, &s, 5, &upto), 3);
+    assert_int_equal(upto, 8);
+    assert_int_equal(since_round(f, req, &s, 8, &upto), 1);
+    assert_int_equal(upto, 0);
+    assert_int_equal(since_follow(f, req, &s, 0), 4);
+    /* The same messages uncapped: one reply with all of them (what the rounds added up to). */
+    f->t->max_since_bytes = SIZE_MAX;
+    assert_int_equal(since_follow(f, req, &s, 0), 1);
+}
+
 static void test_presence(void **state)
 {
     fixture *f = *state;
@@ -1060,6 +1181,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_snapshot_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_since, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_since_capped_by_events, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_since_capped_by_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_presence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_editors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
