@@ -133,14 +133,90 @@ def test_loader_refuses_wrong_kind(tmp_path, plugin_dir):
             "transport plugin, but [source.main] needs a source plugin") in err
 
 
-def test_loader_refuses_world_writable(tmp_path):
+NOBODY = 65534
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+
+
+@pytest.fixture
+def copied(tmp_path):
+    """A private plugin folder (0755) holding copies (0644) of the two plugins the config names."""
     d = tmp_path / "p"
     d.mkdir()
+    os.chmod(d, 0o755)
     for name in ("source_poll.so", "transport_file.so"):
         (d / name).write_bytes(open(os.path.join(REAL, name), "rb").read())
-    os.chmod(d / "transport_file.so", 0o777)
-    cfg = write_config(tmp_path, d)
-    assert "is world-writable" in refused(cfg, "--check")
+        os.chmod(d / name, 0o644)
+    return d
+
+
+def test_loader_accepts_private_copies(tmp_path, copied):
+    r = run_broker(write_config(tmp_path, copied), "--check")
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o666, 0o664, 0o620])
+def test_loader_refuses_plugin_writable_by_others(tmp_path, copied, mode):
+    os.chmod(copied / "transport_file.so", mode)
+    cfg = write_config(tmp_path, copied)
+    err = refused(cfg, "--check")
+    line = line_of(cfg, "plugin = transport_file")
+    assert (f"{cfg}:{line}: [transport.t] plugin: {copied}/transport_file.so: is writable by "
+            f"others (mode {mode:04o}): refusing to load it") in err, err
+    assert "[source.main] plugin" not in err, err  # the other file is fine
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o1777, 0o730])
+def test_loader_refuses_plugin_dir_writable_by_others(tmp_path, copied, mode):
+    os.chmod(copied, mode)
+    cfg = write_config(tmp_path, copied)
+    err = refused(cfg, "--check")
+    assert (f"plugin_dir {copied} is writable by others (mode {mode:04o}): refusing to load "
+            "plugins from it") in err, err
+    assert f"{cfg}:{line_of(cfg, 'plugin = source_poll')}: [source.main] plugin: " in err, err
+
+
+def test_loader_refuses_link_into_folder_writable_by_others(tmp_path, copied):
+    """A safe plugin_dir whose entry links into a folder anyone may write is no safer."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    os.rename(copied / "transport_file.so", shared / "transport_file.so")
+    os.symlink(shared / "transport_file.so", copied / "transport_file.so")
+    err = refused(write_config(tmp_path, copied), "--check")
+    assert (f"{copied}/transport_file.so: links into {shared} is writable by others (mode 0777): "
+            "refusing to load plugins from it") in err, err
+
+
+@needs_root
+def test_loader_refuses_plugin_owned_by_another_user(tmp_path, copied):
+    os.chown(copied / "transport_file.so", NOBODY, NOBODY)
+    err = refused(write_config(tmp_path, copied), "--check")
+    assert (f"{copied}/transport_file.so: is owned by uid {NOBODY}, not root or the broker's "
+            f"uid 0: refusing to load it") in err, err
+
+
+@needs_root
+def test_loader_refuses_plugin_dir_owned_by_another_user(tmp_path, copied):
+    os.chown(copied, NOBODY, NOBODY)
+    err = refused(write_config(tmp_path, copied), "--check")
+    assert (f"plugin_dir {copied} is owned by uid {NOBODY}, not root or the broker's uid 0: "
+            "refusing to load plugins from it") in err, err
+
+
+@needs_root
+def test_loader_accepts_root_group_read_only(tmp_path, copied):
+    """Group and owner other than the group's members do not matter without a write bit."""
+    os.chown(copied / "transport_file.so", 0, NOBODY)
+    os.chmod(copied / "transport_file.so", 0o640)
+    assert run_broker(write_config(tmp_path, copied), "--check").returncode == 0
+
+
+def test_build_plugin_dirs_pass_the_rule():
+    """What the demo, the benches and every test load from: built with chmod go-w."""
+    for folder in (REAL, BAD):
+        for p in [folder] + [os.path.join(folder, n) for n in os.listdir(folder)]:
+            st = os.stat(p)
+            assert not st.st_mode & 0o022 and st.st_uid in (0, os.geteuid()), (p, oct(st.st_mode))
 
 
 @pytest.mark.parametrize("extra, key, message", [
