@@ -342,13 +342,73 @@ def test_bad_endpoint_binds_nothing(tmp_path, plugin_dir):
         s.bind(("127.0.0.1", port))
 
 
-@pytest.mark.parametrize("pub", ["tcp://127.0.0.1:*", "tcp://127.0.0.1:0", "tcp://*:5556", "tcp://[::1]:5556",
-                                 "tcp://localhost:65535", "ipc:///tmp/sb-pub", "inproc://events"])
+@pytest.mark.parametrize("pub", ["tcp://127.0.0.1:*", "tcp://127.0.0.1:0", "tcp://127.9.8.7:5556",
+                                 "tcp://[::1]:5556", "tcp://localhost:65535",
+                                 "tcp://LocalHost:5556", "ipc:///tmp/sb-pub", "inproc://events"])
 def test_endpoint_accepted(tmp_path, plugin_dir, pub):
     cfg = write_config(tmp_path, plugin_dir, transport="transport_zmq", extra=f"pub = {pub}\n")
     r = run_broker(cfg, "--check")
     assert r.returncode == 0, r.stderr
     assert f"pub = {pub}\n" in r.stdout
+
+
+PLAIN = ("is not a loopback address and this transport does not encrypt: set allow_plaintext = "
+         "on to bind it in plain text anyway")
+
+
+@pytest.mark.parametrize("key, value", [
+    ("pub", "tcp://*:5556"), ("pub", "tcp://0.0.0.0:5556"), ("service", "tcp://[::]:5557"),
+    ("service", "tcp://192.168.1.20:5557"), ("pub", "tcp://128.0.0.1:5556"),
+    ("pub", "tcp://[::ffff:10.0.0.1]:5556"), ("service", "tcp://eth0:5557"),
+    ("service", "tcp://desk-1.example:5557"), ("pub", "tcp://localhost.evil.example:5556"),
+])
+def test_plaintext_beyond_loopback_refused(tmp_path, plugin_dir, key, value):
+    cfg = write_config(tmp_path, plugin_dir, transport="transport_zmq", extra=f"{key} = {value}\n")
+    for args in (("--check",), ()):
+        err = refused(cfg, *args)
+        assert f"{cfg}:{line_of(cfg, f'{key} =')}: [transport.t] {key}: '{value}' {PLAIN}" in err, err
+
+
+def test_plaintext_refusal_binds_nothing(tmp_path, plugin_dir):
+    service = free_port()
+    cfg = write_config(tmp_path, plugin_dir, transport="transport_zmq",
+                       extra=f"pub = tcp://0.0.0.0:{free_port()}\n"
+                             f"service = tcp://127.0.0.1:{service}\n")
+    assert PLAIN in refused(cfg)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", service))
+
+
+def test_allow_plaintext_starts_with_a_warning(tmp_path, plugin_dir):
+    """allow_plaintext = on binds 0.0.0.0 and says so at start (no database needed)."""
+    port = free_port()
+    cfg = write_config(tmp_path, plugin_dir, transport="transport_zmq",
+                       extra=f"pub = tcp://0.0.0.0:{port}\nservice = tcp://127.0.0.1:{free_port()}"
+                             "\nallow_plaintext = on\n")
+    assert run_broker(cfg, "--check").returncode == 0
+    proc = subprocess.Popen([BROKER, "-c", str(cfg)], stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "ready" in line:
+                break
+        log = "".join(lines)
+        assert (f"warn  [transport.t] pub = tcp://0.0.0.0:{port} is bound in plain text beyond "
+                "loopback (allow_plaintext = on)") in log, log
+        assert "service = tcp://127.0.0.1" not in log, log  # loopback: no warning
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    finally:
+        proc.terminate()
+        rest = proc.communicate(timeout=10)[1]
+    assert proc.returncode == 0, rest
+    assert "AddressSanitizer" not in rest and "runtime error" not in rest, rest
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_check_binds_nothing(tmp_path, plugin_dir):
