@@ -4,7 +4,6 @@ binds. Runs the real daemon; needs no database (--check tries the configured one
 and says it checked the file only)."""
 import os
 import socket
-import stat
 import subprocess
 
 import pytest
@@ -366,7 +365,8 @@ def test_plaintext_beyond_loopback_refused(tmp_path, plugin_dir, key, value):
     cfg = write_config(tmp_path, plugin_dir, transport="transport_zmq", extra=f"{key} = {value}\n")
     for args in (("--check",), ()):
         err = refused(cfg, *args)
-        assert f"{cfg}:{line_of(cfg, f'{key} =')}: [transport.t] {key}: '{value}' {PLAIN}" in err, err
+        at = f"{cfg}:{line_of(cfg, f'{key} =')}: [transport.t] {key}: "
+        assert f"{at}'{value}' {PLAIN}" in err, err
 
 
 def test_plaintext_refusal_binds_nothing(tmp_path, plugin_dir):
