@@ -31,6 +31,16 @@ static const key_def core_keys[] = {
     {"broker", "heartbeat_ms", KEY_INT, offsetof(sb_config, heartbeat_ms), "1000", 10, 3600000},
     {"broker", "replay_buffer", KEY_INT, offsetof(sb_config, replay_buffer), "10000", 0, 100000000},
     {"broker", "log_level", KEY_LEVEL, offsetof(sb_config, log_level), "info", 0, 0},
+    /* Presence comes from peers: bounded in all, per client id and per entity; the TTL's
+     * floor is the clients' default ttl_ms (6000), which must stay accepted. */
+    {"broker", "presence_max_entries", KEY_INT, offsetof(sb_config, presence_max_entries), "65536",
+     1, 10000000},
+    {"broker", "presence_max_per_client", KEY_INT, offsetof(sb_config, presence_max_per_client),
+     "256", 1, 1000000},
+    {"broker", "presence_max_per_entity", KEY_INT, offsetof(sb_config, presence_max_per_entity),
+     "32", 1, 4096},
+    {"broker", "presence_max_ttl_ms", KEY_INT, offsetof(sb_config, presence_max_ttl_ms), "60000",
+     6000, 86400000},
     {"database", "conninfo", KEY_STRING, offsetof(sb_config, conninfo), NULL, 0, 0},
     {"database", "tables", KEY_TABLES, offsetof(sb_config, tables), NULL, 0, 0},
 };
@@ -556,9 +566,13 @@ void sb_config_print_core(const sb_config *cfg, FILE *out)
 {
     fprintf(out,
             "[broker]\nplugin_dir = %s\ndebounce_ms = %lld\nheartbeat_ms = %lld\n"
-            "replay_buffer = %lld\nlog_level = %s\n",
+            "replay_buffer = %lld\nlog_level = %s\npresence_max_entries = %lld\n"
+            "presence_max_per_client = %lld\npresence_max_per_entity = %lld\n"
+            "presence_max_ttl_ms = %lld\n",
             cfg->plugin_dir, (long long)cfg->debounce_ms, (long long)cfg->heartbeat_ms,
-            (long long)cfg->replay_buffer, sb_log_level_name(cfg->log_level));
+            (long long)cfg->replay_buffer, sb_log_level_name(cfg->log_level),
+            (long long)cfg->presence_max_entries, (long long)cfg->presence_max_per_client,
+            (long long)cfg->presence_max_per_entity, (long long)cfg->presence_max_ttl_ms);
     for (size_t i = 0; i < cfg->ntables; i++)
         if (cfg->table_debounce_ms[i] >= 0)
             fprintf(out, "%s%s = %lld\n", TABLE_DEBOUNCE_PREFIX, cfg->tables[i],

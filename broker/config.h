@@ -31,7 +31,7 @@ typedef struct sb_config_section {
 } sb_config_section;
 
 /* The number of typed [broker] and [database] keys (config.c's table). */
-#define SB_CONFIG_NCORE 7
+#define SB_CONFIG_NCORE 11
 
 typedef struct sb_config {
     char *path;       /* the file as given */
@@ -40,6 +40,8 @@ typedef struct sb_config {
     int64_t heartbeat_ms;
     int64_t replay_buffer;
     sb_log_level log_level;
+    int64_t presence_max_entries, presence_max_per_client, presence_max_per_entity;
+    int64_t presence_max_ttl_ms;
     char *conninfo;
     char **tables; /* "schema.name", config order */
     size_t ntables;

@@ -45,6 +45,7 @@ struct sb_core {
     sb_presence_set *presence;
     sb_timer *presence_timer;
     uint64_t presence_due;
+    uint64_t presence_refused; /* over a presence limit; logged 1st, 2nd, 4th, 8th, ... */
 
     snapshot_req *snapshots;
     size_t nsnapshots, cap_snapshots;
@@ -231,8 +232,12 @@ int sb_core_new(sb_loop *loop, const sb_config *cfg, sb_core **out)
     uint64_t *windows = table_windows(cfg);
     int rc = SB_ERR_NOMEM;
     core->tseq = calloc(cfg->ntables, sizeof *core->tseq);
+    sb_presence_limits limits = {.max_entries = (size_t)cfg->presence_max_entries,
+                                 .max_per_client = (size_t)cfg->presence_max_per_client,
+                                 .max_per_entity = (size_t)cfg->presence_max_per_entity,
+                                 .max_ttl_ms = (uint32_t)cfg->presence_max_ttl_ms};
     if (windows && core->tseq && sb_ring_new((size_t)cfg->replay_buffer, &core->ring) == SB_OK &&
-        sb_presence_set_new(&core->presence) == SB_OK)
+        sb_presence_set_new(&limits, &core->presence) == SB_OK)
         rc = sb_debounce_new(cfg->ntables, windows, &debounce_ops, core, &core->debounce);
     free(windows);
     if (rc) {
@@ -525,8 +530,17 @@ int sb_core_presence(sb_core *core, const sb_presence *p)
         return SB_ERR_NOTFOUND;
     if (!p->client || !p->state)
         return SB_ERR_INVAL;
+    const char *limit = NULL;
     int rc = sb_presence_apply(core->presence, (uint32_t)t, &p->key, p->client, p->state, p->ttl_ms,
-                               sb_loop_now(core->loop), sb_event_wall_ms(), publish_presence, core);
+                               sb_loop_now(core->loop), sb_event_wall_ms(), publish_presence, core,
+                               &limit);
+    if (rc == SB_ERR_BUSY) {
+        uint64_t n = ++core->presence_refused;
+        if ((n & (n - 1)) == 0) /* a flood costs log lines in log2 of its size */
+            sb_log(SB_LOG_WARN, SCOPE,
+                   "presence of client '%.128s' refused: %s reached (%llu refused)", p->client,
+                   limit, (unsigned long long)n);
+    }
     schedule_presence(core);
     return rc;
 }

@@ -1,6 +1,8 @@
 /* debounce.c - see debounce.h. */
 #include "debounce.h"
 
+#include "hash.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,12 +20,11 @@ typedef struct merge {
 } merge;
 
 typedef struct entity {
-    struct entity *hnext;         /* hash chain */
+    sb_hnode node;                /* first: the entity table's node is the entity */
     struct entity *qprev, *qnext; /* the one queue it is in (see `where`) */
-    uint64_t hash;
-    uint64_t deadline; /* window end or retry time */
-    uint64_t req;      /* fetch in flight, 0 = none */
-    uint32_t req_slot; /* index in that request's ents[] */
+    uint64_t deadline;            /* window end or retry time */
+    uint64_t req;                 /* fetch in flight, 0 = none */
+    uint32_t req_slot;            /* index in that request's ents[] */
     uint64_t published_version;
     uint32_t gen; /* table's truncate generation when `seen` was set */
     uint32_t table;
@@ -63,8 +64,9 @@ struct sb_debounce {
     size_t ntables;
     table_state *tables;
     queue retry;
-    entity **buckets;
-    size_t nbuckets, nentities, npending, nfetching;
+    sb_htab ents;   /* every entity, keyed by (table, key) */
+    sb_hash_key hk; /* keys come from writers: a random SipHash key per broker start */
+    size_t npending, nfetching;
     uint64_t coalesced;
     request reqs[SB_DEBOUNCE_MAX_INFLIGHT];
     size_t ninflight;
@@ -125,12 +127,9 @@ static void move_to(sb_debounce *d, entity *e, enum where where, uint64_t deadli
 
 /* ---- entity table ----------------------------------------------------------------- */
 
-static uint64_t hash_key(uint32_t table, const char *key, size_t len)
+static uint64_t hash_key(const sb_debounce *d, uint32_t table, const char *key, size_t len)
 {
-    uint64_t h = 1469598103934665603ull ^ table;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)key[i]) * 1099511628211ull;
-    return h;
+    return sb_hash(&d->hk, key, len, (uint64_t)table + 1);
 }
 
 /* Flatten key parts into "a\0b\0"; returns the length or 0 if it does not fit. */
@@ -155,53 +154,41 @@ static size_t key_len(const sb_key *k)
     return len;
 }
 
-static entity *lookup(sb_debounce *d, uint32_t table, const char *key, size_t len, uint64_t h)
+typedef struct entity_ref {
+    uint32_t table;
+    const char *key;
+    size_t len;
+} entity_ref;
+
+static bool entity_eq(const sb_hnode *n, const void *ref)
 {
-    if (!d->nbuckets)
-        return NULL;
-    for (entity *e = d->buckets[h & (d->nbuckets - 1)]; e; e = e->hnext)
-        if (e->hash == h && e->table == table && e->keylen == len && !memcmp(e->key, key, len))
-            return e;
-    return NULL;
+    const entity *e = (const entity *)n;
+    const entity_ref *r = ref;
+    return e->table == r->table && e->keylen == r->len && !memcmp(e->key, r->key, r->len);
 }
 
-static int grow_buckets(sb_debounce *d)
+static entity *lookup(sb_debounce *d, uint32_t table, const char *key, size_t len, uint64_t h)
 {
-    size_t n = d->nbuckets ? d->nbuckets * 2 : 1024;
-    entity **b = calloc(n, sizeof *b);
-    if (!b)
-        return SB_ERR_NOMEM;
-    for (size_t i = 0; i < d->nbuckets; i++) {
-        for (entity *e = d->buckets[i], *next; e; e = next) {
-            next = e->hnext;
-            e->hnext = b[e->hash & (n - 1)];
-            b[e->hash & (n - 1)] = e;
-        }
-    }
-    free(d->buckets);
-    d->buckets = b;
-    d->nbuckets = n;
-    return SB_OK;
+    entity_ref r = {table, key, len};
+    return (entity *)sb_htab_find(&d->ents, h, entity_eq, &r);
 }
 
 static entity *insert_entity(sb_debounce *d, uint32_t table, const char *key, size_t len,
                              uint16_t nparts, uint64_t h)
 {
-    if (d->nentities >= d->nbuckets && grow_buckets(d))
-        return NULL;
     entity *e = calloc(1, sizeof *e + len);
     if (!e)
         return NULL;
-    e->hash = h;
+    e->node.hash = h;
     e->table = table;
     e->nparts = nparts;
     e->keylen = (uint32_t)len;
     e->gen = d->tables[table].gen;
     memcpy(e->key, key, len);
-    size_t b = h & (d->nbuckets - 1);
-    e->hnext = d->buckets[b];
-    d->buckets[b] = e;
-    d->nentities++;
+    if (sb_htab_insert(&d->ents, &e->node)) {
+        free(e);
+        return NULL;
+    }
     return e;
 }
 
@@ -210,14 +197,10 @@ static void free_entity(sb_debounce *d, entity *e)
     queue *q = queue_of(d, e);
     if (q)
         q_remove(q, e);
-    entity **pp = &d->buckets[e->hash & (d->nbuckets - 1)];
-    while (*pp != e)
-        pp = &(*pp)->hnext;
-    *pp = e->hnext;
+    sb_htab_remove(&d->ents, &e->node);
     free(e->p.origin);
     free(e->f.origin);
     free(e);
-    d->nentities--;
 }
 
 /* Fill parts[] with pointers into e->key. */
@@ -282,9 +265,10 @@ int sb_debounce_change(sb_debounce *d, uint32_t table, const sb_change *c, uint6
          * `seen` is reset lazily through the generation counter. */
         ts->gen++;
         ts->truncate_version = c->version;
-        for (size_t b = 0; b < d->nbuckets; b++) {
-            for (entity *e = d->buckets[b], *next; e; e = next) {
-                next = e->hnext;
+        for (size_t b = 0; b < d->ents.nbuckets; b++) {
+            for (sb_hnode *n = d->ents.buckets[b], *next; n; n = next) {
+                next = n->next;
+                entity *e = (entity *)n;
                 if (e->table != table)
                     continue;
                 drop_pending(d, e);
@@ -310,7 +294,7 @@ int sb_debounce_change(sb_debounce *d, uint32_t table, const sb_change *c, uint6
     if (!key)
         return SB_ERR_NOMEM;
     flatten_key(&c->key, key, len);
-    uint64_t h = hash_key(table, key, len);
+    uint64_t h = hash_key(d, table, key, len);
     entity *e = lookup(d, table, key, len, h);
     if (!e)
         e = insert_entity(d, table, key, len, (uint16_t)c->key.nparts, h);
@@ -522,7 +506,7 @@ void sb_debounce_rows(sb_debounce *d, uint64_t req, const sb_row *rows, size_t n
         if (!key)
             continue;
         flatten_key(&rows[i].key, key, len);
-        entity *e = lookup(d, r->table, key, len, hash_key(r->table, key, len));
+        entity *e = lookup(d, r->table, key, len, hash_key(d, r->table, key, len));
         if (key != stackbuf)
             free(key);
         if (e && e->req == req) {
@@ -625,6 +609,7 @@ int sb_debounce_new(size_t ntables, const uint64_t *window_ms, const sb_debounce
     }
     d->ntables = ntables;
     d->ops = ops;
+    sb_hash_key_random(&d->hk);
     d->ud = ud;
     d->exposed_until_ms = INT64_MIN;
     sb_debounce_set_windows(d, window_ms);
@@ -650,15 +635,16 @@ void sb_debounce_free(sb_debounce *d)
     for (size_t i = 0; i < SB_DEBOUNCE_MAX_INFLIGHT; i++)
         if (d->reqs[i].req)
             release_request(d, &d->reqs[i]);
-    for (size_t b = 0; b < d->nbuckets; b++) {
-        for (entity *e = d->buckets[b], *next; e; e = next) {
-            next = e->hnext;
+    for (size_t b = 0; b < d->ents.nbuckets; b++) {
+        for (sb_hnode *n = d->ents.buckets[b], *next; n; n = next) {
+            next = n->next;
+            entity *e = (entity *)n;
             free(e->p.origin);
             free(e->f.origin);
             free(e);
         }
     }
-    free(d->buckets);
+    sb_htab_clear(&d->ents);
     free(d->tables);
     free(d);
 }
@@ -670,7 +656,7 @@ size_t sb_debounce_pending(const sb_debounce *d)
 
 size_t sb_debounce_entities(const sb_debounce *d)
 {
-    return d->nentities;
+    return d->ents.count;
 }
 
 uint64_t sb_debounce_coalesced(const sb_debounce *d)

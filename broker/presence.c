@@ -1,54 +1,179 @@
 /* presence.c - see presence.h. */
 #include "presence.h"
 
+#include "hash.h"
+
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct entry {
-    uint32_t table;
-    uint32_t nparts;
-    char *key; /* parts, each NUL-terminated */
+#define MAX_PARTS 64
+
+typedef struct pentry pentry;
+
+/* One client id and how many entries it holds; freed with its last entry. */
+typedef struct pclient {
+    sb_hnode node; /* first: the table's node is the struct */
+    size_t entries;
+    size_t len;
+    char name[]; /* NUL-terminated */
+} pclient;
+
+/* One entity and its editors, in arrival order; freed with its last editor. */
+typedef struct pentity {
+    sb_hnode node;
+    uint32_t table, nparts;
+    pentry **ed;
+    size_t n, cap;
     size_t keylen;
-    char *client;
+    char key[]; /* parts, each NUL-terminated */
+} pentity;
+
+struct pentry {
+    pentity *entity;
+    pclient *client;
     const char *state; /* static string */
     int64_t since_ms;
     uint64_t expires;
-} entry;
+    size_t heap_pos;
+};
 
 struct sb_presence_set {
-    entry *e;
+    sb_presence_limits lim;
+    sb_hash_key hk;
+    sb_htab entities, clients;
+    pentry **heap; /* min-heap on expires */
     size_t n, cap;
 };
 
-int sb_presence_set_new(sb_presence_set **out)
+int sb_presence_set_new(const sb_presence_limits *limits, sb_presence_set **out)
 {
-    *out = calloc(1, sizeof **out);
-    return *out ? SB_OK : SB_ERR_NOMEM;
-}
-
-static void free_entry(entry *x)
-{
-    free(x->key);
-    free(x->client);
+    sb_presence_set *ps = calloc(1, sizeof *ps);
+    if (!ps)
+        return SB_ERR_NOMEM;
+    ps->lim = *limits;
+    sb_hash_key_random(&ps->hk);
+    *out = ps;
+    return SB_OK;
 }
 
 void sb_presence_set_free(sb_presence_set *ps)
 {
     if (!ps)
         return;
-    for (size_t i = 0; i < ps->n; i++)
-        free_entry(&ps->e[i]);
-    free(ps->e);
+    /* Every entity and client is reachable from an entry; free each once, on its last. */
+    for (size_t i = 0; i < ps->n; i++) {
+        pentry *x = ps->heap[i];
+        if (--x->entity->n == 0) {
+            free(x->entity->ed);
+            free(x->entity);
+        }
+        if (--x->client->entries == 0)
+            free(x->client);
+        free(x);
+    }
+    free(ps->heap);
+    sb_htab_clear(&ps->entities);
+    sb_htab_clear(&ps->clients);
     free(ps);
 }
 
+size_t sb_presence_count(const sb_presence_set *ps)
+{
+    return ps->n;
+}
+
+uint64_t sb_presence_next_expiry(const sb_presence_set *ps)
+{
+    return ps->n ? ps->heap[0]->expires : UINT64_MAX;
+}
+
+/* ---- the expiry heap --------------------------------------------------------------- */
+
+static void heap_set(sb_presence_set *ps, size_t i, pentry *x)
+{
+    ps->heap[i] = x;
+    x->heap_pos = i;
+}
+
+static void sift_up(sb_presence_set *ps, size_t i)
+{
+    pentry *x = ps->heap[i];
+    while (i > 0 && ps->heap[(i - 1) / 2]->expires > x->expires) {
+        heap_set(ps, i, ps->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    heap_set(ps, i, x);
+}
+
+static void sift_down(sb_presence_set *ps, size_t i)
+{
+    pentry *x = ps->heap[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= ps->n)
+            break;
+        if (c + 1 < ps->n && ps->heap[c + 1]->expires < ps->heap[c]->expires)
+            c++;
+        if (ps->heap[c]->expires >= x->expires)
+            break;
+        heap_set(ps, i, ps->heap[c]);
+        i = c;
+    }
+    heap_set(ps, i, x);
+}
+
+/* x's expiry changed: move it to its place. */
+static void heap_fix(sb_presence_set *ps, pentry *x)
+{
+    sift_up(ps, x->heap_pos);
+    sift_down(ps, x->heap_pos);
+}
+
+static void heap_remove(sb_presence_set *ps, pentry *x)
+{
+    size_t i = x->heap_pos;
+    pentry *last = ps->heap[--ps->n];
+    if (last != x) {
+        heap_set(ps, i, last);
+        heap_fix(ps, last);
+    }
+}
+
+/* ---- lookups ----------------------------------------------------------------------- */
+
+typedef struct entity_ref {
+    uint32_t table;
+    const char *key;
+    size_t len;
+} entity_ref;
+
+static bool entity_eq(const sb_hnode *n, const void *key)
+{
+    const pentity *e = (const pentity *)n;
+    const entity_ref *r = key;
+    return e->table == r->table && e->keylen == r->len && memcmp(e->key, r->key, r->len) == 0;
+}
+
+static bool client_eq(const sb_hnode *n, const void *key)
+{
+    const pclient *c = (const pclient *)n;
+    return strcmp(c->name, key) == 0;
+}
+
+static uint64_t entity_hash(const sb_presence_set *ps, const entity_ref *r)
+{
+    return sb_hash(&ps->hk, r->key, r->len, (uint64_t)r->table + 1);
+}
+
+/* Flatten key parts into "a\0b\0" (malloc'd, owned by the caller). */
 static char *flatten(const sb_key *key, size_t *len)
 {
     *len = 0;
     for (uint32_t i = 0; i < key->nparts; i++)
         *len += strlen(key->parts[i]) + 1;
-    char *buf = malloc(*len ? *len : 1);
+    char *buf = malloc(*len);
     if (!buf)
         return NULL;
     size_t off = 0;
@@ -60,41 +185,56 @@ static char *flatten(const sb_key *key, size_t *len)
     return buf;
 }
 
-static bool same_entity(const entry *x, uint32_t table, const char *key, size_t len)
-{
-    return x->table == table && x->keylen == len && memcmp(x->key, key, len) == 0;
-}
+/* ---- entries ----------------------------------------------------------------------- */
 
-/* Publish the editor list of the entity stored in `model`. */
-static void publish(sb_presence_set *ps, uint32_t table, const char *key, size_t len,
-                    uint32_t nparts, sb_presence_fn fn, void *ud)
+static void publish(const pentity *e, sb_presence_fn fn, void *ud)
 {
-    sb_event_editor stack[16] = {{0}};
-    size_t count = 0;
-    for (size_t i = 0; i < ps->n; i++)
-        count += same_entity(&ps->e[i], table, key, len);
-    sb_event_editor *ed = count <= 16 ? stack : malloc(count * sizeof *ed);
-    const char *parts[64];
-    if (!ed || nparts > 64) {
-        if (ed != stack)
-            free(ed);
+    sb_event_editor stack[16];
+    sb_event_editor *ed = e->n <= 16 ? stack : malloc(e->n * sizeof *ed);
+    if (!ed)
         return;
-    }
-    size_t k = 0;
-    for (size_t i = 0; i < ps->n; i++) {
-        const entry *x = &ps->e[i];
-        if (same_entity(x, table, key, len))
-            ed[k++] = (sb_event_editor){x->client, x->state, x->since_ms};
-    }
-    const char *p = key;
-    for (uint32_t i = 0; i < nparts; i++) {
+    for (size_t i = 0; i < e->n; i++)
+        ed[i] = (sb_event_editor){e->ed[i]->client->name, e->ed[i]->state, e->ed[i]->since_ms};
+    const char *parts[MAX_PARTS];
+    const char *p = e->key;
+    for (uint32_t i = 0; i < e->nparts; i++) {
         parts[i] = p;
         p += strlen(p) + 1;
     }
-    sb_key sk = {.parts = parts, .nparts = nparts};
-    fn(ud, table, &sk, ed, k);
+    sb_key sk = {.parts = parts, .nparts = e->nparts};
+    fn(ud, e->table, &sk, ed, e->n);
     if (ed != stack)
         free(ed);
+}
+
+/* Unlink and free an entry; its client goes with its last entry. The entity stays (the
+ * caller publishes its list, then calls drop_if_empty). */
+static void remove_entry(sb_presence_set *ps, pentry *x)
+{
+    heap_remove(ps, x);
+    pentity *e = x->entity;
+    for (size_t i = 0; i < e->n; i++) {
+        if (e->ed[i] == x) {
+            memmove(&e->ed[i], &e->ed[i + 1], (e->n - i - 1) * sizeof *e->ed);
+            e->n--;
+            break;
+        }
+    }
+    pclient *c = x->client;
+    if (--c->entries == 0) {
+        sb_htab_remove(&ps->clients, &c->node);
+        free(c);
+    }
+    free(x);
+}
+
+static void drop_if_empty(sb_presence_set *ps, pentity *e)
+{
+    if (e->n)
+        return;
+    sb_htab_remove(&ps->entities, &e->node);
+    free(e->ed);
+    free(e);
 }
 
 static const char *canonical_state(const char *state)
@@ -108,95 +248,161 @@ static const char *canonical_state(const char *state)
     return NULL;
 }
 
+/* The limit a new entry would break, or NULL. */
+static const char *over_limit(const sb_presence_set *ps, const pentity *e, const pclient *c)
+{
+    if (ps->n >= ps->lim.max_entries)
+        return "presence_max_entries";
+    if (c && c->entries >= ps->lim.max_per_client)
+        return "presence_max_per_client";
+    if (e && e->n >= ps->lim.max_per_entity)
+        return "presence_max_per_entity";
+    return NULL;
+}
+
+static pclient *client_get(sb_presence_set *ps, const char *name, size_t len, uint64_t h)
+{
+    pclient *c = (pclient *)sb_htab_find(&ps->clients, h, client_eq, name);
+    if (c)
+        return c;
+    c = calloc(1, sizeof *c + len + 1);
+    if (!c)
+        return NULL;
+    c->node.hash = h;
+    c->len = len;
+    memcpy(c->name, name, len + 1);
+    if (sb_htab_insert(&ps->clients, &c->node)) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static pentity *entity_get(sb_presence_set *ps, const entity_ref *r, uint32_t nparts, uint64_t h)
+{
+    pentity *e = (pentity *)sb_htab_find(&ps->entities, h, entity_eq, r);
+    if (e)
+        return e;
+    e = calloc(1, sizeof *e + r->len);
+    if (!e)
+        return NULL;
+    e->node.hash = h;
+    e->table = r->table;
+    e->nparts = nparts;
+    e->keylen = r->len;
+    memcpy(e->key, r->key, r->len);
+    if (sb_htab_insert(&ps->entities, &e->node)) {
+        free(e);
+        return NULL;
+    }
+    return e;
+}
+
+/* A new entry for client c on entity e (both held by the set). */
+static int add_entry(sb_presence_set *ps, pentity *e, pclient *c, const char *state,
+                     int64_t wall_ms, uint64_t expires)
+{
+    if (e->n == e->cap) {
+        size_t cap = e->cap ? e->cap * 2 : 4;
+        pentry **grown = realloc(e->ed, cap * sizeof *grown);
+        if (!grown)
+            return SB_ERR_NOMEM;
+        e->ed = grown;
+        e->cap = cap;
+    }
+    if (ps->n == ps->cap) {
+        size_t cap = ps->cap ? ps->cap * 2 : 64;
+        pentry **grown = realloc(ps->heap, cap * sizeof *grown);
+        if (!grown)
+            return SB_ERR_NOMEM;
+        ps->heap = grown;
+        ps->cap = cap;
+    }
+    pentry *x = malloc(sizeof *x);
+    if (!x)
+        return SB_ERR_NOMEM;
+    *x =
+        (pentry){.entity = e, .client = c, .state = state, .since_ms = wall_ms, .expires = expires};
+    e->ed[e->n++] = x;
+    c->entries++;
+    ps->heap[ps->n] = x;
+    x->heap_pos = ps->n++;
+    sift_up(ps, x->heap_pos);
+    return SB_OK;
+}
+
+static pentry *find_entry(const pentity *e, const pclient *c)
+{
+    for (size_t i = 0; e && c && i < e->n; i++)
+        if (e->ed[i]->client == c)
+            return e->ed[i];
+    return NULL;
+}
+
 int sb_presence_apply(sb_presence_set *ps, uint32_t table, const sb_key *key, const char *client,
                       const char *state, uint32_t ttl_ms, uint64_t now, int64_t wall_ms,
-                      sb_presence_fn fn, void *ud)
+                      sb_presence_fn fn, void *ud, const char **limit)
 {
     const char *st = canonical_state(state);
-    if (!st || key->nparts == 0 || key->nparts > 64)
+    size_t clen = strlen(client);
+    if (!st || key->nparts == 0 || key->nparts > MAX_PARTS || clen == 0 ||
+        clen > SB_PRESENCE_CLIENT_MAX || (st[0] != 'l' && ttl_ms > ps->lim.max_ttl_ms))
         return SB_ERR_INVAL;
-    size_t len;
-    char *flat = flatten(key, &len);
+    entity_ref r = {.table = table};
+    char *flat = flatten(key, &r.len);
     if (!flat)
         return SB_ERR_NOMEM;
-    size_t i = 0;
-    while (i < ps->n &&
-           !(same_entity(&ps->e[i], table, flat, len) && strcmp(ps->e[i].client, client) == 0))
-        i++;
-    bool changed = false;
+    r.key = flat;
+    uint64_t eh = entity_hash(ps, &r), ch = sb_hash(&ps->hk, client, clen, 0);
+    pentity *e = (pentity *)sb_htab_find(&ps->entities, eh, entity_eq, &r);
+    pclient *c = (pclient *)sb_htab_find(&ps->clients, ch, client_eq, client);
+    pentry *x = find_entry(e, c);
+    const char *hit;
     int rc = SB_OK;
     if (st[0] == 'l') {
-        if (i < ps->n) {
-            free_entry(&ps->e[i]);
-            ps->e[i] = ps->e[--ps->n];
-            changed = true;
+        if (x) {
+            remove_entry(ps, x);
+            publish(e, fn, ud);
+            drop_if_empty(ps, e);
         }
-    } else if (i < ps->n) {
-        entry *x = &ps->e[i];
+    } else if (x) {
+        x->expires = now + ttl_ms;
+        heap_fix(ps, x);
         if (x->state != st) {
             x->state = st;
             x->since_ms = wall_ms;
-            changed = true;
+            publish(e, fn, ud);
         }
-        x->expires = now + ttl_ms;
-    } else if (ps->n >= SB_PRESENCE_MAX) {
+    } else if ((hit = over_limit(ps, e, c))) {
+        if (limit)
+            *limit = hit;
         rc = SB_ERR_BUSY;
     } else {
-        if (ps->n == ps->cap) {
-            size_t cap = ps->cap ? ps->cap * 2 : 16;
-            entry *grown = realloc(ps->e, cap * sizeof *grown);
-            if (!grown) {
-                free(flat);
-                return SB_ERR_NOMEM;
+        rc = SB_ERR_NOMEM;
+        if ((c = client_get(ps, client, clen, ch)) && (e = entity_get(ps, &r, key->nparts, eh)))
+            rc = add_entry(ps, e, c, st, wall_ms, now + ttl_ms);
+        if (rc == SB_OK) {
+            publish(e, fn, ud);
+        } else {
+            /* Undo what a failed allocation left half-made. */
+            if (c && c->entries == 0) {
+                sb_htab_remove(&ps->clients, &c->node);
+                free(c);
             }
-            ps->e = grown;
-            ps->cap = cap;
+            if (e)
+                drop_if_empty(ps, e);
         }
-        char *flat_copy = malloc(len ? len : 1);
-        char *client_copy = strdup(client);
-        if (!flat_copy || !client_copy) {
-            free(flat_copy);
-            free(client_copy);
-            free(flat);
-            return SB_ERR_NOMEM;
-        }
-        memcpy(flat_copy, flat, len);
-        ps->e[ps->n++] = (entry){.table = table,
-                                 .nparts = key->nparts,
-                                 .key = flat_copy,
-                                 .keylen = len,
-                                 .client = client_copy,
-                                 .state = st,
-                                 .since_ms = wall_ms,
-                                 .expires = now + ttl_ms};
-        changed = true;
     }
-    if (changed)
-        publish(ps, table, flat, len, key->nparts, fn, ud);
     free(flat);
     return rc;
 }
 
 void sb_presence_expire(sb_presence_set *ps, uint64_t now, sb_presence_fn fn, void *ud)
 {
-    for (size_t i = 0; i < ps->n;) {
-        entry *x = &ps->e[i];
-        if (x->expires > now) {
-            i++;
-            continue;
-        }
-        entry gone = *x;
-        ps->e[i] = ps->e[--ps->n];
-        publish(ps, gone.table, gone.key, gone.keylen, gone.nparts, fn, ud);
-        free_entry(&gone);
+    while (ps->n && ps->heap[0]->expires <= now) {
+        pentity *e = ps->heap[0]->entity;
+        remove_entry(ps, ps->heap[0]);
+        publish(e, fn, ud);
+        drop_if_empty(ps, e);
     }
-}
-
-uint64_t sb_presence_next_expiry(const sb_presence_set *ps)
-{
-    uint64_t next = UINT64_MAX;
-    for (size_t i = 0; i < ps->n; i++)
-        if (ps->e[i].expires < next)
-            next = ps->e[i].expires;
-    return next;
 }

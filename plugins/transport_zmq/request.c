@@ -14,6 +14,7 @@
 
 /* Presence entry lifetime when a request gives no ttl_ms (libsyncclient's default too). */
 #define TZ_PRESENCE_TTL_MS 6000
+#define TZ_PRESENCE_CLIENT_MAX 128 /* bytes of a client id (docs/protocol.md) */
 
 /* Requests are small maps: no need for msgpack-c's full depth. */
 static const sb_mp_limits request_limits = {.max_depth = 8, .max_elements = 4096};
@@ -245,8 +246,8 @@ static int presence_parse(const msgpack_object *req, presence_req *p, const char
         *why = "state must be editing, viewing or left";
         return SB_ERR_INVAL;
     }
-    if (p->client[0] == '\0') {
-        *why = "client must not be empty";
+    if (p->client[0] == '\0' || strlen(p->client) > TZ_PRESENCE_CLIENT_MAX) {
+        *why = "client must be 1 to 128 bytes";
         return SB_ERR_INVAL;
     }
     /* Without a TTL an entry lives TZ_PRESENCE_TTL_MS (docs/protocol.md). */
@@ -273,7 +274,8 @@ static void serve_presence(tz *t, tz_frames *env, const msgpack_object *req)
                           .state = p.state,
                           .ttl_ms = (uint32_t)p.ttl_ms};
         rc = t->api->presence(t->host, &sp);
-        why = sb_strerror(rc);
+        /* The host refuses what its limits (presence_max_* options) do not allow. */
+        why = "ttl_ms is above the broker's presence_max_ttl_ms";
     }
     if (rc == SB_OK) {
         tz_out o;
@@ -285,6 +287,11 @@ static void serve_presence(tz *t, tz_frames *env, const msgpack_object *req)
         reply_parse_error(t, env, rc, why);
     } else if (rc == SB_ERR_NOTFOUND) {
         tz_reply_unknown_table(t, env, p.table, strlen(p.table));
+    } else if (rc == SB_ERR_BUSY) {
+        tz_reply_error(t, env, "limit",
+                       "presence of '%.128s' refused: the broker holds its maximum of presence "
+                       "entries for this client, this entity or in all (presence_max_*)",
+                       p.client);
     } else {
         tz_reply_error(t, env, "internal", "presence failed: %s", sb_strerror(rc));
     }

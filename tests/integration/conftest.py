@@ -80,8 +80,9 @@ class Broker:
         # LeakSanitizer's exit-time scan needs ptrace and fails now and then on a loaded
         # machine ("does not work under ptrace"), failing the run for no leak: the daemon's
         # leaks are checked by valgrind instead (scripts/test's last stage); ASan and UBSan
-        # stay on. ASan's quarantine keeps up to 256 MiB of freed memory resident, which would
-        # swamp the peak RSS the abuse tests bound; 16 MiB still catches recent use-after-free.
+        # stay on. ASan's quarantine keeps up to 256 MB of freed memory resident, which would
+        # hide what the abuse tests bound (the broker's peak RSS): 16 MB still catches a
+        # use-after-free of anything recently freed.
         env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0:quarantine_size_mb=16")
         with open(self.logfile, "ab") as log:
             self.proc = subprocess.Popen(wrapper + [binary, "-c", self.config], stdout=log,
@@ -135,6 +136,22 @@ class Broker:
         start = time.monotonic()
         self.ping(timeout)
         return (time.monotonic() - start) * 1000
+
+    def assert_healthy(self, conn):
+        """What every abuse test checks afterwards: ping answers within 100 ms (best of three,
+        so one scheduling hiccup of a loaded machine is not taken for a stuck loop) and a
+        snapshot of every table equals the database."""
+        best = min(self.ping_ms() for _ in range(3))
+        assert best < 100, f"ping took {best:.0f} ms"
+        replica = sbpeer.Replica(self.pub, self.service, self.tables)
+        try:
+            replica.snapshot()
+            expected = {}
+            for table in self.tables:
+                expected.update(sbpeer.typed_rows(conn, table))
+            assert replica.rows == expected
+        finally:
+            replica.close()
 
     def sanitizer_report(self):
         text = self.log

@@ -1,9 +1,11 @@
 /* Unit tests for the loop, the replay ring, presence and event encoding. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -174,38 +176,184 @@ static void on_list(void *ud, uint32_t table, const sb_key *key, const sb_event_
     }
 }
 
+static const sb_presence_limits roomy = {
+    .max_entries = 1000, .max_per_client = 100, .max_per_entity = 100, .max_ttl_ms = 60000};
+
 static void presence_lists_refreshes_and_expires(void **state)
 {
     (void)state;
     sb_presence_set *ps;
-    assert_int_equal(sb_presence_set_new(&ps), SB_OK);
+    assert_int_equal(sb_presence_set_new(&roomy, &ps), SB_OK);
     const char *parts[] = {"42"};
     sb_key key = {parts, 1};
     seen_list s = {0};
-    assert_int_equal(sb_presence_apply(ps, 1, &key, "desk-a", "editing", 1000, 0, 5, on_list, &s),
-                     SB_OK);
+    assert_int_equal(
+        sb_presence_apply(ps, 1, &key, "desk-a", "editing", 1000, 0, 5, on_list, &s, NULL), SB_OK);
     assert_int_equal(s.calls, 1);
     assert_int_equal(s.last_n, 1);
     assert_string_equal(s.first_client, "desk-a");
     /* A refresh extends the TTL without publishing. */
-    assert_int_equal(sb_presence_apply(ps, 1, &key, "desk-a", "editing", 1000, 900, 6, on_list, &s),
-                     SB_OK);
+    assert_int_equal(
+        sb_presence_apply(ps, 1, &key, "desk-a", "editing", 1000, 900, 6, on_list, &s, NULL),
+        SB_OK);
     assert_int_equal(s.calls, 1);
     assert_int_equal(sb_presence_next_expiry(ps), 1900);
-    assert_int_equal(sb_presence_apply(ps, 1, &key, "desk-b", "viewing", 500, 900, 7, on_list, &s),
-                     SB_OK);
+    assert_int_equal(
+        sb_presence_apply(ps, 1, &key, "desk-b", "viewing", 500, 900, 7, on_list, &s, NULL), SB_OK);
     assert_int_equal(s.calls, 2);
     assert_int_equal(s.last_n, 2);
     sb_presence_expire(ps, 1400, on_list, &s); /* desk-b's TTL passed */
     assert_int_equal(s.calls, 3);
     assert_int_equal(s.last_n, 1);
-    assert_int_equal(sb_presence_apply(ps, 1, &key, "desk-a", "left", 0, 1500, 8, on_list, &s),
-                     SB_OK);
+    assert_int_equal(
+        sb_presence_apply(ps, 1, &key, "desk-a", "left", 0, 1500, 8, on_list, &s, NULL), SB_OK);
     assert_int_equal(s.calls, 4);
     assert_int_equal(s.last_n, 0);
     assert_int_equal(sb_presence_next_expiry(ps), UINT64_MAX);
-    assert_int_equal(sb_presence_apply(ps, 1, &key, "desk-a", "dancing", 0, 0, 0, on_list, &s),
-                     SB_ERR_INVAL);
+    assert_int_equal(
+        sb_presence_apply(ps, 1, &key, "desk-a", "dancing", 0, 0, 0, on_list, &s, NULL),
+        SB_ERR_INVAL);
+    sb_presence_set_free(ps);
+}
+
+static void count_lists(void *ud, uint32_t table, const sb_key *key, const sb_event_editor *ed,
+                        size_t n)
+{
+    (void)table, (void)key, (void)ed, (void)n;
+    (*(int *)ud)++;
+}
+
+static int announce(sb_presence_set *ps, const char *client, const char *k, uint32_t ttl,
+                    uint64_t now, int *calls, const char **limit)
+{
+    const char *parts[] = {k};
+    sb_key key = {parts, 1};
+    return sb_presence_apply(ps, 0, &key, client, "editing", ttl, now, 0, count_lists, calls,
+                             limit);
+}
+
+static void presence_limits_are_named(void **state)
+{
+    (void)state;
+    sb_presence_limits lim = {
+        .max_entries = 6, .max_per_client = 3, .max_per_entity = 2, .max_ttl_ms = 10000};
+    sb_presence_set *ps;
+    assert_int_equal(sb_presence_set_new(&lim, &ps), SB_OK);
+    int calls = 0;
+    const char *limit = NULL;
+    char key[8];
+    for (int i = 0; i < 3; i++) {
+        snprintf(key, sizeof key, "%d", i);
+        assert_int_equal(announce(ps, "a", key, 1000, 0, &calls, &limit), SB_OK);
+    }
+    assert_int_equal(announce(ps, "a", "3", 1000, 0, &calls, &limit), SB_ERR_BUSY);
+    assert_string_equal(limit, "presence_max_per_client");
+    /* A refresh of an entry held is no new entry. */
+    assert_int_equal(announce(ps, "a", "0", 1000, 10, &calls, &limit), SB_OK);
+    assert_int_equal(announce(ps, "b", "0", 1000, 0, &calls, &limit), SB_OK);
+    assert_int_equal(announce(ps, "c", "0", 1000, 0, &calls, &limit), SB_ERR_BUSY);
+    assert_string_equal(limit, "presence_max_per_entity");
+    assert_int_equal(announce(ps, "c", "1", 1000, 0, &calls, &limit), SB_OK);
+    assert_int_equal(announce(ps, "d", "2", 1000, 0, &calls, &limit), SB_OK);
+    assert_int_equal(sb_presence_count(ps), 6);
+    assert_int_equal(announce(ps, "e", "4", 1000, 0, &calls, &limit), SB_ERR_BUSY);
+    assert_string_equal(limit, "presence_max_entries");
+    /* ttl_ms above the maximum, or a client id that is too long: invalid. */
+    assert_int_equal(announce(ps, "a", "0", 10001, 0, &calls, &limit), SB_ERR_INVAL);
+    char longid[SB_PRESENCE_CLIENT_MAX + 2];
+    memset(longid, 'x', sizeof longid - 1);
+    longid[sizeof longid - 1] = '\0';
+    assert_int_equal(announce(ps, longid, "9", 1000, 0, &calls, &limit), SB_ERR_INVAL);
+    assert_int_equal(calls, 6); /* one list per new entry, none for refusals or refreshes */
+    /* Expiry frees room again. */
+    sb_presence_expire(ps, 1000, count_lists, &calls);
+    assert_int_equal(sb_presence_count(ps), 1); /* a's refreshed "0" lives until 1010 */
+    assert_int_equal(sb_presence_next_expiry(ps), 1010);
+    assert_int_equal(announce(ps, "e", "4", 1000, 1000, &calls, &limit), SB_OK);
+    sb_presence_set_free(ps);
+}
+
+/* Random announcements, refreshes, leaves and expiries against a plain array: the index
+ * and the heap must give the same entries, lists and next expiry as a scan would. */
+typedef struct model_entry {
+    int client, entity;
+    uint64_t expires;
+    bool live;
+} model_entry;
+
+typedef struct list_seen {
+    size_t n;
+    int entity;
+} list_seen;
+
+static void remember_list(void *ud, uint32_t table, const sb_key *key, const sb_event_editor *ed,
+                          size_t n)
+{
+    (void)table, (void)ed;
+    list_seen *l = ud;
+    l->n = n;
+    l->entity = atoi(key->parts[0]);
+}
+
+static void presence_index_matches_a_scan(void **state)
+{
+    (void)state;
+    enum { CLIENTS = 40, ENTITIES = 30 };
+    sb_presence_limits lim = {
+        .max_entries = 100000, .max_per_client = 1000, .max_per_entity = 1000, .max_ttl_ms = 60000};
+    sb_presence_set *ps;
+    assert_int_equal(sb_presence_set_new(&lim, &ps), SB_OK);
+    static model_entry m[CLIENTS][ENTITIES];
+    memset(m, 0, sizeof m);
+    unsigned seed = 12345;
+    uint64_t now = 0;
+    for (int step = 0; step < 20000; step++) {
+        seed = seed * 1103515245u + 12345u;
+        int c = (int)(seed >> 8) % CLIENTS, e = (int)(seed >> 16) % ENTITIES;
+        char client[16], key[16];
+        snprintf(client, sizeof client, "c%d", c);
+        snprintf(key, sizeof key, "%d", e);
+        const char *parts[] = {key};
+        sb_key k = {parts, 1};
+        list_seen seen = {(size_t)-1, -1};
+        bool leave = (seed >> 28) % 4 == 0;
+        uint32_t ttl = 1 + (seed >> 4) % 500;
+        assert_int_equal(sb_presence_apply(ps, 0, &k, client, leave ? "left" : "editing", ttl, now,
+                                           0, remember_list, &seen, NULL),
+                         SB_OK);
+        bool was = m[c][e].live;
+        m[c][e].live = !leave;
+        if (!leave)
+            m[c][e].expires = now + ttl;
+        if (was != m[c][e].live) {
+            size_t n = 0;
+            for (int i = 0; i < CLIENTS; i++)
+                n += m[i][e].live;
+            assert_int_equal(seen.entity, e);
+            assert_int_equal(seen.n, n);
+        } else {
+            assert_int_equal(seen.entity, -1); /* refresh or leave of nothing: no list */
+        }
+        now += (seed >> 3) % 7;
+        if (step % 50 == 0) {
+            sb_presence_expire(ps, now, remember_list, &seen);
+            for (int i = 0; i < CLIENTS; i++)
+                for (int j = 0; j < ENTITIES; j++)
+                    if (m[i][j].live && m[i][j].expires <= now)
+                        m[i][j].live = false;
+        }
+        uint64_t next = UINT64_MAX;
+        size_t live = 0;
+        for (int i = 0; i < CLIENTS; i++)
+            for (int j = 0; j < ENTITIES; j++)
+                if (m[i][j].live) {
+                    live++;
+                    if (m[i][j].expires < next)
+                        next = m[i][j].expires;
+                }
+        assert_int_equal(sb_presence_count(ps), live);
+        assert_int_equal(sb_presence_next_expiry(ps), next);
+    }
     sb_presence_set_free(ps);
 }
 
@@ -304,6 +452,8 @@ int main(void)
         cmocka_unit_test(loop_watches_fds_and_drops_owner),
         cmocka_unit_test(ring_replays_and_refuses_what_it_lost),
         cmocka_unit_test(presence_lists_refreshes_and_expires),
+        cmocka_unit_test(presence_limits_are_named),
+        cmocka_unit_test(presence_index_matches_a_scan),
         cmocka_unit_test(event_encoding_matches_protocol),
     };
     return cmocka_run_group_tests_name("broker parts", tests, NULL, NULL);
