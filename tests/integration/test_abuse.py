@@ -19,7 +19,7 @@ import pytest
 import zmq
 
 import zmtp
-from sbpeer import CTX, key_tuple, request, typed_rows
+from sbpeer import CTX, request
 
 TABLES = ["public.bookings", "public.stays"]
 # Big enough that 10^5 levels of nesting reach the decoder instead of too_large.
@@ -99,26 +99,12 @@ def stats(b):
 
 
 def healthy(b, case, budget_kb=BUDGET_KB):
-    """Ping within 100 ms (best of three fresh connections: one may meet a busy machine), a
-    snapshot equal to the database, peak RSS within budget_kb of the baseline. Prints the
-    figures."""
-    pings = [b.ping_ms() for _ in range(3)]
-    frames = request(b.service, {"op": "snapshot", "tables": TABLES}, timeout=30)
-    head = frames[0]
-    assert "error" not in head, head
-    got = {}
-    for frame in frames[1:]:
-        for item in frame:
-            got[(item["table"], key_tuple(item["key"]))] = item["row"]
-    want = {}
-    for table in TABLES:
-        want.update(typed_rows(b.conn, table))
-    assert head["rows"] == len(want) and got == want, f"{case}: snapshot differs from the database"
+    """Broker.assert_healthy (ping within 100 ms, a snapshot equal to the database) and peak
+    RSS within budget_kb of the baseline. Prints the figures."""
+    b.assert_healthy(b.conn)
     peak = b.peak_rss_kb()
     base = getattr(b, "baseline_kb", peak)
-    print(f"\nabuse {case}: ping {min(pings):.1f} ms (of {[round(p, 1) for p in pings]}), "
-          f"peak RSS {peak} kB (+{peak - base} kB)")
-    assert min(pings) < 100, f"{case}: ping took {pings} ms"
+    print(f"\nabuse {case}: ping {b.ping_ms():.1f} ms, peak RSS {peak} kB (+{peak - base} kB)")
     assert peak - base < budget_kb, f"{case}: peak RSS grew by {peak - base} kB"
 
 
