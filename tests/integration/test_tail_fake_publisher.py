@@ -174,6 +174,18 @@ def malformed_bodies(fake):
     for huge in (b"\xdd\xff\xff\xff\xff", b"\xdf\xff\xff\xff\xff", b"\xdb\xff\xff\xff\xff",
                  b"\xc6\xff\xff\xff\xff"):
         out += [("huge header", huge), ("huge field", head + pack("row") + huge + b"\x00" * 16)]
+    # Presence and heartbeat bodies of the wrong shape.
+    presence = {"seq": 1, "epoch": EPOCH, "table": TABLE, "key": "1",
+                "editors": [{"client": "c", "state": "editing", "since": 1}]}
+    for what, override in (("editors str", {"editors": "c"}), ("no key", {"key": None}),
+                           ("editor client int", {"editors": [{"client": 1}]}),
+                           ("editor since str", {"editors": [dict(presence["editors"][0],
+                                                                  since="now")]})):
+        out.append((f"presence {what}", pack(dict(presence, **override))))
+    hb = {"seq": 1, "epoch": EPOCH, "tseq": {TABLE: 1}}
+    for what, override in (("seq str", {"seq": "1"}), ("tseq array", {"tseq": [1]}),
+                           ("no tseq", {"tseq": None}), ("epoch int", {"epoch": 5})):
+        out.append((f"heartbeat {what}", pack(dict(hb, **override))))
     deep = b"\x91" * 100_000 + b"\xc0"
     out += [("deep row", head + pack("extra") + deep),
             ("deep body", deep), ("deep maps", b"\x81\x00" * 100_000 + b"\xc0")]
@@ -188,57 +200,101 @@ def fake():
     f.close()
 
 
+class Tail:
+    """sync-tail on the fake broker (--count events, then it exits 0), its stdout and stderr
+    read line by line."""
+
+    def __init__(self, fake, count, *args):
+        self.fake = fake
+        self.count = count
+        self.proc = subprocess.Popen(
+            [os.path.join(BUILD_DIR, "clients", "sync-tail"), "--pub", fake.pub_ep, "--service",
+             fake.service_ep, "--count", str(count), "--timeout-ms", "120000", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.out, self.err = Lines(self.proc.stdout), Lines(self.proc.stderr)
+        self.printed = []
+
+    def online(self):
+        self.fake.wait_subscribed()
+        assert self.fake.snapshots.get(timeout=10) == 0
+        self.err.until("online")
+
+    def valid(self, key):
+        """Publish a valid event: sync-tail prints it next."""
+        self.fake.send_event(key)
+        line = json.loads(self.out.next())
+        assert line["key"] == key and line["seq"] == self.fake.seq, line
+        self.printed.append(key)
+
+    def each_malformed(self):
+        """Every malformed body, each followed by a valid event."""
+        for i, (what, body) in enumerate(malformed_bodies(self.fake)):
+            self.fake.send(f"{TABLE}/x".encode(), body)
+            self.err.until(f"dropped a malformed message ({len(body)} bytes)")
+            self.valid(f"after {i} {what}")
+        topic = f"{TABLE}/y".encode()  # not [topic][body]: one frame, three
+        self.fake.send(topic)
+        self.err.until("dropped a message that is not [topic][body]")
+        self.fake.send(topic, pack(self.fake.event("y")), b"extra")
+        self.err.until("dropped a message that is not [topic][body]")
+        self.valid("after frames")
+
+    def resynced(self, timeout=20):
+        """The client took a fresh snapshot (after its back-off) at the fake's seq."""
+        assert self.fake.snapshots.get(timeout=timeout) == self.fake.seq
+
+    def close(self):
+        """Wait for the exit (0 after --count events), then check what it printed."""
+        try:
+            assert self.proc.wait(30) == 0
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self.out.thread.join(5)
+            self.err.thread.join(5)
+        self.out.drain()
+        self.err.drain()
+        stderr = "".join(self.err.all)
+        assert not any(mark in stderr for mark in SANITIZER_MARKS), stderr[-6000:]
+        assert len(self.out.all) == len(self.printed) == self.count, self.out.all[-3:]
+
+
 def test_sync_tail_survives_a_hostile_publisher(fake):
-    bad = malformed_bodies(fake)
-    tail = subprocess.Popen(
-        [os.path.join(BUILD_DIR, "clients", "sync-tail"), "--pub", fake.pub_ep, "--service",
-         fake.service_ep, "--count", str(len(bad) + 5), "--timeout-ms", "120000"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = Lines(tail.stdout), Lines(tail.stderr)
-    printed = []
-
-    def valid(key):
-        fake.send_event(key)
-        line = json.loads(out.next())
-        assert line["key"] == key and line["seq"] == fake.seq, line
-        printed.append(key)
-
+    tail = Tail(fake, len(malformed_bodies(fake)) + 5)
     try:
-        fake.wait_subscribed()
-        assert fake.snapshots.get(timeout=10) == 0
-        err.until("online")
-        valid("first")
-        for i, (what, body) in enumerate(bad):
-            fake.send(f"{TABLE}/x".encode(), body)
-            err.until(f"dropped a malformed message ({len(body)} bytes)")
-            valid(f"after {i} {what}")
-        # Not [topic][body]: one frame, three frames.
-        fake.send(pack(fake.event("y")))
-        err.until("dropped a message that is not [topic][body]")
-        fake.send(b"t", pack(fake.event("y")), b"extra")
-        err.until("dropped a message that is not [topic][body]")
-        valid("after frames")
+        tail.online()
+        tail.valid("first")
+        tail.each_malformed()
         # A seq going backwards (a replay of what we have): not printed again.
         fake.send(f"{TABLE}/old".encode(), pack(fake.event("old", seq=1, tseq=1)))
-        valid("after a seq going backwards")
+        tail.valid("after a seq going backwards")
         # An event of another epoch: the client resynchronises (a fresh snapshot) and goes on.
         fake.send(f"{TABLE}/e".encode(), pack(fake.event("e", epoch="another")))
-        assert fake.snapshots.get(timeout=10) == fake.seq
-        valid("after a foreign epoch")
+        tail.resynced()
+        tail.valid("after a foreign epoch")
         # A seq far ahead: since shows the broker never published it; snapshot, back-off.
         fake.send(f"{TABLE}/far".encode(), pack(fake.event("far", seq=fake.seq + 1000)))
-        err.until("came from the stream but the broker's last is")
-        assert fake.snapshots.get(timeout=20) == fake.seq
-        valid("after a seq from nowhere")
-        assert tail.wait(30) == 0
+        tail.err.until("came from the stream but the broker's last is")
+        tail.resynced()
+        tail.valid("after a seq from nowhere")
     finally:
-        if tail.poll() is None:
-            tail.kill()
-            tail.wait()
-        out.thread.join(5)
-        err.thread.join(5)
-    out.drain()
-    err.drain()
-    stderr = "".join(err.all)
-    assert not any(mark in stderr for mark in SANITIZER_MARKS), stderr[-6000:]
-    assert "".join(out.all).count("\n") == len(printed) == len(bad) + 5, (printed, out.all[-3:])
+        tail.close()
+
+
+def test_sync_tail_following_one_table(fake):
+    """--table: positions per table (tseq); a tseq moving further than seq is a lie."""
+    tail = Tail(fake, len(malformed_bodies(fake)) + 4, "--table", TABLE)
+    try:
+        tail.online()
+        tail.valid("first")
+        tail.each_malformed()
+        other = fake.event("o", table="public.stays")
+        fake.send(b"public.stays/o", pack(other))  # a table not followed: ignored
+        tail.valid("after another table")
+        fake.send(f"{TABLE}/lie".encode(), pack(fake.event("lie", tseq=fake.seq + 5)))
+        tail.err.until("contradicts the stream: resynchronising")
+        tail.resynced()
+        tail.valid("after a tseq lie")
+    finally:
+        tail.close()
