@@ -129,7 +129,7 @@ static int check_descriptor(const sb_config *cfg, const sb_config_section *sec, 
 
 /* Why a file or folder with stat st could be changed or replaced by someone other than root
  * and the broker's own user, or NULL: another owner, or a group or other write bit (any
- * group: its members are not looked at). why has room for 96 bytes. */
+ * group: its members are not looked at), written into why. */
 static const char *unsafe_owner_or_mode(const struct stat *st, char *why, size_t len)
 {
     uid_t me = geteuid();
