@@ -192,6 +192,15 @@ def malformed_bodies(fake):
     return out
 
 
+def reason(body):
+    """What the client says of a body it drops (its nesting is 3 levels or 10^5)."""
+    try:
+        msgpack.unpackb(body, raw=True, strict_map_key=False)
+        return "not an event, presence or heartbeat"
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        return "not one valid msgpack object"
+
+
 @pytest.fixture
 def fake():
     f = FakeBroker()
@@ -230,7 +239,7 @@ class Tail:
         """Every malformed body, each followed by a valid event."""
         for i, (what, body) in enumerate(malformed_bodies(self.fake)):
             self.fake.send(f"{TABLE}/x".encode(), body)
-            self.err.until(f"dropped a malformed message ({len(body)} bytes)")
+            self.err.until(f"dropped a malformed message ({len(body)} bytes): {reason(body)}")
             self.valid(f"after {i} {what}")
         topic = f"{TABLE}/y".encode()  # not [topic][body]: one frame, three
         self.fake.send(topic)
