@@ -1,4 +1,5 @@
 /* plugin_loader.c - see plugin_loader.h. */
+#define _XOPEN_SOURCE 700 /* realpath */
 #include "plugin_loader.h"
 #include "log.h"
 
@@ -10,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 struct sb_plugin_lib {
     char *path;
@@ -125,6 +127,64 @@ static int check_descriptor(const sb_config *cfg, const sb_config_section *sec, 
     return SB_OK;
 }
 
+/* Why a file or folder with stat st could be changed or replaced by someone other than root
+ * and the broker's own user, or NULL: another owner, or a group or other write bit (any
+ * group: its members are not looked at), written into why. */
+static const char *unsafe_owner_or_mode(const struct stat *st, char *why, size_t len)
+{
+    uid_t me = geteuid();
+    if (st->st_uid != 0 && st->st_uid != me)
+        snprintf(why, len, "is owned by uid %lu, not root or the broker's uid %lu",
+                 (unsigned long)st->st_uid, (unsigned long)me);
+    else if (st->st_mode & (S_IWGRP | S_IWOTH))
+        snprintf(why, len, "is writable by others (mode %04o)", (unsigned)(st->st_mode & 07777));
+    else
+        return NULL;
+    return why;
+}
+
+/* Refuse (logged, SB_ERR_CONFIG) a folder that would let someone else swap a plugin file. */
+static int check_folder(const sb_config *cfg, const sb_config_section *sec, const char *path,
+                        const char *what, const char *folder)
+{
+    struct stat st;
+    char why[96];
+    if (stat(folder, &st) != 0) {
+        refuse(cfg, sec, path, "%s %s: %s", what, folder, strerror(errno));
+        return SB_ERR_CONFIG;
+    }
+    if (unsafe_owner_or_mode(&st, why, sizeof why)) {
+        refuse(cfg, sec, path, "%s %s %s: refusing to load plugins from it", what, folder, why);
+        return SB_ERR_CONFIG;
+    }
+    return SB_OK;
+}
+
+/* The file (st, symlinks followed), plugin_dir and, for a symlink, the folder holding its
+ * target: whoever may write any of them may run code as the broker. The folders above are
+ * the operator's (docs/plugins.md). */
+static int check_file_modes(const sb_config *cfg, const sb_config_section *sec, const char *path,
+                            const struct stat *st)
+{
+    char why[96];
+    if (unsafe_owner_or_mode(st, why, sizeof why)) {
+        refuse(cfg, sec, path, "%s: refusing to load it", why);
+        return SB_ERR_CONFIG;
+    }
+    if (check_folder(cfg, sec, path, "plugin_dir", cfg->plugin_dir))
+        return SB_ERR_CONFIG;
+    char *target = realpath(path, NULL);
+    if (!target) {
+        refuse(cfg, sec, path, "%s", strerror(errno));
+        return SB_ERR_CONFIG;
+    }
+    char *slash = strrchr(target, '/');
+    slash[slash == target ? 1 : 0] = '\0';
+    int rc = check_folder(cfg, sec, path, "links into", target);
+    free(target);
+    return rc;
+}
+
 int sb_plugin_lib_open(const sb_config *cfg, const sb_config_section *sec, sb_plugin_lib **out)
 {
     size_t len = strlen(cfg->plugin_dir) + strlen(sec->plugin) + 5;
@@ -144,8 +204,7 @@ int sb_plugin_lib_open(const sb_config *cfg, const sb_config_section *sec, sb_pl
         free(path);
         return SB_ERR_CONFIG;
     }
-    if (st.st_mode & S_IWOTH) {
-        refuse(cfg, sec, path, "is world-writable; refusing to load it");
+    if (check_file_modes(cfg, sec, path, &st)) {
         free(path);
         return SB_ERR_CONFIG;
     }

@@ -333,7 +333,11 @@ void sb_sync_feed(sb_client *c, const void *body, size_t len)
     sb_msg m;
     int rc = sb_msg_parse(body, len, &c->rowbuf, &m);
     if (rc != SB_OK) {
-        sb_client_log(c, SB_LOG_WARN, "dropped a malformed message (%zu bytes)", len);
+        /* Anything can publish on the endpoint: say enough to tell garbage from a mismatch. */
+        sb_client_log(c, SB_LOG_WARN, "dropped a malformed message (%zu bytes): %s", len,
+                      rc == SB_ERR_NOMEM             ? "out of memory"
+                      : sb_mp_check(body, len, NULL) ? "not one valid msgpack object"
+                                                     : "not an event, presence or heartbeat");
         return;
     }
     if (m.type == SB_CMSG_HEARTBEAT && m.hb_ms && m.hb_ms != c->heartbeat_ms) {

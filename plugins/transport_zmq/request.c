@@ -347,7 +347,10 @@ void tz_request_serve(tz *t, tz_frames *env, const void *body, size_t len)
     if (rc == SB_ERR_NOMEM)
         tz_reply_error(t, env, "internal", "out of memory");
     else if (rc < 0)
-        tz_reply_error(t, env, "bad_request", "request is not one valid msgpack object");
+        tz_reply_error(t, env, "bad_request",
+                       "request is not one valid msgpack object (truncated, trailing bytes, a "
+                       "size beyond the bytes sent, over %u levels or %u objects)",
+                       request_limits.max_depth, request_limits.max_elements);
     else if (req->type != MSGPACK_OBJECT_MAP)
         tz_reply_error(t, env, "bad_request", "request is not a map");
     else if (sb_mp_get_str(sb_mp_map_get(req, "op"), &op, &oplen) < 0)

@@ -5,10 +5,13 @@
  */
 #include "tz.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Options, in this order in the sb_option_value array handed to create(). */
 enum {
@@ -23,6 +26,7 @@ enum {
     OPT_MAX_SNAPSHOTS,
     OPT_MAX_SINCE_EVENTS,
     OPT_MAX_SINCE_BYTES,
+    OPT_ALLOW_PLAINTEXT,
 };
 
 static const sb_option_spec options[] = {
@@ -47,6 +51,8 @@ static const sb_option_spec options[] = {
      "messages in one since reply; beyond, it says more and upto and the client asks again"},
     {"max_since_bytes", SB_OPT_INT, "1048576", 1024, 1073741824,
      "message bytes in one since reply (at least one message goes); beyond, more and upto"},
+    {"allow_plaintext", SB_OPT_BOOL, "off", 0, 0,
+     "bind pub/service beyond loopback without encryption (warned at every start)"},
     {NULL, 0, NULL, 0, 0, NULL},
 };
 
@@ -84,6 +90,33 @@ static const char *endpoint_problem(const char *endpoint, char *buf, size_t len)
     return NULL;
 }
 
+/* True for an endpoint only this machine can reach: ipc://, inproc://, or tcp:// on
+ * localhost, 127.0.0.0/8 or [::1]. Any other name (an interface, a host name) may be
+ * reachable from the network. endpoint passed endpoint_problem(). */
+static bool endpoint_is_local(const char *endpoint)
+{
+    if (strncmp(endpoint, "tcp://", 6) != 0)
+        return true;
+    const char *host = endpoint + 6;
+    size_t len = (size_t)(strrchr(host, ':') - host);
+    if (host[0] == '[') {
+        host++;
+        len -= 2;
+    }
+    char name[INET6_ADDRSTRLEN + 16];
+    if (len >= sizeof name)
+        return false;
+    memcpy(name, host, len);
+    name[len] = '\0';
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, name, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, name, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6);
+    return strcasecmp(name, "localhost") == 0;
+}
+
 static int tz_create(const sb_host_api *api, sb_host *host, const sb_option_value *opts,
                      void **state)
 {
@@ -94,6 +127,12 @@ static int tz_create(const sb_host_api *api, sb_host *host, const sb_option_valu
         if (why) {
             SB_CONFIG_ERROR(api, host, NULL, options[i].name, "'%s' is not an endpoint: %s",
                             opts[i].str, why);
+            bad++;
+        } else if (!endpoint_is_local(opts[i].str) && !opts[OPT_ALLOW_PLAINTEXT].flag) {
+            SB_CONFIG_ERROR(api, host, NULL, options[i].name,
+                            "'%s' is not a loopback address and this transport does not encrypt: "
+                            "set allow_plaintext = on to bind it in plain text anyway",
+                            opts[i].str);
             bad++;
         }
     }
@@ -137,6 +176,14 @@ static void tz_stop(void *state)
 static int tz_start(void *state)
 {
     tz *t = state;
+    /* create() refused these unless allow_plaintext = on: say so at every start. */
+    const char *endpoints[] = {t->pub_endpoint, t->service_endpoint};
+    for (int i = OPT_PUB; i <= OPT_SERVICE; i++)
+        if (!endpoint_is_local(endpoints[i]))
+            t->api->log(t->host, SB_LOG_WARN,
+                        "%s = %s is bound in plain text beyond loopback (allow_plaintext = on): "
+                        "whoever reaches it reads every event and may send requests",
+                        options[i].name, endpoints[i]);
     int rc = tz_pub_start(t);
     if (rc == SB_OK)
         rc = tz_service_start(t);

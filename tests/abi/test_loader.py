@@ -4,7 +4,6 @@ binds. Runs the real daemon; needs no database (--check tries the configured one
 and says it checked the file only)."""
 import os
 import socket
-import stat
 import subprocess
 
 import pytest
@@ -133,14 +132,91 @@ def test_loader_refuses_wrong_kind(tmp_path, plugin_dir):
             "transport plugin, but [source.main] needs a source plugin") in err
 
 
-def test_loader_refuses_world_writable(tmp_path):
+NOBODY = 65534
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+
+
+@pytest.fixture
+def copied(tmp_path):
+    """A private plugin folder (0755) holding copies (0644) of the two plugins the config names."""
     d = tmp_path / "p"
     d.mkdir()
+    os.chmod(d, 0o755)
     for name in ("source_poll.so", "transport_file.so"):
         (d / name).write_bytes(open(os.path.join(REAL, name), "rb").read())
-    os.chmod(d / "transport_file.so", 0o777)
-    cfg = write_config(tmp_path, d)
-    assert "is world-writable" in refused(cfg, "--check")
+        os.chmod(d / name, 0o644)
+    return d
+
+
+def test_loader_accepts_private_copies(tmp_path, copied):
+    r = run_broker(write_config(tmp_path, copied), "--check")
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o666, 0o664, 0o620])
+def test_loader_refuses_plugin_writable_by_others(tmp_path, copied, mode):
+    os.chmod(copied / "transport_file.so", mode)
+    cfg = write_config(tmp_path, copied)
+    err = refused(cfg, "--check")
+    line = line_of(cfg, "plugin = transport_file")
+    assert (f"{cfg}:{line}: [transport.t] plugin: {copied}/transport_file.so: is writable by "
+            f"others (mode {mode:04o}): refusing to load it") in err, err
+    assert "[source.main] plugin" not in err, err  # the other file is fine
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o1777, 0o730])
+def test_loader_refuses_plugin_dir_writable_by_others(tmp_path, copied, mode):
+    os.chmod(copied, mode)
+    cfg = write_config(tmp_path, copied)
+    err = refused(cfg, "--check")
+    assert (f"plugin_dir {copied} is writable by others (mode {mode:04o}): refusing to load "
+            "plugins from it") in err, err
+    assert f"{cfg}:{line_of(cfg, 'plugin = source_poll')}: [source.main] plugin: " in err, err
+
+
+def test_loader_refuses_link_into_folder_writable_by_others(tmp_path, copied):
+    """A safe plugin_dir whose entry links into a folder anyone may write is no safer."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    os.rename(copied / "transport_file.so", shared / "transport_file.so")
+    os.symlink(shared / "transport_file.so", copied / "transport_file.so")
+    err = refused(write_config(tmp_path, copied), "--check")
+    assert (f"{copied}/transport_file.so: links into {shared} is writable by others (mode 0777): "
+            "refusing to load plugins from it") in err, err
+
+
+@needs_root
+def test_loader_refuses_plugin_owned_by_another_user(tmp_path, copied):
+    os.chown(copied / "transport_file.so", NOBODY, NOBODY)
+    err = refused(write_config(tmp_path, copied), "--check")
+    assert (f"{copied}/transport_file.so: is owned by uid {NOBODY}, not root or the broker's "
+            f"uid 0: refusing to load it") in err, err
+
+
+@needs_root
+def test_loader_refuses_plugin_dir_owned_by_another_user(tmp_path, copied):
+    os.chown(copied, NOBODY, NOBODY)
+    err = refused(write_config(tmp_path, copied), "--check")
+    assert (f"plugin_dir {copied} is owned by uid {NOBODY}, not root or the broker's uid 0: "
+            "refusing to load plugins from it") in err, err
+
+
+@needs_root
+def test_loader_accepts_root_group_read_only(tmp_path, copied):
+    """Group and owner other than the group's members do not matter without a write bit."""
+    os.chown(copied / "transport_file.so", 0, NOBODY)
+    os.chmod(copied / "transport_file.so", 0o640)
+    assert run_broker(write_config(tmp_path, copied), "--check").returncode == 0
+
+
+def test_build_plugin_dirs_pass_the_rule():
+    """What the demo, the benches and every test load from: built with chmod go-w."""
+    for folder in (REAL, BAD):
+        plugins = [os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".so")]
+        for p in [folder] + plugins:
+            st = os.stat(p)
+            assert not st.st_mode & 0o022 and st.st_uid in (0, os.geteuid()), (p, oct(st.st_mode))
 
 
 @pytest.mark.parametrize("extra, key, message", [
@@ -266,13 +342,74 @@ def test_bad_endpoint_binds_nothing(tmp_path, plugin_dir):
         s.bind(("127.0.0.1", port))
 
 
-@pytest.mark.parametrize("pub", ["tcp://127.0.0.1:*", "tcp://127.0.0.1:0", "tcp://*:5556", "tcp://[::1]:5556",
-                                 "tcp://localhost:65535", "ipc:///tmp/sb-pub", "inproc://events"])
+@pytest.mark.parametrize("pub", ["tcp://127.0.0.1:*", "tcp://127.0.0.1:0", "tcp://127.9.8.7:5556",
+                                 "tcp://[::1]:5556", "tcp://localhost:65535",
+                                 "tcp://LocalHost:5556", "ipc:///tmp/sb-pub", "inproc://events"])
 def test_endpoint_accepted(tmp_path, plugin_dir, pub):
     cfg = write_config(tmp_path, plugin_dir, transport="transport_zmq", extra=f"pub = {pub}\n")
     r = run_broker(cfg, "--check")
     assert r.returncode == 0, r.stderr
     assert f"pub = {pub}\n" in r.stdout
+
+
+PLAIN = ("is not a loopback address and this transport does not encrypt: set allow_plaintext = "
+         "on to bind it in plain text anyway")
+
+
+@pytest.mark.parametrize("key, value", [
+    ("pub", "tcp://*:5556"), ("pub", "tcp://0.0.0.0:5556"), ("service", "tcp://[::]:5557"),
+    ("service", "tcp://192.168.1.20:5557"), ("pub", "tcp://128.0.0.1:5556"),
+    ("pub", "tcp://[::ffff:10.0.0.1]:5556"), ("service", "tcp://eth0:5557"),
+    ("service", "tcp://desk-1.example:5557"), ("pub", "tcp://localhost.evil.example:5556"),
+])
+def test_plaintext_beyond_loopback_refused(tmp_path, plugin_dir, key, value):
+    cfg = write_config(tmp_path, plugin_dir, transport="transport_zmq", extra=f"{key} = {value}\n")
+    for args in (("--check",), ()):
+        err = refused(cfg, *args)
+        at = f"{cfg}:{line_of(cfg, f'{key} =')}: [transport.t] {key}: "
+        assert f"{at}'{value}' {PLAIN}" in err, err
+
+
+def test_plaintext_refusal_binds_nothing(tmp_path, plugin_dir):
+    service = free_port()
+    cfg = write_config(tmp_path, plugin_dir, transport="transport_zmq",
+                       extra=f"pub = tcp://0.0.0.0:{free_port()}\n"
+                             f"service = tcp://127.0.0.1:{service}\n")
+    assert PLAIN in refused(cfg)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", service))
+
+
+def test_allow_plaintext_starts_with_a_warning(tmp_path, plugin_dir):
+    """allow_plaintext = on binds 0.0.0.0 and says so at start (no database needed)."""
+    port = free_port()
+    cfg = write_config(tmp_path, plugin_dir, transport="transport_zmq",
+                       extra=f"pub = tcp://0.0.0.0:{port}\nservice = tcp://127.0.0.1:{free_port()}"
+                             "\nallow_plaintext = on\n")
+    assert run_broker(cfg, "--check").returncode == 0
+    proc = subprocess.Popen([BROKER, "-c", str(cfg)], stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "ready" in line:
+                break
+        log = "".join(lines)
+        assert (f"warn  [transport.t] pub = tcp://0.0.0.0:{port} is bound in plain text beyond "
+                "loopback (allow_plaintext = on)") in log, log
+        assert "service = tcp://127.0.0.1" not in log, log  # loopback: no warning
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    finally:
+        proc.terminate()
+        rest = proc.communicate(timeout=10)[1]
+    assert proc.returncode == 0, rest
+    assert "AddressSanitizer" not in rest and "runtime error" not in rest, rest
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_check_binds_nothing(tmp_path, plugin_dir):

@@ -7,6 +7,7 @@
 # Usage: test_install.sh BUILD_DIR SOURCE_DIR [LINK_FLAG] (the sanitizer flag of a sanitized
 # build: its libsyncclient needs the sanitizer runtimes in the program)
 set -euo pipefail
+umask 022 # the third-party plugin built below must pass the loader's file-mode rule
 build=$1 src=$2 link_flag=${3:-}
 prefix=$(mktemp -d /tmp/sb-install.XXXXXX)
 trap 'rm -rf "$prefix"' EXIT
