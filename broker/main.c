@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -245,6 +246,20 @@ static void shutdown_broker(broker *b)
     sb_config_free(b->cfg);
 }
 
+/* Every client connection costs a descriptor inside ZeroMQ: take the hard limit, so that a
+ * crowd of idle connections exhausts it later (docs/operations.md, Known limits). */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+        sb_log(SB_LOG_INFO, "broker", "open files limit raised from %llu to %llu",
+               (unsigned long long)was, (unsigned long long)rl.rlim_max);
+}
+
 static void usage(FILE *out)
 {
     fprintf(out, "usage: syncbroker -c FILE [--check]\n"
@@ -304,6 +319,7 @@ int main(int argc, char **argv)
         rc = check_plugins(&b, path);
         reported = true;
     } else if (rc == SB_OK) {
+        raise_fd_limit();
         rc = install_signals(&b);
         if (rc == SB_OK)
             rc = start_plugins(&b);

@@ -192,3 +192,15 @@ def test_sync_board_shows_rows_and_editors(broker, hotel, conn):
         if board.poll() is None:
             board.kill()
         reader.join(10)
+
+
+def test_broker_raises_its_open_files_limit(broker, hotel, monkeypatch):
+    """Each client connection costs a descriptor: the broker takes the hard limit at start."""
+    monkeypatch.setenv("SB_BROKER_WRAPPER", "prlimit --nofile=1024:")
+    b = broker(hotel, [BOOKINGS])
+    with open(f"/proc/{b.proc.pid}/limits") as f:
+        soft, hard = next(line for line in f if line.startswith("Max open files")).split()[3:5]
+    assert soft == hard, (soft, hard)
+    if hard != "1024":
+        assert f"open files limit raised from 1024 to {hard}" in b.log
+    b.stop()
