@@ -230,3 +230,8 @@ BEGIN
     RETURN _changes;
 END
 $$;
+
+-- Functions are executable by PUBLIC when created. Revoked here, in the transaction that made
+-- them SECURITY DEFINER, so that no moment of an upgrade leaves them callable by writers that
+-- still hold the older USAGE on the schema; 003_privileges.sql grants the broker's two.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA syncbroker FROM PUBLIC;

@@ -62,10 +62,8 @@ BEGIN
 END
 $$;
 
--- Functions are executable by PUBLIC when created: only the broker's two may be called by
--- anyone but the owner (track() revokes on each capture function it creates).
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA syncbroker FROM PUBLIC;
-
+-- Only the broker's two functions may be called by anyone but the owner (002_capture.sql
+-- revoked EXECUTE from PUBLIC; track() does on each capture function it creates).
 GRANT USAGE ON SCHEMA syncbroker TO syncbroker_reader;
 REVOKE ALL ON ALL TABLES IN SCHEMA syncbroker FROM syncbroker_reader;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA syncbroker FROM syncbroker_reader;
