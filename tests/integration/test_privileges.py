@@ -103,6 +103,25 @@ def test_one_table_writer_is_captured_and_cannot_forge(pg, broker, source, rooms
     b.stop()
 
 
+def test_capture_functions_cannot_be_attached_to_another_table(pg, rooms, conn):
+    """Attached to a writer's own table, rooms' capture function would record that table's
+    writes as changes of rooms: even with USAGE on the schema (left over from the older
+    grants) the writer may not execute it, and so may not attach it."""
+    login_role(conn, "desk")
+    q(conn, "CREATE SCHEMA own AUTHORIZATION desk; GRANT USAGE ON SCHEMA syncbroker TO desk")
+    fn = q(conn, "SELECT format('syncbroker._capture_%s', 'public.rooms'::regclass::oid)")[0][0]
+    desk = connect_as(pg, rooms, "desk")
+    q(desk, "CREATE TABLE own.fake (no int PRIMARY KEY, state text)")
+    for f in (fn, "syncbroker._capture_truncate", "syncbroker._notify"):
+        assert "permission denied for function" in denied(
+            desk, f"CREATE TRIGGER forge AFTER INSERT ON own.fake"
+                  f" FOR EACH STATEMENT EXECUTE FUNCTION {f}()"), f
+    q(desk, "INSERT INTO own.fake VALUES (1, 'x')")
+    assert q(conn, "SELECT count(*) FROM syncbroker.change") == [(0,)]
+    desk.close()
+    q(conn, "REVOKE USAGE ON SCHEMA syncbroker FROM desk; DROP SCHEMA own CASCADE")
+
+
 def test_broker_role_reads_and_nothing_more(pg, hotel, conn):
     broker = connect_as(pg, hotel, BROKER_ROLE)
     q(conn, "INSERT INTO bookings (id) VALUES (1)")
