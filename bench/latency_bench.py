@@ -132,7 +132,7 @@ def run(pg, dbname, work, rawdir, rates, seconds, prefix="latency"):
         if source == "source_poll":
             pg.sql(dbname, "SELECT syncbroker.disable_notify()")
         if source:
-            broker = sbbench.Broker(work, pg.conninfo(dbname), ["public.bench_live"], source,
+            broker = sbbench.Broker(work, pg.broker_conninfo(dbname), ["public.bench_live"], source,
                                     opts, debounce_ms=0)
         try:
             for rate in rates:

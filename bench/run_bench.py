@@ -175,7 +175,7 @@ def snapshot(pg, work, p, out, lat_results):
         conn.cursor().copy_expert("COPY public.bookings TO STDOUT", sink)
         copy_times.append(time.monotonic() - t0)
     conn.close()
-    broker = sbbench.Broker(work, pg.conninfo(db), ["public.bookings", "public.bench_live"],
+    broker = sbbench.Broker(work, pg.broker_conninfo(db), ["public.bookings", "public.bench_live"],
                             "source_notify", {}, debounce_ms=0)
     try:
         # Live events at 100 changes/s while snapshots run back to back.
@@ -252,7 +252,8 @@ def growth_after_warmup(samples, col, warm_s):
 def loaded_run(pg, work, db, tables, p, seconds, load, label, nclients, warm=0.0):
     """Broker (source_notify, default debounce 200 ms) + `nclients` sync-tail clients (the C
     client library, JSON to /dev/null) + `load`, sampled."""
-    broker = sbbench.Broker(work, pg.conninfo(db), tables, "source_notify", {}, debounce_ms=200)
+    broker = sbbench.Broker(work, pg.broker_conninfo(db), tables, "source_notify", {},
+                            debounce_ms=200)
     samples, stop = [], threading.Event()
     clients = [subprocess.Popen([tool("sync-tail"), "--pub", broker.pub, "--service",
                                  broker.service, "--no-snapshot"], stdout=subprocess.DEVNULL,

@@ -39,3 +39,18 @@ SELECT setval(pg_get_serial_sequence('public.bookings', 'id'), 100);
 SELECT syncbroker.track('public.rooms');
 SELECT syncbroker.track('public.guests');
 SELECT syncbroker.track('public.bookings');
+
+-- The demo's roles (docs/capture.md, "Roles and privileges"): the broker logs in as `broker`,
+-- a member of syncbroker_reader only; the desks write as `desk`, which has rights on the
+-- hotel's tables and none on syncbroker (capture runs as the owner).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'broker') THEN
+        CREATE ROLE broker LOGIN IN ROLE syncbroker_reader;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'desk') THEN
+        CREATE ROLE desk LOGIN;
+    END IF;
+END
+$$;
+GRANT SELECT, INSERT, UPDATE, DELETE ON public.rooms, public.guests, public.bookings TO desk;

@@ -61,5 +61,7 @@ CREATE TABLE IF NOT EXISTS syncbroker.settings (
     key   text PRIMARY KEY,
     value text NOT NULL
 );
-INSERT INTO syncbroker.settings (key, value) VALUES ('notify', 'off') ON CONFLICT (key) DO NOTHING;
+-- notify: whether track() installs the NOTIFY trigger (source_notify needs it; the broker never
+-- installs it itself). On for a new installation; disable_notify() turns it off.
+INSERT INTO syncbroker.settings (key, value) VALUES ('notify', 'on') ON CONFLICT (key) DO NOTHING;
 

@@ -51,7 +51,7 @@ typedef struct sb_source {
     int setup_rc;
     uint64_t setup_retry_at;
     char setup_err[512], last_setup_err[512];
-    bool notify_on, resolved;
+    bool resolved;
     /* Reading, pruning and registering need the reader lock: held while `locked` and the
      * lock session is up. */
     bool locked, locking;
@@ -79,11 +79,6 @@ static bool notify_mode(const sb_source *s)
     return s->mode == SB_WAKE_NOTIFY;
 }
 
-static bool notify_off(const sb_source *s)
-{
-    return s->mode == SB_WAKE_NOTIFY && !s->notify_on;
-}
-
 static bool unresolved(const sb_source *s)
 {
     return !s->resolved;
@@ -101,19 +96,16 @@ static int handle_resolve(sb_source *s, const PGresult *res)
     return rc;
 }
 
+/* track() installs the NOTIFY triggers while notify is on: the broker runs no DDL (its role
+ * may not), so with notify off it refuses to start rather than fall back to the safety net. */
 static int handle_notify_check(sb_source *s, const PGresult *res)
 {
-    s->notify_on = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-    return SB_OK;
-}
-
-static int handle_notify_enable(sb_source *s, const PGresult *res)
-{
-    (void)res;
-    s->notify_on = true;
-    s->api->log(s->host, SB_LOG_INFO,
-                "NOTIFY triggers were off: enabled them with syncbroker.enable_notify()");
-    return SB_OK;
+    if (PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0)
+        return SB_OK;
+    snprintf(s->setup_err, sizeof s->setup_err,
+             "NOTIFY triggers are off (syncbroker.settings notify): run SELECT "
+             "syncbroker.enable_notify(); as the owner of the tracked tables, or use source_poll");
+    return SB_ERR_CONFIG;
 }
 
 static int handle_start(sb_source *s, const PGresult *res)
@@ -146,10 +138,6 @@ static const setup_step steps[] = {
      "SELECT coalesce((SELECT value = 'on' FROM syncbroker.settings WHERE key = 'notify'), "
      "false)",
      P_NONE, notify_mode, handle_notify_check, NULL},
-    {"enabling NOTIFY triggers", "SELECT syncbroker.enable_notify()", P_NONE, notify_off,
-     handle_notify_enable,
-     "run SELECT syncbroker.enable_notify(); as the owner of the tracked tables, or use "
-     "source_poll"},
     {"registering the reader",
      "SELECT s::text FROM pg_catalog.pg_current_snapshot() AS s,"
      " syncbroker.register_reader($1, s)",

@@ -8,15 +8,17 @@
 #include <string.h>
 #include <syncbroker/plugin.h>
 
-/* The last column is the table's primary key as it is now, to compare with what track()
- * recorded (and generated the trigger for). */
+/* Column 5 is the table's primary key as it is now, to compare with what track() recorded
+ * (and generated the trigger for); the last, whether this role may read the table (track()
+ * grants it to syncbroker_reader). */
 const char SB_TABLE_RESOLVE_SQL[] =
     "SELECT n.name, c.oid, t.relid IS NOT NULL, t.pk_cols::text, t.pk_types::text,"
     " (SELECT pg_catalog.array_agg(a.attname::text ORDER BY u.ord)::text"
     "  FROM pg_catalog.pg_index i"
     "  CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS u(attnum, ord)"
     "  JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = u.attnum"
-    "  WHERE i.indrelid = c.oid AND i.indisprimary)"
+    "  WHERE i.indrelid = c.oid AND i.indisprimary),"
+    " pg_catalog.has_table_privilege(c.oid, 'SELECT')"
     " FROM unnest($1::text[]) WITH ORDINALITY AS n(name, ord)"
     " LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(n.name)"
     " LEFT JOIN syncbroker.tracked t ON t.relid = c.oid"
@@ -210,6 +212,14 @@ static int resolve_one(sb_table *t, const PGresult *res, int row, char *err, siz
                  t->name, t->name);
         return SB_ERR_CONFIG;
     }
+    if (strcmp(PQgetvalue(res, row, 6), "t") != 0) {
+        snprintf(err, errlen,
+                 "this role may not read table %s: make it a member of syncbroker_reader, and "
+                 "run SELECT syncbroker.track('%s'); as the owner if the table was tracked "
+                 "before sql/003_privileges.sql (scripts/migrate does it)",
+                 t->name, t->name);
+        return SB_ERR_CONFIG;
+    }
     const char *now = PQgetisnull(res, row, 5) ? "(none)" : PQgetvalue(res, row, 5);
     if (strcmp(now, PQgetvalue(res, row, 3)) != 0) {
         snprintf(err, errlen,
@@ -244,7 +254,7 @@ static int resolve_one(sb_table *t, const PGresult *res, int row, char *err, siz
 
 int sb_table_resolve(sb_table *tables, size_t n, const PGresult *res, char *err, size_t errlen)
 {
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != 6 ||
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != 7 ||
         (size_t)PQntuples(res) != n) {
         snprintf(err, errlen, "unexpected answer resolving the configured tables");
         return SB_ERR_CONFIG;

@@ -16,7 +16,8 @@ cmake --install "$build" --prefix "$prefix" >/dev/null
 fail() { echo "test_install: $*" >&2; exit 1; }
 for f in bin/syncbroker bin/sync-tail bin/sync-snapshot bin/sync-board \
     include/syncbroker/plugin.h include/syncbroker/client.h \
-    share/syncbroker/sql/001_schema.sql share/syncbroker/sql/002_capture.sql; do
+    share/syncbroker/sql/001_schema.sql share/syncbroker/sql/002_capture.sql \
+    share/syncbroker/sql/003_privileges.sql; do
     [[ -e $prefix/$f ]] || fail "$f was not installed"
 done
 pc=$(find "$prefix" -name syncbroker-plugin.pc -print -quit)

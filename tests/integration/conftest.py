@@ -44,7 +44,9 @@ def conn(pg, db):
 
 
 class Broker:
-    """The real syncbroker on its own ports, stderr captured to a file."""
+    """The real syncbroker on its own ports, stderr captured to a file. It connects as the
+    login role sb_broker, only a member of syncbroker_reader; the tests' `conn` is the
+    superuser."""
 
     def __init__(self, pg, workdir, dbname, tables, source, debounce_ms, heartbeat_ms, extra):
         self.tables = list(tables)
@@ -55,7 +57,9 @@ class Broker:
                        "debounce_ms": debounce_ms, "heartbeat_ms": heartbeat_ms,
                        "log_level": "info"},
             # Continuation lines keep a long list under inih's line limit.
-            "database": {"conninfo": pg.conninfo(dbname), "tables": ",\n    ".join(self.tables)},
+            # As the least-privileged broker role (sbcluster.BROKER_ROLE), not the superuser.
+            "database": {"conninfo": pg.broker_conninfo(dbname),
+                         "tables": ",\n    ".join(self.tables)},
             "source.main": {"plugin": source},
             "transport.zmq": {"plugin": "transport_zmq", "pub": self.pub, "service": self.service},
         }

@@ -150,7 +150,7 @@ def test_unknown_or_untracked_table_refuses_to_start(pg, hotel, conn, tmp_path):
         cfg = tmp_path / f"{table}.ini"
         cfg.write_text(
             f"[broker]\nplugin_dir = {os.path.join(BUILD_DIR, 'plugins')}\n\n"
-            f"[database]\nconninfo = {pg.conninfo(hotel)}\n"
+            f"[database]\nconninfo = {pg.broker_conninfo(hotel)}\n"
             f"tables = public.bookings, {table}\n\n"
             "[source.main]\nplugin = source_poll\n\n"
             "[transport.zmq]\nplugin = transport_zmq\n"

@@ -22,12 +22,13 @@ def tool(name):
     return os.path.join(TOOLS, name)
 
 
-def check_config(tmp_path, pg, dbname, tables, source_extra=""):
-    """A broker config on free ports; the tables one per line, so each has its own line."""
+def check_config(tmp_path, pg, dbname, tables, source_extra="", conninfo=None):
+    """A broker config on free ports; the tables one per line, so each has its own line.
+    It connects as the broker role unless conninfo says otherwise."""
     cfg = tmp_path / "check.ini"
     cfg.write_text(
         f"[broker]\nplugin_dir = {os.path.join(BUILD_DIR, 'plugins')}\n\n"
-        f"[database]\nconninfo = {pg.conninfo(dbname)}\n"
+        f"[database]\nconninfo = {conninfo or pg.broker_conninfo(dbname)}\n"
         "tables = " + ",\n    ".join(tables) + "\n\n"
         f"[source.main]\nplugin = source_poll\n{source_extra}\n"
         f"[transport.zmq]\nplugin = transport_zmq\npub = tcp://127.0.0.1:{free_port()}\n"
@@ -66,7 +67,8 @@ def test_check_reports_unknown_and_untracked_tables(pg, hotel, conn, tmp_path):
 
 
 def test_check_without_the_schema_says_to_migrate(pg, tmp_path):
-    cfg = check_config(tmp_path, pg, "postgres", [BOOKINGS])
+    # A database never migrated, where the broker role may not exist yet: as the superuser.
+    cfg = check_config(tmp_path, pg, "postgres", [BOOKINGS], conninfo=pg.conninfo("postgres"))
     r = run_check(cfg)
     assert r.returncode == 1, r.stdout + r.stderr
     assert (f"{cfg}:{line_of(cfg, 'tables =')}: [database] tables: resolving the configured "

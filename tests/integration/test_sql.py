@@ -47,7 +47,7 @@ def test_migrations_are_rerunnable(pg, db, conn, bookings):
     pg.migrate(db)
     pg.migrate(db)
     assert q(conn, "SELECT version, name FROM syncbroker.schema_version ORDER BY 1") == [
-        (1, "001_schema"), (2, "002_capture")]
+        (1, "001_schema"), (2, "002_capture"), (3, "003_privileges")]
     # Re-applying kept the data and the capture working.
     q(conn, "UPDATE bookings SET nights = 3 WHERE id = 1")
     assert [op for _, op, _, _ in changes(conn, bookings)] == ["i", "u"]

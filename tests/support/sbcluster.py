@@ -17,6 +17,9 @@ import psycopg2
 SOURCE_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PG_BIN = "/usr/lib/postgresql/15/bin"
 PG_USER = "sbpg"
+# The login role brokers connect as: a member of syncbroker_reader and nothing else
+# (docs/capture.md, "Roles and privileges"). Created per cluster by migrate().
+BROKER_ROLE = "sb_broker"
 # What a sanitizer or valgrind prints when it found something: a broker log holding one failed.
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer",
                    "definitely lost in", "Invalid read", "Invalid write",
@@ -161,8 +164,12 @@ class PgCluster:
         with open(self.logfile, errors="replace") as f:
             return f.read()[-4000:]
 
-    def conninfo(self, dbname):
-        return f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname}"
+    def conninfo(self, dbname, user="postgres"):
+        """The superuser's by default; user=BROKER_ROLE for what a broker runs as."""
+        return f"host=127.0.0.1 port={self.port} user={user} dbname={dbname}"
+
+    def broker_conninfo(self, dbname):
+        return self.conninfo(dbname, user=BROKER_ROLE)
 
     def connect(self, dbname, **kw):
         conn = psycopg2.connect(self.conninfo(dbname), **kw)
@@ -172,6 +179,11 @@ class PgCluster:
     def migrate(self, dbname):
         subprocess.run([os.path.join(SOURCE_DIR, "scripts", "migrate"), self.conninfo(dbname)],
                        check=True, capture_output=True, text=True)
+        # The migration created the group role (roles are per cluster, like this one).
+        self.sql(dbname, f"""DO $$ BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{BROKER_ROLE}') THEN
+                CREATE ROLE {BROKER_ROLE} LOGIN IN ROLE syncbroker_reader;
+            END IF; END $$""")
 
     def create_db(self, name=None):
         """A fresh database with sql/ applied; returns its name (made up when None)."""

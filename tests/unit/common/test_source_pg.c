@@ -305,7 +305,6 @@ static void test_notify_wakes_the_cursor(void **state)
     src s;
     src_new(&s, SB_WAKE_NOTIFY, (const char *[]){"poll_interval_ms=3600000", NULL}, NULL, 0);
     assert_int_equal(sb_source_start(s.state), SB_OK);
-    assert_non_null(fake_host_log_find(s.fh, "enable_notify"));
     fake_host_run_until(s.fh, has_changes, &(count_pred){s.fh, 1}, 200); /* LISTEN goes out */
     exec_ok(s.conn, "INSERT INTO public.bookings VALUES (1, 'a'), (2, 'b')");
     wait_changes(&s, 2, 3000);
@@ -313,6 +312,22 @@ static void test_notify_wakes_the_cursor(void **state)
     wait_changes(&s, 3, 3000);
     assert_int_equal(fake_host_change_get(s.fh, 2)->op, SB_OP_TRUNCATE);
     assert_int_equal(fake_host_change_get(s.fh, 2)->key.nparts, 0);
+    src_free(&s);
+}
+
+/* The broker runs no DDL: with notify off it refuses to start and says what the owner runs. */
+static void test_notify_off_refuses_start(void **state)
+{
+    (void)state;
+    src s;
+    src_new(&s, SB_WAKE_NOTIFY, NULL, NULL, 0);
+    exec_ok(s.conn, "SELECT syncbroker.disable_notify()");
+    assert_int_equal(sb_source_start(s.state), SB_ERR_CONFIG);
+    assert_non_null(fake_host_log_find(s.fh, "run SELECT syncbroker.enable_notify();"));
+    PGresult *res =
+        PQexec(s.conn, "SELECT count(*) FROM pg_trigger WHERE tgname = 'syncbroker_notify'");
+    assert_string_equal(PQgetvalue(res, 0, 0), "0");
+    PQclear(res);
     src_free(&s);
 }
 
@@ -571,6 +586,7 @@ int main(void)
         cmocka_unit_test(test_bad_names_refused_at_create),
         cmocka_unit_test(test_long_transaction_not_lost),
         cmocka_unit_test(test_notify_wakes_the_cursor),
+        cmocka_unit_test(test_notify_off_refuses_start),
         cmocka_unit_test(test_reconnect_keeps_position_poll),
         cmocka_unit_test(test_reconnect_keeps_position_notify),
         cmocka_unit_test(test_fetch_present_and_absent),

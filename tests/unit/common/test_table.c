@@ -45,7 +45,8 @@ static void test_quote_ident(void **state)
 }
 
 static const test_col resolve_cols[] = {{"name", 25},    {"oid", 26},      {"tracked", 16},
-                                        {"pk_cols", 25}, {"pk_types", 25}, {"pk_now", 25}};
+                                        {"pk_cols", 25}, {"pk_types", 25}, {"pk_now", 25},
+                                        {"readable", 16}};
 
 static void test_resolve_builds_sql(void **state)
 {
@@ -58,14 +59,16 @@ static void test_resolve_builds_sql(void **state)
         "{id}",
         "{integer}",
         "{id}",
+        "t",
         "app.stays",
         "16400",
         "t",
         "{\"Room\",day}",
         "{\"character varying(8)\",date}",
         "{\"Room\",day}",
+        "t",
     };
-    PGresult *res = test_result(resolve_cols, 6, cells, 2);
+    PGresult *res = test_result(resolve_cols, 7, cells, 2);
     char err[256] = "";
     assert_int_equal(sb_table_resolve(t, 2, res, err, sizeof err), SB_OK);
     PQclear(res);
@@ -93,7 +96,7 @@ static void test_resolve_builds_sql(void **state)
 static void expect_config_error(const char *const *row, const char *needle)
 {
     sb_table t = {.name = "public.bookings"};
-    PGresult *res = test_result(resolve_cols, 6, row, 1);
+    PGresult *res = test_result(resolve_cols, 7, row, 1);
     char err[256] = "";
     assert_int_equal(sb_table_resolve(&t, 1, res, err, sizeof err), SB_ERR_CONFIG);
     PQclear(res);
@@ -105,26 +108,30 @@ static void expect_config_error(const char *const *row, const char *needle)
 static void test_resolve_errors_name_the_table(void **state)
 {
     (void)state;
-    expect_config_error((const char *[]){"public.bookings", NULL, "f", NULL, NULL, NULL},
+    expect_config_error((const char *[]){"public.bookings", NULL, "f", NULL, NULL, NULL, NULL},
                         "does not exist");
-    expect_config_error((const char *[]){"public.bookings", "16390", "f", NULL, NULL, "{id}"},
+    expect_config_error((const char *[]){"public.bookings", "16390", "f", NULL, NULL, "{id}", "t"},
                         "SELECT syncbroker.track('public.bookings')");
     expect_config_error(
-        (const char *[]){"public.bookings", "16390", "t", "{id,x}", "{integer}", "{id,x}"},
+        (const char *[]){"public.bookings", "16390", "t", "{id,x}", "{integer}", "{id,x}", "t"},
         "malformed");
-    expect_config_error((const char *[]){"public.bookings", "16390", "t", "{}", "{}", "{}"},
+    expect_config_error((const char *[]){"public.bookings", "16390", "t", "{}", "{}", "{}", "t"},
                         "malformed");
     /* the key was altered after track(): the trigger still records the old one */
     expect_config_error(
-        (const char *[]){"public.bookings", "16390", "t", "{id}", "{integer}", "{id,guest}"},
+        (const char *[]){"public.bookings", "16390", "t", "{id}", "{integer}", "{id,guest}", "t"},
         "is now {id,guest} but it was tracked as {id}; run: SELECT "
         "syncbroker.track('public.bookings');");
     expect_config_error(
-        (const char *[]){"public.bookings", "16390", "t", "{id}", "{integer}", NULL},
+        (const char *[]){"public.bookings", "16390", "t", "{id}", "{integer}", NULL, "t"},
         "is now (none)");
+    /* tracked before syncbroker_reader could read it, or a role outside that group */
+    expect_config_error(
+        (const char *[]){"public.bookings", "16390", "t", "{id}", "{integer}", "{id}", "f"},
+        "this role may not read table public.bookings: make it a member of syncbroker_reader");
     /* a result of another shape is refused, not read out of bounds */
     sb_table t = {.name = "public.bookings"};
-    PGresult *res = test_result(resolve_cols, 6, NULL, 0);
+    PGresult *res = test_result(resolve_cols, 7, NULL, 0);
     char err[128];
     assert_int_equal(sb_table_resolve(&t, 1, res, err, sizeof err), SB_ERR_CONFIG);
     PQclear(res);
