@@ -36,6 +36,8 @@ ON CONFLICT (id) DO NOTHING;
 SELECT setval(pg_get_serial_sequence('public.guests', 'id'), 100);
 SELECT setval(pg_get_serial_sequence('public.bookings', 'id'), 100);
 
+-- The demo's broker runs source_notify: the owner enables NOTIFY once.
+SELECT syncbroker.enable_notify();
 SELECT syncbroker.track('public.rooms');
 SELECT syncbroker.track('public.guests');
 SELECT syncbroker.track('public.bookings');

@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS syncbroker.settings (
     value text NOT NULL
 );
 -- notify: whether track() installs the NOTIFY trigger (source_notify needs it; the broker never
--- installs it itself). On for a new installation; disable_notify() turns it off.
-INSERT INTO syncbroker.settings (key, value) VALUES ('notify', 'on') ON CONFLICT (key) DO NOTHING;
+-- installs it itself). Off for a new installation, so that writers of a database read by
+-- source_poll never pay for NOTIFY (a database-wide lock at commit); enable_notify() turns it on.
+INSERT INTO syncbroker.settings (key, value) VALUES ('notify', 'off') ON CONFLICT (key) DO NOTHING;
 

@@ -170,6 +170,9 @@ def broker(pg, tmp_path):
     def make(dbname, tables, source="source_poll", debounce_ms=0, heartbeat_ms=200, extra=None):
         workdir = tmp_path / f"broker{len(started)}"
         workdir.mkdir()
+        if source == "source_notify":
+            # The owner's one-time step for source_notify (the broker runs no DDL).
+            pg.sql(dbname, "SELECT syncbroker.enable_notify()")
         b = Broker(pg, str(workdir), dbname, tables, source, debounce_ms, heartbeat_ms, extra)
         started.append(b)
         return b

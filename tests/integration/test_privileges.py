@@ -163,6 +163,7 @@ def test_migration_upgrades_the_older_grants(pg, hotel, conn):
     writer: the migration makes it SECURITY DEFINER and takes the grants back."""
     login_role(conn, "old_writer")
     login_role(conn, "old_broker")
+    q(conn, "SELECT syncbroker.enable_notify()")  # the older source_notify broker enabled it
     fn = q(conn, "SELECT format('syncbroker._capture_%s', 'public.bookings'::regclass::oid)")[0][0]
     q(conn, f"""
         ALTER FUNCTION {fn}() SECURITY INVOKER RESET ALL;
