@@ -116,6 +116,7 @@ static int cluster_up(void **state)
             "CREATE TABLE public.bookings (id int PRIMARY KEY, guest text, n int);"
             "CREATE TABLE public.stays (room text, day date, who text, PRIMARY KEY (room, day));"
             "CREATE TABLE public.plain (id int PRIMARY KEY);"
+            "SELECT syncbroker.enable_notify();" /* the owner's step for SB_WAKE_NOTIFY */
             "SELECT syncbroker.track('public.bookings'); SELECT syncbroker.track('public.stays');");
     PQfinish(c);
     return 0;
