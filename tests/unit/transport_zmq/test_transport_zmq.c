@@ -962,7 +962,7 @@ static bool replies_held(void *ud)
 
 /* A DEALER asks for SLOW_REPLIES snapshots of ~1 MiB and does not read. Returns it once the
  * transport holds replies for it (ZeroMQ answered EAGAIN). */
-static void *flood_slow_client(fixture *f, unsigned char **blob)
+static void *flood_slow_client(fixture *f, unsigned char **blob, bool until_held)
 {
     size_t size = 1 << 20;
     *blob = malloc(size);
@@ -980,14 +980,16 @@ static void *flood_slow_client(fixture *f, unsigned char **blob)
     fake_host_script_snapshot_sync(f->fh, &row, 1, SB_OK);
 
     void *slow = zmq_socket(fake_host_zmq_context(f->fh), ZMQ_DEALER);
-    int one = 1, zero = 0;
+    int one = 1, zero = 0, small = 4096;
     zmq_setsockopt(slow, ZMQ_RCVHWM, &one, sizeof one);
     zmq_setsockopt(slow, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(slow, ZMQ_RCVBUF, &small, sizeof small); /* the kernel takes little */
     assert_int_equal(zmq_connect(slow, f->service), 0);
     f->socks[f->nsocks++] = slow;
     for (int i = 0; i < SLOW_REPLIES; i++)
         SEND_REQ(slow, 1, "op", 's', "snapshot");
-    assert_true(fake_host_run_until(f->fh, replies_held, f, 20000));
+    if (until_held)
+        assert_true(fake_host_run_until(f->fh, replies_held, f, 20000));
     return slow;
 }
 
@@ -1006,7 +1008,7 @@ static void test_client_at_hwm_does_not_block_others(void **state)
     fixture *f = *state;
     assert_int_equal(start_with(f, "reply_hwm=1", NULL), 0);
     unsigned char *blob;
-    void *slow = flood_slow_client(f, &blob);
+    void *slow = flood_slow_client(f, &blob, true);
     assert_others_served(f);
 
     /* The slow client catches up and gets every reply: nothing was lost. */
@@ -1029,7 +1031,7 @@ static void test_held_replies_are_bounded(void **state)
     fixture *f = *state;
     assert_int_equal(start_with(f, "reply_hwm=1", "max_pending_replies=2"), 0);
     unsigned char *blob;
-    void *slow = flood_slow_client(f, &blob);
+    void *slow = flood_slow_client(f, &blob, true);
     assert_true(f->t->pending_count <= 2);
     assert_true(f->t->replies_dropped > 0);
     assert_non_null(fake_host_log_find(f->fh, "dropping the oldest"));
@@ -1041,6 +1043,42 @@ static void test_held_replies_are_bounded(void **state)
     }
     assert_int_equal(f->t->pending_count, 0);
     assert_int_equal(f->t->replies_dropped, SLOW_REPLIES - expected);
+    free(blob);
+}
+
+static bool all_answered(void *ud)
+{
+    fixture *f = ud;
+    return f->t->requests == SLOW_REPLIES && f->t->nsnaps == 0;
+}
+
+static bool nothing_in_zeromq(void *ud)
+{
+    return atomic_load(&((fixture *)ud)->t->total->bytes) == 0;
+}
+
+/* A client that asks for SLOW_REPLIES replies of 1 MiB and does not read: ZeroMQ's queue
+ * would take them all (reply_hwm 1000), but the transport counts what it handed over and
+ * stops at max_peer_bytes; the rest is refused or dropped. What ZeroMQ frees is counted
+ * down again, to zero once the client has read everything. */
+static void test_bytes_in_zeromq_bounded_per_client(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, "max_peer_bytes=4194304", NULL), 0);
+    unsigned char *blob;
+    void *slow = flood_slow_client(f, &blob, false);
+    assert_true(fake_host_run_until(f->fh, all_answered, f, 20000));
+    size_t queued = atomic_load(&f->t->total->bytes);
+    assert_true(queued > 0);
+    assert_true(queued <= (4u << 20) + (1u << 20) + 4 * TZ_FRAME_COST);
+    assert_true(f->t->replies_dropped + f->t->errors > 0);
+    /* The client reads whatever reached it; ZeroMQ then frees every frame. */
+    while (fake_host_run_until(f->fh, fake_host_zsock_readable, slow, 500)) {
+        tz_frames r;
+        recv_reply(f, slow, &r);
+        tz_frames_clear(&r);
+    }
+    assert_true(fake_host_run_until(f->fh, nothing_in_zeromq, f, WAIT_MS));
     free(blob);
 }
 
@@ -1172,6 +1210,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_snapshot_over_peer_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_at_hwm_does_not_block_others, setup, teardown),
         cmocka_unit_test_setup_teardown(test_held_replies_are_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bytes_in_zeromq_bounded_per_client, setup, teardown),
         cmocka_unit_test_setup_teardown(test_publish_two_frames_and_count_subscribers, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_all_tables_client_counts_once, setup, teardown),
