@@ -7,10 +7,10 @@
  * Replies never block the loop. With ZMQ_ROUTER_MANDATORY and ZMQ_DONTWAIT a send answers
  * EAGAIN when the peer is at its HWM and EHOSTUNREACH when the peer is gone (the reply is
  * dropped and the peer's running snapshots cancelled). A reply also waits while what ZeroMQ
- * holds for its peer (peer.c) would go over max_peer_bytes, or for all peers over
- * max_pending_bytes. A reply that waits is held here, in order per peer, and the socket is
- * watched for writability (or retried after a back-off). Held replies are bounded in number
- * and bytes, per peer and in total; beyond, the oldest is dropped with a log line.
+ * holds for its peer (peer.c) would go over max_peer_bytes. A reply that waits is held
+ * here, in order per peer, and the socket is watched for writability (or retried after a
+ * back-off). Held replies are bounded in number and bytes, per peer and in total; beyond,
+ * the oldest is dropped with a log line.
  */
 #include "tz.h"
 
@@ -33,14 +33,15 @@ static size_t cost(const tz_frames *msg)
     return msg->bytes + msg->n * TZ_FRAME_COST;
 }
 
-/* 0 sent; SB_ERR_BUSY peer at its HWM or byte budget (nothing sent); SB_ERR_NOTFOUND peer
- * gone; SB_ERR_ZMQ. A reply goes anyway when ZeroMQ holds nothing for its peer (or for
- * anyone), so that one larger than a budget is not held for ever. */
+/* 0 sent; SB_ERR_BUSY peer at its HWM or over its byte budget (nothing sent); SB_ERR_NOTFOUND
+ * peer gone; SB_ERR_ZMQ. A reply goes anyway when ZeroMQ holds nothing for its peer, so that
+ * one larger than the budget is not held for ever. The total is not checked here: clients
+ * that do not read must not stop the replies of those that do (snapshots and held replies
+ * are checked against it instead). */
 static int send_now(tz *t, tz_frames *msg)
 {
-    size_t peer = tz_peer_queued(t, msg), total = atomic_load(&t->total->bytes);
-    if ((peer > 0 && peer + cost(msg) > t->max_peer_bytes) ||
-        (total > 0 && total + cost(msg) > t->max_pending_bytes))
+    size_t peer = tz_peer_queued(t, msg);
+    if (peer > 0 && peer + cost(msg) > t->max_peer_bytes)
         return SB_ERR_BUSY;
     int rc = SB_OK;
     /* Only the routing frame can be refused: the rest of a message always follows it. */
