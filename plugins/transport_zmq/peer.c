@@ -4,9 +4,9 @@
  * ZeroMQ queues up to reply_hwm replies per client and does not say how many bytes that is,
  * nor when they left. So replies go to it without a copy (zmq_msg_init_data): its I/O thread
  * calls frame_free() once a frame is written to the connection or dropped with it, and that
- * counts the frame down from the client's account and the total. The transport checks those
- * accounts before it hands a reply over (service.c), which bounds the bytes ZeroMQ holds per
- * client (max_peer_bytes) and in all (max_pending_bytes).
+ * counts the frame down from the client's account and the total. The transport checks a
+ * client's account before it hands a reply over (service.c), which bounds the bytes ZeroMQ
+ * holds per client (max_peer_bytes); snapshots check the total (max_pending_bytes).
  *
  * A client's connection (fd and inode, from the request's frames) tells whether it is still
  * there while its snapshot runs: a closed socket, or one that hung up, means it is gone.
