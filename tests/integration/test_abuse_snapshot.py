@@ -127,7 +127,7 @@ def test_client_that_never_reads_a_large_snapshot(broker, hotel, conn):
                 pings.append(b.ping_ms())
         wait_until(answered(b, before, 16), 120, "every request served or refused")
         grown = b.peak_rss_kb() - base
-        bound = peer_bytes // 1024 + 48 * MIB
+        bound = peer_bytes // 1024 + 64 * MIB  # + one reply being built, ASan shadow, quarantine
         assert grown < bound, f"peak RSS grew by {grown} kB (bound {bound} kB)"
         worst = max(pings)
         assert worst < 500, f"a ping took {worst:.0f} ms while snapshots were built"
