@@ -86,14 +86,19 @@ void tz_reply_unknown_table(tz *t, tz_frames *env, const char *table, size_t len
                    printable(table, len, name, sizeof name));
 }
 
-bool tz_table_known(tz *t, const char *table)
+int tz_table_index(tz *t, const char *table, size_t len)
 {
     size_t n = 0;
     const char *const *tables = t->api->tables(t->host, &n);
     for (size_t i = 0; i < n; i++)
-        if (strcmp(tables[i], table) == 0)
-            return true;
-    return false;
+        if (strlen(tables[i]) == len && memcmp(tables[i], table, len) == 0)
+            return (int)i;
+    return -1;
+}
+
+bool tz_table_known(tz *t, const char *table)
+{
+    return tz_table_index(t, table, strlen(table)) >= 0;
 }
 
 static int64_t wall_ms(void)
@@ -141,7 +146,7 @@ static void serve_stats(tz *t, tz_frames *env, const msgpack_object *req)
     t->api->stats(t->host, &s);
     tz_out o;
     out_init(&o);
-    int rc = msgpack_pack_map(&o.pk, 11);
+    int rc = msgpack_pack_map(&o.pk, 14);
     rc |= sb_mp_pack_kv_cstr(&o.pk, "epoch", t->api->epoch(t->host));
     rc |= sb_mp_pack_kv_uint(&o.pk, "seq", s.seq);
     rc |= sb_mp_pack_kv_uint(&o.pk, "changes_in", s.changes_in);
@@ -153,6 +158,9 @@ static void serve_stats(tz *t, tz_frames *env, const msgpack_object *req)
     rc |= sb_mp_pack_kv_int(&o.pk, "subscribers", t->pub ? t->subscribers : -1);
     rc |= sb_mp_pack_kv_uint(&o.pk, "requests", t->requests);
     rc |= sb_mp_pack_kv_uint(&o.pk, "errors", t->errors);
+    rc |= sb_mp_pack_kv_uint(&o.pk, "snapshots_running", t->nsnaps);
+    rc |= sb_mp_pack_kv_uint(&o.pk, "snapshots_cancelled", t->snapshots_cancelled);
+    rc |= sb_mp_pack_kv_uint(&o.pk, "replies_dropped", t->replies_dropped);
     tz_reply_map(t, env, &o.sb, rc, NULL);
 }
 

@@ -5,10 +5,12 @@
  * echoed in front of the reply (a REQ's empty delimiter, a DEALER's own envelope).
  *
  * Replies never block the loop. With ZMQ_ROUTER_MANDATORY and ZMQ_DONTWAIT a send answers
- * EAGAIN when the peer is at its HWM (the reply is then held here, in order per peer, and the
- * socket is watched for writability) and EHOSTUNREACH when the peer is gone (the reply is
- * dropped and the peer's running snapshots cancelled). Held replies are bounded in number and
- * bytes; beyond, the oldest is dropped with a log line.
+ * EAGAIN when the peer is at its HWM and EHOSTUNREACH when the peer is gone (the reply is
+ * dropped and the peer's running snapshots cancelled). A reply also waits while what ZeroMQ
+ * holds for its peer (peer.c) would go over max_peer_bytes. A reply that waits is held
+ * here, in order per peer, and the socket is watched for writability (or retried after a
+ * back-off). Held replies are bounded in number and bytes, per peer and in total; beyond,
+ * the oldest is dropped with a log line.
  */
 #include "tz.h"
 
@@ -28,22 +30,31 @@ struct tz_pending {
     tz_frames msg;
 };
 
-/* 0 sent; SB_ERR_BUSY peer at HWM (nothing sent); SB_ERR_NOTFOUND peer gone; SB_ERR_ZMQ. */
-static int send_now(tz *t, const tz_frames *msg)
+/* What msg costs once ZeroMQ holds it (peer.c counts the same). */
+static size_t cost(const tz_frames *msg)
 {
-    for (size_t i = 0; i < msg->n; i++) {
-        int flags = ZMQ_DONTWAIT | (i + 1 < msg->n ? ZMQ_SNDMORE : 0);
-        if (zmq_send(t->router, msg->v[i].data, msg->v[i].len, flags) >= 0)
-            continue;
-        /* Only the routing frame can be refused: the rest of a message always follows it. */
-        if (errno == EAGAIN && i == 0)
-            return SB_ERR_BUSY;
-        if (errno == EHOSTUNREACH)
-            return SB_ERR_NOTFOUND;
+    return msg->bytes + msg->n * TZ_FRAME_COST;
+}
+
+/* 0 sent; SB_ERR_BUSY peer at its HWM or over its byte budget (nothing sent); SB_ERR_NOTFOUND
+ * peer gone; SB_ERR_ZMQ. A reply goes anyway when ZeroMQ holds nothing for its peer, so that
+ * one larger than the budget is not held for ever. The total is not checked here: clients
+ * that do not read must not stop the replies of those that do (snapshots and held replies
+ * are checked against it instead). */
+static int send_now(tz *t, tz_frames *msg)
+{
+    size_t peer = tz_peer_queued(t, msg);
+    if (peer > 0 && peer + cost(msg) > t->max_peer_bytes)
+        return SB_ERR_BUSY;
+    int rc = SB_OK;
+    /* Only the routing frame can be refused: the rest of a message always follows it. */
+    if (zmq_send(t->router, msg->v[0].data, msg->v[0].len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        rc = errno == EAGAIN ? SB_ERR_BUSY : errno == EHOSTUNREACH ? SB_ERR_NOTFOUND : SB_ERR_ZMQ;
+    else
+        rc = tz_peer_send_rest(t, msg);
+    if (rc == SB_ERR_ZMQ)
         t->api->log(t->host, SB_LOG_WARN, "cannot send a reply: %s", zmq_strerror(errno));
-        return SB_ERR_ZMQ;
-    }
-    return SB_OK;
+    return rc;
 }
 
 static void drop_reply(tz *t, tz_frames *msg)
@@ -87,18 +98,43 @@ static void want_write(tz *t, bool on)
         t->api->watch_set(t->router_watch, SB_IO_READ | (on ? SB_IO_WRITE : 0));
 }
 
+/* Bytes of held replies for the peer that routes like msg. */
+static size_t held_for(tz *t, const tz_frames *msg)
+{
+    size_t n = 0;
+    for (tz_pending *p = t->pending_head; p; p = p->next)
+        if (tz_frames_same_peer(&p->msg, msg))
+            n += p->msg.bytes;
+    return n;
+}
+
+size_t tz_service_peer_bytes(tz *t, const tz_frames *msg)
+{
+    return tz_peer_queued(t, msg) + held_for(t, msg) + tz_snapshot_peer_bytes(t, msg);
+}
+
 static void hold(tz *t, tz_frames *msg)
 {
-    if (msg->bytes > t->max_pending_bytes) {
+    size_t peer = tz_service_peer_bytes(t, msg);
+    if (peer > 0 && peer + msg->bytes > t->max_peer_bytes) {
+        /* It does not read what it asked for: its own reply goes, not someone else's. */
+        t->api->log(t->host, SB_LOG_WARN,
+                    "a client holds %zu bytes of unread replies: a reply of %zu bytes over "
+                    "max_peer_bytes is dropped",
+                    peer, msg->bytes);
+        drop_reply(t, msg);
+        return;
+    }
+    while (t->pending_head && (t->pending_count >= t->max_pending_replies ||
+                               tz_reply_bytes(t) + msg->bytes > t->max_pending_bytes))
+        drop_oldest(t);
+    if (tz_reply_bytes(t) + msg->bytes > t->max_pending_bytes) {
         t->api->log(t->host, SB_LOG_WARN,
                     "a reply of %zu bytes for a slow client exceeds max_pending_bytes: dropped",
                     msg->bytes);
         drop_reply(t, msg);
         return;
     }
-    while (t->pending_head && (t->pending_count >= t->max_pending_replies ||
-                               t->pending_bytes + msg->bytes > t->max_pending_bytes))
-        drop_oldest(t);
     tz_pending *p = calloc(1, sizeof *p);
     if (!p) {
         t->api->log(t->host, SB_LOG_ERROR, "out of memory holding a reply: dropped");
@@ -212,6 +248,9 @@ static bool read_request(tz *t)
             tz_frames_clear(&frames);
             return !first;
         }
+        /* ZeroMQ does not tell the connection on every frame: take the first that does. */
+        if (first || t->conn.fd < 0)
+            t->conn = tz_conn_of(&part);
         first = false;
         more = zmq_msg_more(&part);
         if (frames.n >= TZ_MAX_FRAMES || overflow ||
@@ -249,6 +288,9 @@ static void on_router(void *ud, unsigned revents)
 
 int tz_service_start(tz *t)
 {
+    if (!t->total && !(t->total = tz_acct_new()))
+        return SB_ERR_NOMEM;
+    tz_peer_pin_code(t);
     int rc = tz_bind_socket(t, ZMQ_ROUTER, "service (ROUTER)", t->service_endpoint, t->reply_hwm,
                             &t->router);
     if (rc < 0)
@@ -275,4 +317,8 @@ void tz_service_stop(tz *t)
     if (t->router)
         zmq_close(t->router);
     t->router = NULL;
+    /* Frames ZeroMQ still holds keep their accounts until it frees them. */
+    tz_peer_prune(t, true);
+    tz_acct_unref(t->total);
+    t->total = NULL;
 }

@@ -7,19 +7,31 @@
  * tseq (each table's tseq at the snapshot's seq) comes from the heartbeat the core publishes
  * just before it takes the snapshot's seq.
  * A multipart message is delivered atomically anyway, so accumulating costs no latency.
+ *
+ * Bounds (docs/operations.md, Limits): the table list is deduplicated, so a snapshot scans
+ * each configured table at most once; a client runs max_peer_snapshots at once (more are
+ * answered busy); a reply being built counts towards its client's max_peer_bytes and the
+ * total max_pending_bytes, and is cancelled when it would exceed them. Work for a client
+ * that is gone stops: its connection is checked with every batch of rows and every
+ * TZ_CHECK_MS, and a snapshot not done within snapshot_timeout_ms is cancelled.
  */
 #include "tz.h"
 
 #include "sb_mp.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define TZ_CHECK_MS 100 /* how often running snapshots' clients are checked */
 
 struct tz_snap {
     tz_snap *next;
     tz *t;
     tz_frames env;    /* the requester's envelope (routing id first) */
-    tz_frames frames; /* finished row frames */
+    tz_conn conn;     /* the requester's connection */
+    uint64_t started; /* api->now_ms() */
+    tz_frames frames; /* finished row frames (their bytes count in t->snap_bytes) */
     char **tables;    /* the resolved table list for the header; owned */
     uint64_t *tseq;   /* ntables tseqs at seq, or NULL when no heartbeat tells them; owned */
     size_t ntables;
@@ -35,6 +47,7 @@ struct tz_snap {
 
 static void snap_free(tz_snap *s)
 {
+    s->t->snap_bytes -= s->frames.bytes;
     for (size_t i = 0; i < s->ntables; i++)
         free(s->tables[i]);
     free(s->tables);
@@ -43,6 +56,18 @@ static void snap_free(tz_snap *s)
     tz_frames_clear(&s->frames);
     msgpack_sbuffer_destroy(&s->batch);
     free(s);
+}
+
+static void on_check(void *ud);
+
+static void snap_link(tz *t, tz_snap *s)
+{
+    s->next = t->snaps;
+    t->snaps = s;
+    t->nsnaps++;
+    if (!t->snap_timer &&
+        t->api->timer_start(t->host, TZ_CHECK_MS, 0, on_check, t, &t->snap_timer) < 0)
+        t->snap_timer = NULL; /* then only the batches and the reply notice a client gone */
 }
 
 static void snap_unlink(tz *t, tz_snap *s)
@@ -69,7 +94,9 @@ static int flush_batch(tz_snap *s)
         msgpack_sbuffer_destroy(&hdr);
         return SB_ERR_NOMEM;
     }
+    size_t before = s->frames.bytes;
     int rc = tz_frames_push2(&s->frames, hdr.data, hdr.size, s->batch.data, s->batch.size);
+    s->t->snap_bytes += s->frames.bytes - before;
     msgpack_sbuffer_destroy(&hdr);
     msgpack_sbuffer_clear(&s->batch);
     s->in_batch = 0;
@@ -117,20 +144,73 @@ static void finish(tz_snap *s)
             for (size_t i = 0; i < s->ntables; i++)
                 rc |= sb_mp_pack_kv_uint(&pk, s->tables[i], s->tseq[i]);
         }
+        t->snap_bytes -= s->frames.bytes; /* from here on they count as a reply */
         tz_reply_map(t, &s->env, &sb, rc, &s->frames);
     }
     snap_free(s);
 }
 
+/* Stop s for good: the core delivers nothing more. Replies {error: code, message} unless
+ * code is NULL (nobody to tell). */
+static void cancel_with(tz *t, tz_snap *s, const char *code, const char *message)
+{
+    snap_unlink(t, s);
+    t->api->cancel(t->host, s->req);
+    t->snapshots_cancelled++;
+    if (code)
+        tz_reply_error(t, &s->env, code, "%s", message);
+    else
+        t->api->log(t->host, SB_LOG_DEBUG, "client gone: its snapshot is cancelled");
+    snap_free(s);
+}
+
+/* After a batch: stop a snapshot whose client is gone or whose reply outgrows the bounds.
+ * False when s was cancelled (and freed). */
+static bool within_bounds(tz *t, tz_snap *s)
+{
+    char why[192];
+    const char *code = NULL;
+    size_t peer = tz_service_peer_bytes(t, &s->env), total = tz_reply_bytes(t);
+    if (!tz_conn_alive(&s->conn)) {
+        cancel_with(t, s, NULL, NULL);
+        return false;
+    }
+    if (s->frames.bytes > t->max_peer_bytes) {
+        code = "too_large";
+        snprintf(why, sizeof why,
+                 "the snapshot exceeds max_peer_bytes (%zu bytes) after %llu rows: ask for fewer "
+                 "tables",
+                 t->max_peer_bytes, (unsigned long long)s->rows);
+    } else if (peer > t->max_peer_bytes) {
+        code = "busy";
+        snprintf(why, sizeof why,
+                 "%zu bytes of earlier replies to this client are unread (max_peer_bytes %zu)",
+                 peer - s->frames.bytes, t->max_peer_bytes);
+    } else if (total > t->max_pending_bytes) {
+        code = "unavailable";
+        snprintf(why, sizeof why,
+                 "the broker holds %zu bytes of replies (max_pending_bytes %zu): try again later",
+                 total, t->max_pending_bytes);
+    }
+    if (code)
+        cancel_with(t, s, code, why);
+    return code == NULL;
+}
+
 static void on_rows(void *ud, const sb_row *rows, size_t n, bool done, int status)
 {
     tz_snap *s = ud;
+    tz *t = s->t;
+    size_t frames = s->frames.n;
     for (size_t i = 0; i < n && s->status == SB_OK; i++) {
         s->status = pack_row(s, &rows[i]);
         s->rows++;
-        if (++s->in_batch >= s->t->snapshot_batch && s->status == SB_OK)
+        if (++s->in_batch >= t->snapshot_batch && s->status == SB_OK)
             s->status = flush_batch(s);
     }
+    /* Not while api->snapshot() runs: serve() still holds s then. */
+    if (!s->starting && s->frames.n > frames && !within_bounds(t, s))
+        return;
     if (!done)
         return;
     s->done = true;
@@ -140,7 +220,8 @@ static void on_rows(void *ud, const sb_row *rows, size_t n, bool done, int statu
         finish(s);
 }
 
-/* Fill s->tables from the request's `tables` (absent, nil or [] = every configured table).
+/* Fill s->tables from the request's `tables` (absent, nil or [] = every configured table),
+ * each table once, in the order first asked: the list cannot outgrow the configured one.
  * Replies itself and returns false when the request cannot be served. */
 static bool resolve_tables(tz *t, tz_snap *s, const msgpack_object *req)
 {
@@ -153,29 +234,31 @@ static bool resolve_tables(tz *t, tz_snap *s, const msgpack_object *req)
     size_t nconf = 0;
     const char *const *conf = t->api->tables(t->host, &nconf);
     s->all = n == 0;
-    s->ntables = s->all ? nconf : n;
-    s->tables = calloc(s->ntables ? s->ntables : 1, sizeof *s->tables);
-    if (!s->tables) {
+    s->tables = calloc(nconf ? nconf : 1, sizeof *s->tables);
+    bool *taken = calloc(nconf ? nconf : 1, sizeof *taken);
+    bool ok = s->tables && taken;
+    if (!ok)
         tz_reply_error(t, &s->env, "internal", "out of memory");
-        return false;
-    }
-    for (size_t i = 0; i < s->ntables; i++) {
-        int rc = s->all ? ((s->tables[i] = strdup(conf[i])) ? SB_OK : SB_ERR_NOMEM)
-                        : sb_mp_dup_str(&items[i], &s->tables[i]);
-        if (rc == SB_ERR_NOMEM) {
-            tz_reply_error(t, &s->env, "internal", "out of memory");
-            return false;
-        }
-        if (rc < 0) {
+    for (size_t i = 0; ok && i < (s->all ? nconf : n); i++) {
+        const char *name;
+        size_t len;
+        int k = (int)i;
+        if (!s->all && sb_mp_get_str(&items[i], &name, &len) < 0) {
             tz_reply_error(t, &s->env, "bad_request", "tables must be an array of str");
-            return false;
-        }
-        if (!s->all && !tz_table_known(t, s->tables[i])) {
-            tz_reply_unknown_table(t, &s->env, s->tables[i], strlen(s->tables[i]));
-            return false;
+            ok = false;
+        } else if (!s->all && (k = tz_table_index(t, name, len)) < 0) {
+            tz_reply_unknown_table(t, &s->env, name, len);
+            ok = false;
+        } else if (!taken[k]) {
+            taken[k] = true;
+            if (!(s->tables[s->ntables++] = strdup(conf[k]))) {
+                tz_reply_error(t, &s->env, "internal", "out of memory");
+                ok = false;
+            }
         }
     }
-    return true;
+    free(taken);
+    return ok;
 }
 
 /* The tables' tseq at s->seq, from the latest heartbeat if it was published at that seq in
@@ -206,6 +289,24 @@ void tz_snapshot_serve(tz *t, tz_frames *env, const msgpack_object *req)
                        t->nsnaps);
         return;
     }
+    size_t mine = 0;
+    for (tz_snap *o = t->snaps; o; o = o->next)
+        mine += tz_frames_same_peer(&o->env, env);
+    if (mine >= t->max_peer_snapshots) {
+        tz_reply_error(t, env, "busy",
+                       "this client's %zu snapshots are running (max_peer_snapshots): wait for "
+                       "their replies",
+                       mine);
+        return;
+    }
+    size_t held = tz_service_peer_bytes(t, env);
+    if (held >= t->max_peer_bytes) {
+        tz_reply_error(t, env, "busy",
+                       "%zu bytes of earlier replies to this client are unread (max_peer_bytes "
+                       "%zu): read them first",
+                       held, t->max_peer_bytes);
+        return;
+    }
     tz_snap *s = calloc(1, sizeof *s);
     if (!s) {
         tz_reply_error(t, env, "internal", "out of memory");
@@ -214,6 +315,8 @@ void tz_snapshot_serve(tz *t, tz_frames *env, const msgpack_object *req)
     s->t = t;
     s->env = *env;
     *env = (tz_frames){0};
+    s->conn = t->conn;
+    s->started = t->api->now_ms(t->host);
     msgpack_sbuffer_init(&s->batch);
     msgpack_packer_init(&s->pk, &s->batch, msgpack_sbuffer_write);
     if (!resolve_tables(t, s, req)) {
@@ -221,9 +324,7 @@ void tz_snapshot_serve(tz *t, tz_frames *env, const msgpack_object *req)
         return;
     }
     /* Linked and marked first: the core may deliver rows, even done, before returning. */
-    s->next = t->snaps;
-    t->snaps = s;
-    t->nsnaps++;
+    snap_link(t, s);
     s->starting = true;
     int rc = t->api->snapshot(t->host, s->all ? NULL : (const char *const *)s->tables,
                               s->all ? 0 : s->ntables, on_rows, s, &s->seq, &s->req);
@@ -232,6 +333,8 @@ void tz_snapshot_serve(tz *t, tz_frames *env, const msgpack_object *req)
         take_tseq(t, s);
         if (s->done)
             finish(s);
+        else
+            within_bounds(t, s); /* what arrived inside the call */
         return;
     }
     snap_unlink(t, s);
@@ -244,11 +347,33 @@ void tz_snapshot_serve(tz *t, tz_frames *env, const msgpack_object *req)
     snap_free(s);
 }
 
-static void cancel(tz *t, tz_snap *s)
+static void on_check(void *ud)
 {
-    snap_unlink(t, s);
-    t->api->cancel(t->host, s->req);
-    snap_free(s);
+    tz *t = ud;
+    t->snap_timer = NULL; /* one-shot: freed by the host after this call */
+    uint64_t now = t->api->now_ms(t->host);
+    tz_snap **p = &t->snaps;
+    while (*p) {
+        tz_snap *s = *p;
+        if (!tz_conn_alive(&s->conn))
+            cancel_with(t, s, NULL, NULL); /* unlinks s: *p now is the next one */
+        else if (now - s->started >= (uint64_t)t->snapshot_timeout_ms)
+            cancel_with(t, s, "unavailable",
+                        "the snapshot took longer than snapshot_timeout_ms: try again later");
+        else
+            p = &s->next;
+    }
+    if (t->snaps && t->api->timer_start(t->host, TZ_CHECK_MS, 0, on_check, t, &t->snap_timer) < 0)
+        t->snap_timer = NULL;
+}
+
+size_t tz_snapshot_peer_bytes(tz *t, const tz_frames *msg)
+{
+    size_t n = 0;
+    for (tz_snap *s = t->snaps; s; s = s->next)
+        if (tz_frames_same_peer(&s->env, msg))
+            n += s->frames.bytes;
+    return n;
 }
 
 void tz_snapshot_cancel_peer(tz *t, const tz_frames *msg)
@@ -257,7 +382,7 @@ void tz_snapshot_cancel_peer(tz *t, const tz_frames *msg)
     while (*p) {
         tz_snap *s = *p;
         if (tz_frames_same_peer(&s->env, msg))
-            cancel(t, s); /* unlinks s: *p now is the next one */
+            cancel_with(t, s, NULL, NULL); /* unlinks s: *p now is the next one */
         else
             p = &s->next;
     }
@@ -265,6 +390,12 @@ void tz_snapshot_cancel_peer(tz *t, const tz_frames *msg)
 
 void tz_snapshot_cancel_all(tz *t)
 {
-    while (t->snaps)
-        cancel(t, t->snaps);
+    while (t->snaps) {
+        tz_snap *s = t->snaps;
+        snap_unlink(t, s);
+        t->api->cancel(t->host, s->req);
+        snap_free(s);
+    }
+    t->api->timer_stop(t->snap_timer);
+    t->snap_timer = NULL;
 }

@@ -27,6 +27,9 @@ enum {
     OPT_MAX_SINCE_EVENTS,
     OPT_MAX_SINCE_BYTES,
     OPT_ALLOW_PLAINTEXT,
+    OPT_MAX_PEER_SNAPSHOTS,
+    OPT_MAX_PEER_BYTES,
+    OPT_SNAPSHOT_TIMEOUT_MS,
 };
 
 static const sb_option_spec options[] = {
@@ -44,7 +47,7 @@ static const sb_option_spec options[] = {
     {"max_pending_replies", SB_OPT_INT, "1024", 1, 1000000,
      "replies held for slow clients, in total; the oldest is dropped beyond"},
     {"max_pending_bytes", SB_OPT_INT, "268435456", 1024, INT64_MAX,
-     "bytes of replies held for slow clients, in total"},
+     "bytes of replies held for all clients (built, waiting, or queued in ZeroMQ)"},
     {"max_snapshots", SB_OPT_INT, "32", 1, 100000,
      "snapshots running at once; more are answered unavailable"},
     {"max_since_events", SB_OPT_INT, "1000", 1, 1000000,
@@ -53,6 +56,12 @@ static const sb_option_spec options[] = {
      "message bytes in one since reply (at least one message goes); beyond, more and upto"},
     {"allow_plaintext", SB_OPT_BOOL, "off", 0, 0,
      "bind pub/service beyond loopback without encryption (warned at every start)"},
+    {"max_peer_snapshots", SB_OPT_INT, "1", 1, 100000,
+     "snapshots one client runs at once; more are answered busy"},
+    {"max_peer_bytes", SB_OPT_INT, "67108864", 65536, INT64_MAX,
+     "bytes of replies held for one client (built, waiting, or queued in ZeroMQ)"},
+    {"snapshot_timeout_ms", SB_OPT_INT, "30000", 100, 86400000,
+     "a snapshot not done in this time is cancelled and answered unavailable"},
     {NULL, 0, NULL, 0, 0, NULL},
 };
 
@@ -162,6 +171,9 @@ static int tz_create(const sb_host_api *api, sb_host *host, const sb_option_valu
     t->max_snapshots = (size_t)opts[OPT_MAX_SNAPSHOTS].num;
     t->max_since_events = (size_t)opts[OPT_MAX_SINCE_EVENTS].num;
     t->max_since_bytes = (size_t)opts[OPT_MAX_SINCE_BYTES].num;
+    t->max_peer_snapshots = (size_t)opts[OPT_MAX_PEER_SNAPSHOTS].num;
+    t->max_peer_bytes = (size_t)opts[OPT_MAX_PEER_BYTES].num;
+    t->snapshot_timeout_ms = opts[OPT_SNAPSHOT_TIMEOUT_MS].num;
     *state = t;
     return SB_OK;
 }

@@ -8,17 +8,20 @@
  *   snapshot.c       the asynchronous snapshot op (per-request state)
  *   editors.c        the editors op, from the presence messages published
  *   frames.c         tz_frames, an owned list of message frames
+ *   peer.c           what is held for each client: reply bytes in ZeroMQ, its connection
  *
- * Everything runs on the broker's loop thread.
+ * Everything runs on the broker's loop thread, except the frees of sent frames (tz_acct).
  */
 #ifndef TZ_H
 #define TZ_H
 
 #include <msgpack.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <syncbroker/plugin.h>
+#include <sys/types.h>
 
 /* ---- frames -------------------------------------------------------------------------- */
 
@@ -48,6 +51,35 @@ void tz_frames_clear(tz_frames *f);
 /* Same routing id: frame 0 of both (the ROUTER's peer identity). */
 bool tz_frames_same_peer(const tz_frames *a, const tz_frames *b);
 
+/* ---- what is held for clients (peer.c) ----------------------------------------------- */
+
+/* Bytes of replies handed to ZeroMQ and not yet freed by it (written to the connection or
+ * dropped with it). ZeroMQ's I/O thread frees sent frames, so both fields are atomic; the
+ * last reference frees the account. */
+typedef struct tz_acct {
+    atomic_size_t bytes;
+    atomic_size_t refs;
+} tz_acct;
+
+/* A client's connection as its request came in: the socket's fd and inode (fd -1 when the
+ * transport has none, e.g. inproc). */
+typedef struct tz_conn {
+    int fd;
+    ino_t ino;
+} tz_conn;
+
+/* A client with reply bytes in ZeroMQ: found by routing id; dropped once they are gone. */
+typedef struct tz_peer {
+    struct tz_peer *next;
+    tz_acct *acct; /* one reference */
+    size_t idlen;
+    unsigned char id[]; /* the routing id */
+} tz_peer;
+
+/* What each frame handed to ZeroMQ costs beyond its bytes (ZeroMQ's message and pipe entry,
+ * the allocator, the account's note), so that many small replies count too. */
+#define TZ_FRAME_COST 128
+
 /* ---- the plugin instance ------------------------------------------------------------- */
 
 typedef struct tz tz;
@@ -69,19 +101,29 @@ struct tz {
     uint32_t snapshot_batch;
     size_t max_pending_replies, max_pending_bytes, max_snapshots;
     size_t max_since_events, max_since_bytes; /* one `since` reply's messages and body bytes */
+    size_t max_peer_bytes, max_peer_snapshots;
+    int64_t snapshot_timeout_ms;
 
     /* sockets, watches, timers: between start() and stop() */
     void *pub, *router;
     sb_watch *pub_watch, *router_watch;
     sb_timer *retry_timer;
+    sb_timer *snap_timer; /* checks running snapshots while there are any */
 
     /* replies waiting for their peer to drop below its HWM, oldest first */
     tz_pending *pending_head, *pending_tail;
     size_t pending_count, pending_bytes;
 
-    /* snapshots started and not yet answered */
+    /* snapshots started and not yet answered, and the bytes of their finished frames */
     tz_snap *snaps;
-    size_t nsnaps;
+    size_t nsnaps, snap_bytes;
+
+    /* reply bytes in ZeroMQ: all clients' (total) and each client's (peers) */
+    tz_acct *total;
+    tz_peer *peers;
+
+    /* the connection of the request being served (read_request sets it) */
+    tz_conn conn;
 
     /* tz_service_reply, or a test's sink */
     tz_reply_fn reply;
@@ -99,9 +141,31 @@ struct tz {
     size_t neditors, capeditors;
 
     /* counters for the stats op */
-    uint64_t requests, errors, replies_dropped, publish_failed;
+    uint64_t requests, errors, replies_dropped, publish_failed, snapshots_cancelled;
     int64_t subscribers; /* live "@hb" subscriptions: one per protocol client */
 };
+
+/* peer.c */
+/* A new account with one reference (NULL: out of memory). */
+tz_acct *tz_acct_new(void);
+/* Drop one reference; the last frees it. NULL is ignored. */
+void tz_acct_unref(tz_acct *a);
+/* Keep this plugin's code loaded until the process ends (ZeroMQ calls into it). */
+void tz_peer_pin_code(tz *t);
+/* The bytes ZeroMQ holds for the client that routes like msg (0 when none). */
+size_t tz_peer_queued(tz *t, const tz_frames *msg);
+/* Send msg's frames after its routing id (already sent) without copying them: ZeroMQ frees
+ * each one and counts it down from the client's account and the total. Frames handed over
+ * are left NULL in msg (msg->bytes is unchanged). 0, or SB_ERR_ZMQ (errno set). */
+int tz_peer_send_rest(tz *t, tz_frames *msg);
+/* Forget clients ZeroMQ holds nothing for any more; free all of them when all is true. */
+void tz_peer_prune(tz *t, bool all);
+/* The connection a received frame came on. */
+tz_conn tz_conn_of(void *zmq_msg);
+/* False when the connection is known to be closed (its socket gone or hung up). */
+bool tz_conn_alive(const tz_conn *c);
+/* Everything held for replies, in bytes: in ZeroMQ, held by the transport, being built. */
+size_t tz_reply_bytes(const tz *t);
 
 /* pub.c */
 /* Create a socket of ZeroMQ `type` in the broker's context, configure it (linger, SNDHWM
@@ -119,6 +183,9 @@ int tz_last_heartbeat(tz *t, msgpack_unpacked *up);
 int tz_service_start(tz *t);
 void tz_service_stop(tz *t);
 void tz_service_reply(tz *t, tz_frames *msg);
+/* What is held for the client that routes like msg, in bytes: in ZeroMQ, held here, and its
+ * snapshots' finished frames. max_peer_bytes bounds it. */
+size_t tz_service_peer_bytes(tz *t, const tz_frames *msg);
 
 /* request.c: serve one request body for the peer whose envelope (routing id first) is env.
  * env is taken over; the reply goes to t->reply, now or, for a snapshot, later. */
@@ -132,6 +199,8 @@ void tz_reply_map(tz *t, tz_frames *env, msgpack_sbuffer *sb, int pack_rc, tz_fr
 void tz_reply_unknown_table(tz *t, tz_frames *env, const char *table, size_t len);
 /* True when the C string table is one of api->tables(). */
 bool tz_table_known(tz *t, const char *table);
+/* table's index in api->tables(), or -1 when it is not configured. */
+int tz_table_index(tz *t, const char *table, size_t len);
 
 /* editors.c: remember a published presence message; forget everything (stop); serve the
  * editors op. */
@@ -141,6 +210,8 @@ void tz_editors_serve(tz *t, tz_frames *env, const msgpack_object *req);
 
 /* snapshot.c */
 void tz_snapshot_serve(tz *t, tz_frames *env, const msgpack_object *req);
+/* The bytes of the running snapshots' finished frames for the client that routes like msg. */
+size_t tz_snapshot_peer_bytes(tz *t, const tz_frames *msg);
 /* Cancel the running snapshots of the peer that routes like msg (it is gone). */
 void tz_snapshot_cancel_peer(tz *t, const tz_frames *msg);
 void tz_snapshot_cancel_all(tz *t);

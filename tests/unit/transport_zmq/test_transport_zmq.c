@@ -840,7 +840,7 @@ static void test_stats(void **state)
     recv_reply(f, req, &r);
     msgpack_unpacked up;
     const msgpack_object *m = decode(&r, 0, &up);
-    assert_int_equal(m->via.map.size, 11);
+    assert_int_equal(m->via.map.size, 14);
     assert_true(sb_mp_str_eq(sb_mp_map_get(m, "epoch"), "ep1"));
     assert_int_equal(get_uint(m, "seq"), 99);
     assert_int_equal(get_uint(m, "changes_in"), 11);
@@ -852,6 +852,9 @@ static void test_stats(void **state)
     assert_int_equal(get_uint(m, "subscribers"), 0);
     assert_int_equal(get_uint(m, "requests"), 2);
     assert_int_equal(get_uint(m, "errors"), 1);
+    assert_int_equal(get_uint(m, "snapshots_running"), 0);
+    assert_int_equal(get_uint(m, "snapshots_cancelled"), 0);
+    assert_int_equal(get_uint(m, "replies_dropped"), 0);
     msgpack_unpacked_destroy(&up);
     tz_frames_clear(&r);
 }
@@ -933,15 +936,18 @@ static void test_oversize_requests(void **state)
     assert_int_equal(f->t->requests, 2);
 }
 
-static bool snapshot_finished(void *ud)
+static bool both_cancelled(void *ud)
 {
-    return ((fixture *)ud)->t->nsnaps == 0;
+    fake_host *fh = ((fixture *)ud)->fh;
+    return fake_host_snapshot_get(fh, 0)->cancelled && fake_host_snapshot_get(fh, 1)->cancelled;
 }
 
+/* A client that closes its socket while its snapshots wait for the source: they are
+ * cancelled once its connection is gone, without waiting for a reply to bounce. */
 static void test_vanished_client_during_snapshot(void **state)
 {
     fixture *f = *state;
-    assert_int_equal(start_with(f, NULL, NULL), 0);
+    assert_int_equal(start_with(f, "max_peer_snapshots=2", NULL), 0);
     void *mon = monitor_disconnects(f, "inproc://tz-vanish");
     fake_host_script_snapshot(f->fh, SB_OK, 0);
     void *gone = client(f, ZMQ_DEALER, f->service);
@@ -950,25 +956,120 @@ static void test_vanished_client_during_snapshot(void **state)
     assert_true(fake_host_run_until(f->fh, two_snapshots_started, f, WAIT_MS));
     close_client(f, gone);
     assert_true(fake_host_run_until(f->fh, peer_disconnected, mon, WAIT_MS));
+    assert_true(fake_host_run_until(f->fh, both_cancelled, f, WAIT_MS));
+    assert_int_equal(f->t->nsnaps, 0);
+    assert_int_equal(f->t->snapshots_cancelled, 2);
+    assert_int_equal(f->t->replies_dropped, 0);
 
-    /* Another client is served meanwhile. */
+    /* Another client is served as before. */
     void *other = client(f, ZMQ_REQ, f->service);
-    SEND_REQ(other, 1, "op", 's', "ping");
-    tz_frames r;
-    recv_reply(f, other, &r);
-    tz_frames_clear(&r);
-
-    /* The first snapshot's reply finds nobody: dropped, and the second is cancelled. */
-    fake_host_snapshot_done(f->fh, 0, SB_OK);
-    assert_true(fake_host_run_until(f->fh, snapshot_finished, f, WAIT_MS));
-    assert_true(fake_host_snapshot_get(f->fh, 1)->cancelled);
-    assert_int_equal(f->t->replies_dropped, 1);
-
     fake_host_script_snapshot_sync(f->fh, NULL, 0, SB_OK);
     SEND_REQ(other, 1, "op", 's', "snapshot");
+    tz_frames r;
     recv_reply(f, other, &r);
     assert_int_equal(r.n, 1);
     tz_frames_clear(&r);
+}
+
+/* The table list is deduplicated: 500 times one table scans it once, and the reply names it
+ * once. */
+static void test_snapshot_tables_deduplicated(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, NULL, NULL), 0);
+    const char *want[503];
+    for (int i = 0; i < 500; i++)
+        want[i] = "public.bookings";
+    want[500] = "public.rooms";
+    want[501] = "public.bookings";
+    want[502] = NULL;
+    fake_host_script_snapshot(f->fh, SB_OK, 3);
+    fake_host_script_snapshot_sync(f->fh, NULL, 0, SB_OK);
+    void *req = client(f, ZMQ_REQ, f->service);
+    SEND_REQ(req, 2, "op", 's', "snapshot", "tables", 'a', want);
+    tz_frames r;
+    recv_reply(f, req, &r);
+    fake_snapshot *fs = fake_host_snapshot_get(f->fh, 0);
+    assert_int_equal(fs->ntables, 2);
+    assert_string_equal(fs->tables[0], "public.bookings");
+    assert_string_equal(fs->tables[1], "public.rooms");
+    msgpack_unpacked up;
+    const msgpack_object *m = decode(&r, 0, &up);
+    const msgpack_object *names;
+    uint32_t n;
+    assert_int_equal(sb_mp_get_array(sb_mp_map_get(m, "tables"), &names, &n), 0);
+    assert_int_equal(n, 2);
+    msgpack_unpacked_destroy(&up);
+    tz_frames_clear(&r);
+}
+
+/* One client runs max_peer_snapshots (1) at once: a second is answered busy, another client
+ * is not affected, and once the first is answered the client may ask again. */
+static void test_snapshot_busy_per_client(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, NULL, NULL), 0);
+    fake_host_script_snapshot(f->fh, SB_OK, 0);
+    void *d = client(f, ZMQ_DEALER, f->service);
+    SEND_REQ(d, 1, "op", 's', "snapshot");
+    assert_true(fake_host_run_until(f->fh, one_snapshot_started, f, WAIT_MS));
+    SEND_REQ(d, 1, "op", 's', "snapshot");
+    assert_error_reply(f, d, "busy", "max_peer_snapshots");
+    void *other = client(f, ZMQ_REQ, f->service);
+    SEND_REQ(other, 1, "op", 's', "snapshot");
+    assert_true(fake_host_run_until(f->fh, two_snapshots_started, f, WAIT_MS));
+    fake_host_snapshot_done(f->fh, 0, SB_OK);
+    tz_frames r;
+    recv_reply(f, d, &r);
+    assert_int_equal(r.n, 1);
+    tz_frames_clear(&r);
+    fake_host_snapshot_done(f->fh, 1, SB_OK);
+    recv_reply(f, other, &r);
+    tz_frames_clear(&r);
+    fake_host_script_snapshot_sync(f->fh, NULL, 0, SB_OK);
+    SEND_REQ(d, 1, "op", 's', "snapshot");
+    recv_reply(f, d, &r);
+    assert_int_equal(r.n, 1);
+    tz_frames_clear(&r);
+}
+
+/* A snapshot the source does not finish within snapshot_timeout_ms is cancelled: its
+ * client hears unavailable and its slot is free again. */
+static void test_snapshot_timeout(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, "snapshot_timeout_ms=200", NULL), 0);
+    fake_host_script_snapshot(f->fh, SB_OK, 0);
+    void *req = client(f, ZMQ_REQ, f->service);
+    SEND_REQ(req, 1, "op", 's', "snapshot");
+    assert_error_reply(f, req, "unavailable", "snapshot_timeout_ms");
+    assert_true(fake_host_snapshot_get(f->fh, 0)->cancelled);
+    assert_int_equal(f->t->nsnaps, 0);
+    assert_int_equal(f->t->snapshots_cancelled, 1);
+}
+
+/* A reply that would make a client's snapshot outgrow max_peer_bytes is refused too_large
+ * as soon as the rows show it, not built to the end. */
+static void test_snapshot_over_peer_bytes(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, "max_peer_bytes=65536", "snapshot_batch=100"), 0);
+    fake_host_script_snapshot(f->fh, SB_OK, 0);
+    void *req = client(f, ZMQ_REQ, f->service);
+    SEND_REQ(req, 1, "op", 's', "snapshot");
+    assert_true(fake_host_run_until(f->fh, one_snapshot_started, f, WAIT_MS));
+    static unsigned char big[1024];
+    big[0] = 0xc5; /* bin16 of 1021 bytes */
+    big[1] = 0x03;
+    big[2] = 0xfd;
+    const char *k[] = {"1"};
+    sb_row rows[100];
+    for (int i = 0; i < 100; i++)
+        rows[i] = make_row("public.bookings", k, 1, 1, big, sizeof big);
+    fake_host_snapshot_rows(f->fh, 0, rows, 100); /* 100 kB: over the 64 kB */
+    assert_true(fake_host_snapshot_get(f->fh, 0)->cancelled);
+    assert_error_reply(f, req, "too_large", "max_peer_bytes");
+    assert_int_equal(f->t->snap_bytes, 0);
 }
 
 /* ---- slow clients -------------------------------------------------------------------- */
@@ -983,7 +1084,7 @@ static bool replies_held(void *ud)
 
 /* A DEALER asks for SLOW_REPLIES snapshots of ~1 MiB and does not read. Returns it once the
  * transport holds replies for it (ZeroMQ answered EAGAIN). */
-static void *flood_slow_client(fixture *f, unsigned char **blob)
+static void *flood_slow_client(fixture *f, unsigned char **blob, bool until_held)
 {
     size_t size = 1 << 20;
     *blob = malloc(size);
@@ -1001,14 +1102,16 @@ static void *flood_slow_client(fixture *f, unsigned char **blob)
     fake_host_script_snapshot_sync(f->fh, &row, 1, SB_OK);
 
     void *slow = zmq_socket(fake_host_zmq_context(f->fh), ZMQ_DEALER);
-    int one = 1, zero = 0;
+    int one = 1, zero = 0, small = 4096;
     zmq_setsockopt(slow, ZMQ_RCVHWM, &one, sizeof one);
     zmq_setsockopt(slow, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(slow, ZMQ_RCVBUF, &small, sizeof small); /* the kernel takes little */
     assert_int_equal(zmq_connect(slow, f->service), 0);
     f->socks[f->nsocks++] = slow;
     for (int i = 0; i < SLOW_REPLIES; i++)
         SEND_REQ(slow, 1, "op", 's', "snapshot");
-    assert_true(fake_host_run_until(f->fh, replies_held, f, 20000));
+    if (until_held)
+        assert_true(fake_host_run_until(f->fh, replies_held, f, 20000));
     return slow;
 }
 
@@ -1027,7 +1130,7 @@ static void test_client_at_hwm_does_not_block_others(void **state)
     fixture *f = *state;
     assert_int_equal(start_with(f, "reply_hwm=1", NULL), 0);
     unsigned char *blob;
-    void *slow = flood_slow_client(f, &blob);
+    void *slow = flood_slow_client(f, &blob, true);
     assert_others_served(f);
 
     /* The slow client catches up and gets every reply: nothing was lost. */
@@ -1050,7 +1153,7 @@ static void test_held_replies_are_bounded(void **state)
     fixture *f = *state;
     assert_int_equal(start_with(f, "reply_hwm=1", "max_pending_replies=2"), 0);
     unsigned char *blob;
-    void *slow = flood_slow_client(f, &blob);
+    void *slow = flood_slow_client(f, &blob, true);
     assert_true(f->t->pending_count <= 2);
     assert_true(f->t->replies_dropped > 0);
     assert_non_null(fake_host_log_find(f->fh, "dropping the oldest"));
@@ -1062,6 +1165,42 @@ static void test_held_replies_are_bounded(void **state)
     }
     assert_int_equal(f->t->pending_count, 0);
     assert_int_equal(f->t->replies_dropped, SLOW_REPLIES - expected);
+    free(blob);
+}
+
+static bool all_answered(void *ud)
+{
+    fixture *f = ud;
+    return f->t->requests == SLOW_REPLIES && f->t->nsnaps == 0;
+}
+
+static bool nothing_in_zeromq(void *ud)
+{
+    return atomic_load(&((fixture *)ud)->t->total->bytes) == 0;
+}
+
+/* A client that asks for SLOW_REPLIES replies of 1 MiB and does not read: ZeroMQ's queue
+ * would take them all (reply_hwm 1000), but the transport counts what it handed over and
+ * stops at max_peer_bytes; the rest is refused or dropped. What ZeroMQ frees is counted
+ * down again, to zero once the client has read everything. */
+static void test_bytes_in_zeromq_bounded_per_client(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, "max_peer_bytes=4194304", NULL), 0);
+    unsigned char *blob;
+    void *slow = flood_slow_client(f, &blob, false);
+    assert_true(fake_host_run_until(f->fh, all_answered, f, 20000));
+    size_t queued = atomic_load(&f->t->total->bytes);
+    assert_true(queued > 0);
+    assert_true(queued <= (4u << 20) + (1u << 20) + 4 * TZ_FRAME_COST);
+    assert_true(f->t->replies_dropped + f->t->errors > 0);
+    /* The client reads whatever reached it; ZeroMQ then frees every frame. */
+    while (fake_host_run_until(f->fh, fake_host_zsock_readable, slow, 500)) {
+        tz_frames r;
+        recv_reply(f, slow, &r);
+        tz_frames_clear(&r);
+    }
+    assert_true(fake_host_run_until(f->fh, nothing_in_zeromq, f, WAIT_MS));
     free(blob);
 }
 
@@ -1189,8 +1328,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_malformed_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oversize_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vanished_client_during_snapshot, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_tables_deduplicated, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_busy_per_client, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_over_peer_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_at_hwm_does_not_block_others, setup, teardown),
         cmocka_unit_test_setup_teardown(test_held_replies_are_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bytes_in_zeromq_bounded_per_client, setup, teardown),
         cmocka_unit_test_setup_teardown(test_publish_two_frames_and_count_subscribers, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_all_tables_client_counts_once, setup, teardown),
