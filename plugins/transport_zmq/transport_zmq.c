@@ -21,6 +21,9 @@ enum {
     OPT_MAX_PENDING_REPLIES,
     OPT_MAX_PENDING_BYTES,
     OPT_MAX_SNAPSHOTS,
+    OPT_MAX_SUBSCRIPTIONS,
+    OPT_MAX_SUBSCRIPTION_BYTES,
+    OPT_MAX_SUBSCRIPTION_LEN,
 };
 
 static const sb_option_spec options[] = {
@@ -41,6 +44,12 @@ static const sb_option_spec options[] = {
      "bytes of replies held for slow clients, in total"},
     {"max_snapshots", SB_OPT_INT, "32", 1, 100000,
      "snapshots running at once; more are answered unavailable"},
+    {"max_subscriptions", SB_OPT_INT, "1000", 1, 1000000,
+     "subscriptions admitted per events connection; as many more refused disconnect it"},
+    {"max_subscription_bytes", SB_OPT_INT, "65536", 64, 67108864,
+     "bytes of topic admitted per events connection; as many more refused disconnect it"},
+    {"max_subscription_len", SB_OPT_INT, "1024", 16, 65536,
+     "longest subscription in bytes; a longer one disconnects its connection"},
     {NULL, 0, NULL, 0, 0, NULL},
 };
 
@@ -115,6 +124,9 @@ static int tz_create(const sb_host_api *api, sb_host *host, const sb_option_valu
     t->max_pending_replies = (size_t)opts[OPT_MAX_PENDING_REPLIES].num;
     t->max_pending_bytes = (size_t)opts[OPT_MAX_PENDING_BYTES].num;
     t->max_snapshots = (size_t)opts[OPT_MAX_SNAPSHOTS].num;
+    t->max_subscriptions = (size_t)opts[OPT_MAX_SUBSCRIPTIONS].num;
+    t->max_subscription_bytes = (size_t)opts[OPT_MAX_SUBSCRIPTION_BYTES].num;
+    t->max_subscription_len = (size_t)opts[OPT_MAX_SUBSCRIPTION_LEN].num;
     *state = t;
     return SB_OK;
 }

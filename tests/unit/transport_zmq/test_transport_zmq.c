@@ -719,7 +719,7 @@ static void test_stats(void **state)
     recv_reply(f, req, &r);
     msgpack_unpacked up;
     const msgpack_object *m = decode(&r, 0, &up);
-    assert_int_equal(m->via.map.size, 11);
+    assert_int_equal(m->via.map.size, 14);
     assert_true(sb_mp_str_eq(sb_mp_map_get(m, "epoch"), "ep1"));
     assert_int_equal(get_uint(m, "seq"), 99);
     assert_int_equal(get_uint(m, "changes_in"), 11);
@@ -729,6 +729,9 @@ static void test_stats(void **state)
     assert_int_equal(get_uint(m, "pending"), 1);
     assert_int_equal(get_uint(m, "source_lag_ms"), 35);
     assert_int_equal(get_uint(m, "subscribers"), 0);
+    assert_int_equal(get_uint(m, "subscriptions"), 0);
+    assert_int_equal(get_uint(m, "subscriptions_refused"), 0);
+    assert_int_equal(get_uint(m, "subscribers_cut"), 0);
     assert_int_equal(get_uint(m, "requests"), 2);
     assert_int_equal(get_uint(m, "errors"), 1);
     msgpack_unpacked_destroy(&up);
