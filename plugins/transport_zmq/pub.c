@@ -50,12 +50,19 @@ int tz_new_socket(tz *t, int type, const char *what, int hwm, void **out)
         rc = zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
     if (rc == 0 && type == ZMQ_XPUB) {
         /* Manual: subs.c admits each subscription. The ZAP domain makes every handshake ask
-         * subs.c's handler, which names the connection. A peer never needs more than a small
-         * receive buffer (it only subscribes): what libzmq reads after a cut stays small.
-         * A subscription longer than max_subscription_len disconnects (ZeroMQ). */
+         * subs.c's handler, which names the connection. libzmq stores each subscription it
+         * reads from a connection's pipe, and reads on as long as the pipe refills, which a
+         * flooding peer does faster than we judge. With RCVHWM 2 the pipe holds one message
+         * (the other place is taken for good by the credential message libzmq writes first
+         * and never counts as read: pipe.cpp; with 1 nothing would ever pass), so libzmq
+         * reads about one per recv and a cut stops the flood. A peer never needs
+         * more than a small receive buffer either (it only subscribes). A subscription
+         * longer than max_subscription_len disconnects (ZeroMQ). */
         int64_t cap = (int64_t)t->max_subscription_len + 1;
-        int rcvbuf = TZ_PUB_RCVBUF;
+        int rcvbuf = TZ_PUB_RCVBUF, two = 2;
         rc = zmq_setsockopt(s, ZMQ_XPUB_MANUAL, &one, sizeof one);
+        if (rc == 0)
+            rc = zmq_setsockopt(s, ZMQ_RCVHWM, &two, sizeof two);
         if (rc == 0)
             rc = zmq_setsockopt(s, ZMQ_ZAP_DOMAIN, TZ_ZAP_DOMAIN, strlen(TZ_ZAP_DOMAIN));
         if (rc == 0)

@@ -13,8 +13,8 @@
  *
  * Refusing alone bounds nothing: libzmq keeps every subscription a peer sends in a trie of its
  * own until the peer leaves, admitted or not (xpub.cpp, _manual_subscriptions). A connection
- * whose refused subscriptions pass its budget is therefore disconnected: shutdown() of its
- * socket, which libzmq handles as the peer closing.
+ * whose refused subscriptions pass its budget is therefore disconnected: its TCP connection
+ * is reset under libzmq (cut()), which libzmq handles as the peer going away.
  *
  * A socket monitor reports ZMQ_EVENT_DISCONNECTED with the socket before libzmq closes it and
  * before the connection's pipe ends (stream_engine_base.cpp error()). We read the monitor after
@@ -292,7 +292,9 @@ static const char *quote(const unsigned char *s, size_t len, char *buf, size_t s
 }
 
 /* Disconnect p, if its socket is still the one we saw first (the fd may have been reused the
- * moment after the monitor was read: a different peer address tells). */
+ * moment after the monitor was read: a different peer address tells). shutdown() alone lets
+ * a peer that goes on sending be read on (Linux queues what arrives after SHUT_RD), and libzmq
+ * would store all of it; connect(AF_UNSPEC) resets the TCP connection and drops its queue. */
 static void cut(tz *t, tz_peer *p)
 {
     struct sockaddr_storage now;
@@ -300,8 +302,12 @@ static void cut(tz *t, tz_peer *p)
     p->cut = true;
     t->peers_cut++;
     if (p->addrlen && getpeername(p->fd, (struct sockaddr *)&now, &len) == 0 && len == p->addrlen &&
-        memcmp(&now, &p->addr, len) == 0)
+        memcmp(&now, &p->addr, len) == 0) {
+        struct sockaddr unspec = {.sa_family = AF_UNSPEC};
         shutdown(p->fd, SHUT_RDWR);
+        if (now.ss_family != AF_UNIX)
+            (void)connect(p->fd, &unspec, sizeof unspec);
+    }
     t->api->log(t->host, SB_LOG_WARN,
                 "events connection %llu disconnected: %zu subscriptions (%zu bytes) refused",
                 (unsigned long long)p->id, p->refused, p->refused_bytes);
