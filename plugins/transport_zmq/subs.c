@@ -33,11 +33,12 @@
 #include <zmq.h>
 
 #define TZ_ZAP_ENDPOINT "inproc://zeromq.zap.01"
-#define TZ_ZAP_BUDGET 256   /* ZAP requests answered per wake-up */
-#define TZ_ZAP_FRAMES 10    /* frames of a request kept (NULL sends 8, CURVE 9) */
-#define TZ_MAX_FD (1 << 20) /* sockets beyond are not tracked (far above any ulimit) */
-#define TZ_LOG_TOPIC 48     /* bytes of an untrusted topic quoted in a log line */
-#define TZ_SET_MIN 16       /* first size of a connection's topic set */
+#define TZ_ZAP_BUDGET 256    /* ZAP requests answered per wake-up */
+#define TZ_ZAP_FRAMES 10     /* frames of a request kept (NULL sends 8, CURVE 9) */
+#define TZ_MAX_FD (1 << 20)  /* sockets beyond are not tracked (far above any ulimit) */
+#define TZ_LOG_EVERY_MS 1000 /* at most one refusal line, and one cut line, this often */
+#define TZ_LOG_TOPIC 48      /* bytes of an untrusted topic quoted in a log line */
+#define TZ_SET_MIN 16        /* first size of a connection's topic set */
 
 typedef struct tz_topic {
     size_t len;
@@ -295,6 +296,16 @@ static const char *quote(const unsigned char *s, size_t len, char *buf, size_t s
  * moment after the monitor was read: a different peer address tells). shutdown() alone lets
  * a peer that goes on sending be read on (Linux queues what arrives after SHUT_RD), and libzmq
  * would store all of it; connect(AF_UNSPEC) resets the TCP connection and drops its queue. */
+/* A flooder that reconnects is a new connection each time: a line of each kind a second. */
+static bool may_log(tz *t, uint64_t *last)
+{
+    uint64_t now = t->api->now_ms(t->host);
+    if (*last && now - *last < TZ_LOG_EVERY_MS)
+        return false;
+    *last = now ? now : 1;
+    return true;
+}
+
 static void cut(tz *t, tz_peer *p)
 {
     struct sockaddr_storage now;
@@ -308,9 +319,11 @@ static void cut(tz *t, tz_peer *p)
         if (now.ss_family != AF_UNIX)
             (void)connect(p->fd, &unspec, sizeof unspec);
     }
-    t->api->log(t->host, SB_LOG_WARN,
-                "events connection %llu disconnected: %zu subscriptions (%zu bytes) refused",
-                (unsigned long long)p->id, p->refused, p->refused_bytes);
+    if (may_log(t, &t->cut_logged_ms))
+        t->api->log(t->host, SB_LOG_WARN,
+                    "events connection %llu disconnected: %zu subscriptions (%zu bytes) refused "
+                    "(stats: subscribers_cut)",
+                    (unsigned long long)p->id, p->refused, p->refused_bytes);
 }
 
 static void refuse(tz *t, tz_peer *p, const unsigned char *s, size_t len, const char *why)
@@ -318,7 +331,7 @@ static void refuse(tz *t, tz_peer *p, const unsigned char *s, size_t len, const 
     t->subscriptions_refused++;
     p->refused++;
     p->refused_bytes += len;
-    if (!p->warned) {
+    if (!p->warned && may_log(t, &t->refusal_logged_ms)) {
         char buf[TZ_LOG_TOPIC];
         p->warned = true;
         t->api->log(t->host, SB_LOG_WARN,

@@ -113,7 +113,8 @@ struct tz {
     /* subs.c: ZAP handler, the events socket's monitor, connections by socket (malloc'd) */
     void *zap, *monitor;
     sb_watch *zap_watch, *monitor_watch;
-    uint64_t next_conn; /* the connection id the next ZAP answer hands out */
+    uint64_t next_conn;                        /* the connection id the next ZAP answer hands out */
+    uint64_t refusal_logged_ms, cut_logged_ms; /* now_ms() of the last such log line */
     tz_fd_slot *fds;
     size_t nfds;
 
