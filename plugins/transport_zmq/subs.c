@@ -292,10 +292,6 @@ static const char *quote(const unsigned char *s, size_t len, char *buf, size_t s
     return buf;
 }
 
-/* Disconnect p, if its socket is still the one we saw first (the fd may have been reused the
- * moment after the monitor was read: a different peer address tells). shutdown() alone lets
- * a peer that goes on sending be read on (Linux queues what arrives after SHUT_RD), and libzmq
- * would store all of it; connect(AF_UNSPEC) resets the TCP connection and drops its queue. */
 /* A flooder that reconnects is a new connection each time: a line of each kind a second. */
 static bool may_log(tz *t, uint64_t *last)
 {
@@ -306,6 +302,10 @@ static bool may_log(tz *t, uint64_t *last)
     return true;
 }
 
+/* Disconnect p, if its socket is still the one we saw first (the fd may have been reused the
+ * moment after the monitor was read: a different peer address tells). shutdown() alone lets
+ * a peer that goes on sending be read on (Linux queues what arrives after SHUT_RD), and libzmq
+ * would store all of it; connect(AF_UNSPEC) resets the TCP connection and drops its queue. */
 static void cut(tz *t, tz_peer *p)
 {
     struct sockaddr_storage now;
