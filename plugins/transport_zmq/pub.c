@@ -1,7 +1,7 @@
 /*
- * pub.c - the events socket. An XPUB rather than a PUB so that subscriptions can be
- * counted: with ZMQ_XPUB_VERBOSER every subscribe and unsubscribe of every peer (also the
- * implicit unsubscribes of a peer that disconnects) is handed to us as a message.
+ * pub.c - the events socket. An XPUB rather than a PUB so that subscriptions are ours to
+ * admit: with ZMQ_XPUB_MANUAL every subscribe and unsubscribe of every peer is handed to us
+ * as a message and applied only when subs.c says so.
  * A PUB/XPUB never blocks: a subscriber over its HWM silently misses messages (clients see
  * the seq gap and call `since`), so publish() only fails when ZeroMQ itself fails.
  */
@@ -16,14 +16,8 @@
 
 #define TZ_LINGER_MS 100    /* a stop() may flush for this long, then drops */
 #define TZ_DRAIN_BUDGET 256 /* subscription messages read per wake-up */
-
-/* Every protocol client subscribes to exactly "@hb" (last, see docs/protocol.md), so one
- * live "@hb" subscription is one subscriber. Prefixes of it ("" of an all-tables client)
- * also receive heartbeats but come next to an "@hb" of the same peer: not counted. */
-static bool is_heartbeat_subscription(const unsigned char *topic, size_t len)
-{
-    return len == 3 && memcmp(topic, "@hb", 3) == 0;
-}
+#define TZ_PUB_RCVBUF 65536 /* SO_RCVBUF of an events connection */
+#define TZ_ZAP_DOMAIN "syncbroker-events"
 
 static void on_pub(void *ud, unsigned revents)
 {
@@ -36,19 +30,12 @@ static void on_pub(void *ud, unsigned revents)
             zmq_msg_close(&msg);
             return;
         }
-        const unsigned char *d = zmq_msg_data(&msg);
-        size_t len = zmq_msg_size(&msg);
-        /* \x01topic = subscribe, \x00topic = unsubscribe; anything else is not ours. */
-        if (len >= 1 && d[0] <= 1 && is_heartbeat_subscription(d + 1, len - 1)) {
-            t->subscribers += d[0] == 1 ? 1 : -1;
-            if (t->subscribers < 0)
-                t->subscribers = 0;
-        }
+        tz_subs_judge(t, &msg);
         zmq_msg_close(&msg);
     }
 }
 
-int tz_bind_socket(tz *t, int type, const char *what, const char *endpoint, int hwm, void **out)
+int tz_new_socket(tz *t, int type, const char *what, int hwm, void **out)
 {
     void *s = zmq_socket(t->api->zmq_context(t->host), type);
     if (!s) {
@@ -61,8 +48,28 @@ int tz_bind_socket(tz *t, int type, const char *what, const char *endpoint, int 
     int rc = zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     if (rc == 0)
         rc = zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
-    if (rc == 0 && type == ZMQ_XPUB)
-        rc = zmq_setsockopt(s, ZMQ_XPUB_VERBOSER, &one, sizeof one);
+    if (rc == 0 && type == ZMQ_XPUB) {
+        /* Manual: subs.c admits each subscription. The ZAP domain makes every handshake ask
+         * subs.c's handler, which names the connection. libzmq stores each subscription it
+         * reads from a connection's pipe, and reads on as long as the pipe refills, which a
+         * flooding peer does faster than we judge. With RCVHWM 2 the pipe holds one message
+         * (the other place is taken for good by the credential message libzmq writes first
+         * and never counts as read: pipe.cpp; with 1 nothing would ever pass), so libzmq
+         * reads about one per recv and a cut stops the flood. A peer never needs
+         * more than a small receive buffer either (it only subscribes). A subscription
+         * longer than max_subscription_len disconnects (ZeroMQ). */
+        int64_t cap = (int64_t)t->max_subscription_len + 1;
+        int rcvbuf = TZ_PUB_RCVBUF, two = 2;
+        rc = zmq_setsockopt(s, ZMQ_XPUB_MANUAL, &one, sizeof one);
+        if (rc == 0)
+            rc = zmq_setsockopt(s, ZMQ_RCVHWM, &two, sizeof two);
+        if (rc == 0)
+            rc = zmq_setsockopt(s, ZMQ_ZAP_DOMAIN, TZ_ZAP_DOMAIN, strlen(TZ_ZAP_DOMAIN));
+        if (rc == 0)
+            rc = zmq_setsockopt(s, ZMQ_RCVBUF, &rcvbuf, sizeof rcvbuf);
+        if (rc == 0)
+            rc = zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &cap, sizeof cap);
+    }
     if (rc == 0 && type == ZMQ_ROUTER) {
         /* EAGAIN/EHOSTUNREACH instead of silent drops; cap what a peer may make us read
          * (a peer that sends more is disconnected by ZeroMQ). */
@@ -77,10 +84,15 @@ int tz_bind_socket(tz *t, int type, const char *what, const char *endpoint, int 
         zmq_close(s);
         return SB_ERR_ZMQ;
     }
+    *out = s;
+    return SB_OK;
+}
+
+int tz_bind(tz *t, void *s, const char *what, const char *endpoint)
+{
     if (zmq_bind(s, endpoint) < 0) {
         t->api->log(t->host, SB_LOG_ERROR, "cannot bind the %s socket to %s: %s", what, endpoint,
                     zmq_strerror(errno));
-        zmq_close(s);
         return SB_ERR_ZMQ;
     }
     char bound[256];
@@ -88,13 +100,27 @@ int tz_bind_socket(tz *t, int type, const char *what, const char *endpoint, int 
     if (zmq_getsockopt(s, ZMQ_LAST_ENDPOINT, bound, &blen) < 0)
         strcpy(bound, endpoint);
     t->api->log(t->host, SB_LOG_INFO, "%s listening on %s", what, bound);
-    *out = s;
     return SB_OK;
+}
+
+int tz_bind_socket(tz *t, int type, const char *what, const char *endpoint, int hwm, void **out)
+{
+    int rc = tz_new_socket(t, type, what, hwm, out);
+    if (rc == SB_OK && (rc = tz_bind(t, *out, what, endpoint)) < 0) {
+        zmq_close(*out);
+        *out = NULL;
+    }
+    return rc;
 }
 
 int tz_pub_start(tz *t)
 {
-    int rc = tz_bind_socket(t, ZMQ_XPUB, "events (XPUB)", t->pub_endpoint, t->sndhwm, &t->pub);
+    /* The ZAP handler and the monitor before the first peer can connect. */
+    int rc = tz_new_socket(t, ZMQ_XPUB, "events (XPUB)", t->sndhwm, &t->pub);
+    if (rc == SB_OK)
+        rc = tz_subs_start(t, t->pub);
+    if (rc == SB_OK)
+        rc = tz_bind(t, t->pub, "events (XPUB)", t->pub_endpoint);
     if (rc < 0)
         return rc;
     rc = t->api->watch_zsock(t->host, t->pub, SB_IO_READ, on_pub, t, &t->pub_watch);
@@ -110,7 +136,7 @@ void tz_pub_stop(tz *t)
     if (t->pub)
         zmq_close(t->pub);
     t->pub = NULL;
-    t->subscribers = 0;
+    tz_subs_stop(t);
     free(t->last_hb);
     t->last_hb = NULL;
     t->last_hb_len = 0;

@@ -146,7 +146,7 @@ static void serve_stats(tz *t, tz_frames *env, const msgpack_object *req)
     t->api->stats(t->host, &s);
     tz_out o;
     out_init(&o);
-    int rc = msgpack_pack_map(&o.pk, 14);
+    int rc = msgpack_pack_map(&o.pk, 17);
     rc |= sb_mp_pack_kv_cstr(&o.pk, "epoch", t->api->epoch(t->host));
     rc |= sb_mp_pack_kv_uint(&o.pk, "seq", s.seq);
     rc |= sb_mp_pack_kv_uint(&o.pk, "changes_in", s.changes_in);
@@ -156,6 +156,9 @@ static void serve_stats(tz *t, tz_frames *env, const msgpack_object *req)
     rc |= sb_mp_pack_kv_uint(&o.pk, "pending", s.pending);
     rc |= sb_mp_pack_kv_int(&o.pk, "source_lag_ms", s.source_lag_ms);
     rc |= sb_mp_pack_kv_int(&o.pk, "subscribers", t->pub ? t->subscribers : -1);
+    rc |= sb_mp_pack_kv_int(&o.pk, "subscriptions", t->subscriptions);
+    rc |= sb_mp_pack_kv_uint(&o.pk, "subscriptions_refused", t->subscriptions_refused);
+    rc |= sb_mp_pack_kv_uint(&o.pk, "subscribers_cut", t->peers_cut);
     rc |= sb_mp_pack_kv_uint(&o.pk, "requests", t->requests);
     rc |= sb_mp_pack_kv_uint(&o.pk, "errors", t->errors);
     rc |= sb_mp_pack_kv_uint(&o.pk, "snapshots_running", t->nsnaps);

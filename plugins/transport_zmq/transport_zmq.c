@@ -30,6 +30,9 @@ enum {
     OPT_MAX_PEER_SNAPSHOTS,
     OPT_MAX_PEER_BYTES,
     OPT_SNAPSHOT_TIMEOUT_MS,
+    OPT_MAX_SUBSCRIPTIONS,
+    OPT_MAX_SUBSCRIPTION_BYTES,
+    OPT_MAX_SUBSCRIPTION_LEN,
 };
 
 static const sb_option_spec options[] = {
@@ -62,6 +65,12 @@ static const sb_option_spec options[] = {
      "bytes of replies held for one client (built, waiting, or queued in ZeroMQ)"},
     {"snapshot_timeout_ms", SB_OPT_INT, "30000", 100, 86400000,
      "a snapshot not done in this time is cancelled and answered unavailable"},
+    {"max_subscriptions", SB_OPT_INT, "1000", 1, 1000000,
+     "subscriptions admitted per events connection; as many more refused disconnect it"},
+    {"max_subscription_bytes", SB_OPT_INT, "65536", 64, 67108864,
+     "bytes of topic admitted per events connection; as many more refused disconnect it"},
+    {"max_subscription_len", SB_OPT_INT, "1024", 16, 65536,
+     "longest subscription in bytes; a longer one disconnects its connection"},
     {NULL, 0, NULL, 0, 0, NULL},
 };
 
@@ -174,6 +183,9 @@ static int tz_create(const sb_host_api *api, sb_host *host, const sb_option_valu
     t->max_peer_snapshots = (size_t)opts[OPT_MAX_PEER_SNAPSHOTS].num;
     t->max_peer_bytes = (size_t)opts[OPT_MAX_PEER_BYTES].num;
     t->snapshot_timeout_ms = opts[OPT_SNAPSHOT_TIMEOUT_MS].num;
+    t->max_subscriptions = (size_t)opts[OPT_MAX_SUBSCRIPTIONS].num;
+    t->max_subscription_bytes = (size_t)opts[OPT_MAX_SUBSCRIPTION_BYTES].num;
+    t->max_subscription_len = (size_t)opts[OPT_MAX_SUBSCRIPTION_LEN].num;
     *state = t;
     return SB_OK;
 }

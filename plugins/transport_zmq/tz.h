@@ -2,7 +2,8 @@
  * tz.h - internals of the transport_zmq plugin, shared by its files and its tests.
  *
  *   transport_zmq.c  descriptor, options, life cycle
- *   pub.c            XPUB events socket: publish(), subscription counting
+ *   pub.c            XPUB events socket: publish(), reading subscriptions
+ *   subs.c           which subscriptions are admitted, per connection (ZAP handler, monitor)
  *   service.c        ROUTER service socket: reading requests, sending and queueing replies
  *   request.c        decoding and validating a request, the synchronous ops, error replies
  *   snapshot.c       the asynchronous snapshot op (per-request state)
@@ -22,6 +23,7 @@
 #include <stdint.h>
 #include <syncbroker/plugin.h>
 #include <sys/types.h>
+#include <zmq.h>
 
 /* ---- frames -------------------------------------------------------------------------- */
 
@@ -84,8 +86,25 @@ typedef struct tz_peer {
 
 typedef struct tz tz;
 typedef struct tz_snap tz_snap;       /* snapshot.c */
-typedef struct tz_pending tz_pending; /* service.c */
+typedef struct tz_pending tz_pending; /* subs.c */
+/* Bind the ZAP handler and monitor pub's disconnects: before pub is bound. */
+int tz_subs_start(tz *t, void *pub);
+/* Close both and forget every connection (after pub is closed). */
+void tz_subs_stop(tz *t);
+/* Admit (ZMQ_SUBSCRIBE), mirror or refuse the subscription message just received on t->pub. */
+void tz_subs_judge(tz *t, zmq_msg_t *msg);
+/* True when some topic the broker publishes (tables: the configured ones) starts with s. */
+bool tz_subscription_valid(const char *const *tables, size_t n, const unsigned char *s, size_t len);
+
+/* service.c */
 typedef struct tz_editors tz_editors; /* editors.c */
+typedef struct tz_peer tz_peer;       /* subs.c */
+
+/* An events socket (fd) and the connection on it that has subscribed (subs.c). */
+typedef struct tz_fd_slot {
+    uint64_t floor; /* connection ids below are gone from this socket */
+    tz_peer *peer;  /* owned; NULL until its first subscription */
+} tz_fd_slot;
 
 /* Where a finished reply goes; takes the frames over (msg is left empty). */
 typedef void (*tz_reply_fn)(tz *t, tz_frames *msg);
@@ -103,6 +122,7 @@ struct tz {
     size_t max_since_events, max_since_bytes; /* one `since` reply's messages and body bytes */
     size_t max_peer_bytes, max_peer_snapshots;
     int64_t snapshot_timeout_ms;
+    size_t max_subscriptions, max_subscription_bytes, max_subscription_len; /* per connection */
 
     /* sockets, watches, timers: between start() and stop() */
     void *pub, *router;
@@ -136,13 +156,23 @@ struct tz {
     unsigned char *last_hb;
     size_t last_hb_len;
 
+    /* subs.c: ZAP handler, the events socket's monitor, connections by socket (malloc'd) */
+    void *zap, *monitor;
+    sb_watch *zap_watch, *monitor_watch;
+    uint64_t next_conn;                        /* the connection id the next ZAP answer hands out */
+    uint64_t refusal_logged_ms, cut_logged_ms; /* now_ms() of the last such log line */
+    tz_fd_slot *fds;
+    size_t nfds;
+
     /* the latest presence message of every entity that has editors (editors.c) */
     tz_editors *editors;
     size_t neditors, capeditors;
 
     /* counters for the stats op */
     uint64_t requests, errors, replies_dropped, publish_failed, snapshots_cancelled;
-    int64_t subscribers; /* live "@hb" subscriptions: one per protocol client */
+    int64_t subscribers;   /* connections with "@hb" admitted: one per protocol client */
+    int64_t subscriptions; /* admitted and live, all connections */
+    uint64_t subscriptions_refused, peers_cut;
 };
 
 /* peer.c */
@@ -172,12 +202,25 @@ size_t tz_reply_bytes(const tz *t);
  * hwm, and per type), bind it to endpoint and log the bound address ("<what> listening on
  * tcp://..."). Logs once and returns SB_ERR_ZMQ on failure. */
 int tz_bind_socket(tz *t, int type, const char *what, const char *endpoint, int hwm, void **out);
+/* The two halves of it: create and configure; bind and log (the caller closes on failure). */
+int tz_new_socket(tz *t, int type, const char *what, int hwm, void **out);
+int tz_bind(tz *t, void *s, const char *what, const char *endpoint);
 int tz_pub_start(tz *t);
 void tz_pub_stop(tz *t);
 int tz_publish(void *state, const sb_message *m);
 /* Decode the latest heartbeat into *up (a map; release with msgpack_unpacked_destroy).
  * SB_ERR_NOTFOUND before the first one. */
 int tz_last_heartbeat(tz *t, msgpack_unpacked *up);
+
+/* subs.c */
+/* Bind the ZAP handler and monitor pub's disconnects: before pub is bound. */
+int tz_subs_start(tz *t, void *pub);
+/* Close both and forget every connection (after pub is closed). */
+void tz_subs_stop(tz *t);
+/* Admit (ZMQ_SUBSCRIBE), mirror or refuse the subscription message just received on t->pub. */
+void tz_subs_judge(tz *t, zmq_msg_t *msg);
+/* True when some topic the broker publishes (tables: the configured ones) starts with s. */
+bool tz_subscription_valid(const char *const *tables, size_t n, const unsigned char *s, size_t len);
 
 /* service.c */
 int tz_service_start(tz *t);

@@ -850,6 +850,9 @@ static void test_stats(void **state)
     assert_int_equal(get_uint(m, "pending"), 1);
     assert_int_equal(get_uint(m, "source_lag_ms"), 35);
     assert_int_equal(get_uint(m, "subscribers"), 0);
+    assert_int_equal(get_uint(m, "subscriptions"), 0);
+    assert_int_equal(get_uint(m, "subscriptions_refused"), 0);
+    assert_int_equal(get_uint(m, "subscribers_cut"), 0);
     assert_int_equal(get_uint(m, "requests"), 2);
     assert_int_equal(get_uint(m, "errors"), 1);
     assert_int_equal(get_uint(m, "snapshots_running"), 0);
@@ -1281,6 +1284,180 @@ static void test_all_tables_client_counts_once(void **state)
     assert_int_equal(f->t->subscribers, 1);
 }
 
+/* ---- subscriptions (subs.c) ------------------------------------------------------------ */
+
+static void test_subscription_rule(void **state)
+{
+    (void)state;
+    static const char *const valid[] = {
+        "",
+        "@",
+        "@h",
+        "@hb",
+        "@pres",
+        "@presence/",
+        "@presence/public.roo",
+        "@presence/public.rooms",
+        "@presence/public.rooms/",
+        "@presence/public.rooms/7/x",
+        "p",
+        "public.roo",
+        "public.rooms",
+        "public.rooms/",
+        "public.rooms/12",
+        "public.bookings/a/b",
+    };
+    static const char *const invalid[] = {
+        "@hbx",
+        "@hb/",
+        "@x",
+        "@presencex",
+        "@presence/x",
+        "@presence/public.roomsX",
+        "x",
+        "public.roomsx",
+        "public.rooms_x/",
+        "public.bookings_x/1",
+        "publicX",
+    };
+    for (size_t i = 0; i < sizeof valid / sizeof *valid; i++)
+        if (!tz_subscription_valid(tables, 2, (const unsigned char *)valid[i], strlen(valid[i])))
+            fail_msg("'%s' should be valid", valid[i]);
+    for (size_t i = 0; i < sizeof invalid / sizeof *invalid; i++)
+        if (tz_subscription_valid(tables, 2, (const unsigned char *)invalid[i], strlen(invalid[i])))
+            fail_msg("'%s' should be invalid", invalid[i]);
+    /* A table's name as a prefix of another's: the boundary is the '/'. */
+    static const char *const nested[] = {"public.a", "public.ab"};
+    assert_true(tz_subscription_valid(nested, 2, (const unsigned char *)"public.ab/1", 11));
+    assert_false(tz_subscription_valid(nested, 1, (const unsigned char *)"public.ab/1", 11));
+}
+
+typedef struct sub_counts {
+    fixture *f;
+    int64_t subscriptions;
+    uint64_t refused, cut;
+} sub_counts;
+
+static bool counts_are(void *ud)
+{
+    sub_counts *c = ud;
+    tz *t = c->f->t;
+    return !fake_host_zsock_readable(t->pub) && t->subscriptions == c->subscriptions &&
+           t->subscriptions_refused == c->refused && t->peers_cut == c->cut;
+}
+
+static void wait_counts(fixture *f, int64_t subscriptions, uint64_t refused, uint64_t cut)
+{
+    sub_counts c = {f, subscriptions, refused, cut};
+    if (!fake_host_run_until(f->fh, counts_are, &c, WAIT_MS))
+        fail_msg("subscriptions %lld refused %llu cut %llu, expected %lld %llu %llu",
+                 (long long)f->t->subscriptions, (unsigned long long)f->t->subscriptions_refused,
+                 (unsigned long long)f->t->peers_cut, (long long)subscriptions,
+                 (unsigned long long)refused, (unsigned long long)cut);
+}
+
+static void subscribe(void *sub, const char *topic)
+{
+    assert_int_equal(zmq_setsockopt(sub, ZMQ_SUBSCRIBE, topic, strlen(topic)), 0);
+}
+
+static void publish_event(fixture *f, uint64_t seq, const char *topic)
+{
+    static const unsigned char body[] = {0x80};
+    sb_message m = {SB_MSG_EVENT, seq, topic, strlen(topic), body, sizeof body};
+    assert_int_equal(f->p->publish(f->t, &m), 0);
+}
+
+/* The next message on sub has this topic (events to one peer keep their order, so an event
+ * published before it and not received was not sent). */
+static void expect_topic(fixture *f, void *sub, const char *topic)
+{
+    tz_frames r;
+    recv_reply(f, sub, &r);
+    assert_int_equal(r.n, 2);
+    assert_int_equal(r.v[0].len, strlen(topic));
+    assert_memory_equal(r.v[0].data, topic, strlen(topic));
+    tz_frames_clear(&r);
+}
+
+static void test_subscriptions_bounded_per_connection(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, "max_subscriptions=3", NULL), 0);
+    void *sub = client(f, ZMQ_SUB, f->pub);
+    subscribe(sub, "public.bookings/1");
+    subscribe(sub, "public.bookings/1"); /* the same again: neither counted nor refused */
+    subscribe(sub, "bogus");             /* no topic starts with it */
+    subscribe(sub, "@hb");
+    subscribe(sub, "public.rooms/");
+    subscribe(sub, "public.bookings/2"); /* the 4th */
+    wait_counts(f, 3, 2, 0);
+    assert_int_equal(f->t->subscribers, 1);
+    assert_non_null(fake_host_log_find(f->fh, "subscription 'bogus' refused: no topic"));
+    assert_null(fake_host_log_find(f->fh, "'public.bookings/2' refused")); /* once per peer */
+
+    publish_event(f, 1, "public.bookings/2");
+    publish_event(f, 2, "bogus");
+    publish_event(f, 3, "public.bookings/1");
+    expect_topic(f, sub, "public.bookings/1");
+
+    /* An unsubscription frees its place, also for a peer that was refused before. */
+    assert_int_equal(zmq_setsockopt(sub, ZMQ_UNSUBSCRIBE, "public.rooms/", 13), 0);
+    wait_counts(f, 2, 2, 0);
+    subscribe(sub, "public.bookings/2");
+    wait_counts(f, 3, 2, 0);
+    publish_event(f, 4, "public.rooms/1");
+    publish_event(f, 5, "public.bookings/2");
+    expect_topic(f, sub, "public.bookings/2");
+}
+
+static void test_subscription_bytes_bounded(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, "max_subscription_bytes=64", NULL), 0);
+    void *sub = client(f, ZMQ_SUB, f->pub);
+    subscribe(sub, "public.bookings/0123456789012345678901234567890123456789"); /* 56 */
+    subscribe(sub, "public.rooms/");                                            /* 69 */
+    subscribe(sub, "@hb");                                                      /* 59 */
+    wait_counts(f, 2, 1, 0);
+    assert_non_null(fake_host_log_find(f->fh, "over max_subscription_bytes"));
+}
+
+/* Refused subscriptions stay in libzmq's own trie: as many refused as admitted disconnect the
+ * connection, and its place is free again once it is gone. */
+static void test_subscription_flood_disconnects(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, "max_subscriptions=3", NULL), 0);
+    void *sub = zmq_socket(fake_host_zmq_context(f->fh), ZMQ_SUB);
+    int never = -1, zero = 0;
+    zmq_setsockopt(sub, ZMQ_RECONNECT_IVL, &never, sizeof never); /* stays gone once cut */
+    zmq_setsockopt(sub, ZMQ_LINGER, &zero, sizeof zero);
+    f->socks[f->nsocks++] = sub;
+    assert_int_equal(zmq_connect(sub, f->pub), 0);
+    subscribe(sub, "@hb");
+    subscribe(sub, "public.rooms/");
+    for (int i = 0; i < 4; i++) {
+        char topic[32];
+        snprintf(topic, sizeof topic, "x%d", i);
+        subscribe(sub, topic);
+    }
+    /* The 4th refusal cuts it; its disconnect releases its 2 subscriptions and "@hb". */
+    wait_counts(f, 0, 4, 1);
+    assert_int_equal(f->t->subscribers, 0);
+    assert_non_null(fake_host_log_find(f->fh, "disconnected: 4 subscriptions (8 bytes) refused"));
+    publish_event(f, 1, "public.rooms/1");
+    assert_false(fake_host_run_until(f->fh, fake_host_zsock_readable, sub, 100));
+
+    void *next = client(f, ZMQ_SUB, f->pub);
+    subscribe(next, "public.rooms/");
+    subscribe(next, "public.bookings/");
+    subscribe(next, "@hb");
+    wait_counts(f, 3, 4, 1);
+    publish_event(f, 2, "public.rooms/1");
+    expect_topic(f, next, "public.rooms/1");
+}
+
 static void test_bind_failure_and_check_mode(void **state)
 {
     fixture *f = *state;
@@ -1338,6 +1515,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_publish_two_frames_and_count_subscribers, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_all_tables_client_counts_once, setup, teardown),
+        cmocka_unit_test(test_subscription_rule),
+        cmocka_unit_test_setup_teardown(test_subscriptions_bounded_per_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_subscription_bytes_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_subscription_flood_disconnects, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bind_failure_and_check_mode, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
