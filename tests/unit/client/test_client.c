@@ -7,6 +7,7 @@
  * they wait for holds, with a deadline; the fake publishes heartbeats while they do.
  */
 #include "fake_broker.h"
+#include "msg.h"
 
 #include <syncbroker/client.h>
 
@@ -1106,9 +1107,22 @@ static void test_fetch_snapshot(void **state)
     fb_free(&b);
 }
 
+/* The broker's error codes as the library's errors: the limits' codes mean "later". */
+static void test_reply_error_codes(void **state)
+{
+    (void)state;
+    assert_int_equal(sb_reply_error_code("busy"), SB_ERR_BUSY);
+    assert_int_equal(sb_reply_error_code("limit"), SB_ERR_BUSY);
+    assert_int_equal(sb_reply_error_code("unavailable"), SB_ERR_BUSY);
+    assert_int_equal(sb_reply_error_code("too_large"), SB_ERR_INVAL);
+    assert_int_equal(sb_reply_error_code("resync"), SB_ERR_STATE);
+    assert_int_equal(sb_reply_error_code("no such code"), SB_ERR_IO);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reply_error_codes),
         cmocka_unit_test(test_snapshot_then_stream),
         cmocka_unit_test(test_covered_events_after_reply),
         cmocka_unit_test(test_gap_since),
