@@ -266,11 +266,15 @@ int sb_reply_error_code(const char *error)
     static const struct {
         const char *code;
         int err;
-    } map[] = {{"bad_request", SB_ERR_INVAL},      {"too_large", SB_ERR_INVAL},
-               {"unknown_op", SB_ERR_UNSUPPORTED}, {"unknown_table", SB_ERR_NOTFOUND},
-               {"resync", SB_ERR_STATE},           {"unavailable", SB_ERR_BUSY},
+    } map[] = {{"bad_request", SB_ERR_INVAL},
+               {"too_large", SB_ERR_INVAL},
+               {"unknown_op", SB_ERR_UNSUPPORTED},
+               {"unknown_table", SB_ERR_NOTFOUND},
+               {"resync", SB_ERR_STATE},
+               {"unavailable", SB_ERR_BUSY},
                /* over a broker limit (docs/operations.md, Limits): try again later */
-               {"busy", SB_ERR_BUSY},              {"limit", SB_ERR_BUSY}};
+               {"busy", SB_ERR_BUSY},
+               {"limit", SB_ERR_BUSY}};
     for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
         if (strcmp(error, map[i].code) == 0)
             return map[i].err;

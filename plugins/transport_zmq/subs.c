@@ -46,7 +46,7 @@ typedef struct tz_topic {
 } tz_topic;
 
 /* One events connection that has sent a subscription. Owned by its fd slot (t->fds). */
-struct tz_peer {
+struct tz_subscriber {
     uint64_t id; /* the connection id our ZAP handler gave it */
     int fd;
     struct sockaddr_storage addr; /* at first sight: a cut checks the socket is still it */
@@ -100,7 +100,7 @@ static uint64_t topic_hash(const unsigned char *s, size_t len)
 }
 
 /* Slot holding the topic, or the empty slot where it would go. cap > n, a power of 2. */
-static size_t set_find(const tz_peer *p, const unsigned char *s, size_t len)
+static size_t set_find(const tz_subscriber *p, const unsigned char *s, size_t len)
 {
     size_t mask = p->cap - 1;
     size_t i = topic_hash(s, len) & mask;
@@ -109,12 +109,12 @@ static size_t set_find(const tz_peer *p, const unsigned char *s, size_t len)
     return i;
 }
 
-static bool set_has(const tz_peer *p, const unsigned char *s, size_t len)
+static bool set_has(const tz_subscriber *p, const unsigned char *s, size_t len)
 {
     return p->cap && p->set[set_find(p, s, len)];
 }
 
-static int set_grow(tz_peer *p)
+static int set_grow(tz_subscriber *p)
 {
     size_t cap = p->cap ? p->cap * 2 : TZ_SET_MIN;
     tz_topic **old = p->set;
@@ -132,7 +132,7 @@ static int set_grow(tz_peer *p)
     return SB_OK;
 }
 
-static int set_add(tz_peer *p, const unsigned char *s, size_t len)
+static int set_add(tz_subscriber *p, const unsigned char *s, size_t len)
 {
     if ((p->n + 1) * 4 > p->cap * 3 && set_grow(p) < 0)
         return SB_ERR_NOMEM;
@@ -148,7 +148,7 @@ static int set_add(tz_peer *p, const unsigned char *s, size_t len)
 }
 
 /* Remove with backward shift, so that lookups never need tombstones. */
-static bool set_remove(tz_peer *p, const unsigned char *s, size_t len)
+static bool set_remove(tz_subscriber *p, const unsigned char *s, size_t len)
 {
     if (!p->cap)
         return false;
@@ -195,7 +195,7 @@ static tz_fd_slot *fd_slot(tz *t, int fd)
 
 static void peer_release(tz *t, tz_fd_slot *s)
 {
-    tz_peer *p = s->peer;
+    tz_subscriber *p = s->peer;
     if (!p)
         return;
     if (p->hb && t->subscribers > 0)
@@ -249,7 +249,7 @@ static void on_monitor(void *ud, unsigned revents)
 
 /* The live connection that sent msg, or NULL: gone, or no connection metadata (libzmq's own
  * unsubscriptions for an ended pipe, or an inproc peer). */
-static tz_peer *peer_of(tz *t, zmq_msg_t *msg)
+static tz_subscriber *peer_of(tz *t, zmq_msg_t *msg)
 {
     const char *uid = zmq_msg_gets(msg, "User-Id");
     int fd = zmq_msg_get(msg, ZMQ_SRCFD);
@@ -268,7 +268,7 @@ static tz_peer *peer_of(tz *t, zmq_msg_t *msg)
         peer_release(t, s); /* a newer connection on the socket: the old one is gone */
     }
     s->floor = id;
-    tz_peer *p = calloc(1, sizeof *p);
+    tz_subscriber *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
     p->id = id;
@@ -306,7 +306,7 @@ static bool may_log(tz *t, uint64_t *last)
  * moment after the monitor was read: a different peer address tells). shutdown() alone lets
  * a peer that goes on sending be read on (Linux queues what arrives after SHUT_RD), and libzmq
  * would store all of it; connect(AF_UNSPEC) resets the TCP connection and drops its queue. */
-static void cut(tz *t, tz_peer *p)
+static void cut(tz *t, tz_subscriber *p)
 {
     struct sockaddr_storage now;
     socklen_t len = sizeof now;
@@ -326,7 +326,7 @@ static void cut(tz *t, tz_peer *p)
                     (unsigned long long)p->id, p->refused, p->refused_bytes);
 }
 
-static void refuse(tz *t, tz_peer *p, const unsigned char *s, size_t len, const char *why)
+static void refuse(tz *t, tz_subscriber *p, const unsigned char *s, size_t len, const char *why)
 {
     t->subscriptions_refused++;
     p->refused++;
@@ -344,7 +344,7 @@ static void refuse(tz *t, tz_peer *p, const unsigned char *s, size_t len, const 
 }
 
 /* Why p may not have topic s (NULL: it may). */
-static const char *refusal(tz *t, const tz_peer *p, const unsigned char *s, size_t len)
+static const char *refusal(tz *t, const tz_subscriber *p, const unsigned char *s, size_t len)
 {
     size_t n = 0;
     const char *const *tables = t->api->tables(t->host, &n);
@@ -362,7 +362,7 @@ void tz_subs_judge(tz *t, zmq_msg_t *msg)
     drain_monitor(t); /* first: whether the sender is gone */
     const unsigned char *d = zmq_msg_data(msg);
     size_t len = zmq_msg_size(msg);
-    tz_peer *p = peer_of(t, msg);
+    tz_subscriber *p = peer_of(t, msg);
     /* \x01topic = subscribe, \x00topic = unsubscribe; anything else is not ours. */
     if (!p || len < 1 || d[0] > 1 || p->cut)
         return;

@@ -97,13 +97,13 @@ void tz_subs_judge(tz *t, zmq_msg_t *msg);
 bool tz_subscription_valid(const char *const *tables, size_t n, const unsigned char *s, size_t len);
 
 /* service.c */
-typedef struct tz_editors tz_editors; /* editors.c */
-typedef struct tz_peer tz_peer;       /* subs.c */
+typedef struct tz_editors tz_editors;       /* editors.c */
+typedef struct tz_subscriber tz_subscriber; /* subs.c */
 
 /* An events socket (fd) and the connection on it that has subscribed (subs.c). */
 typedef struct tz_fd_slot {
-    uint64_t floor; /* connection ids below are gone from this socket */
-    tz_peer *peer;  /* owned; NULL until its first subscription */
+    uint64_t floor;      /* connection ids below are gone from this socket */
+    tz_subscriber *peer; /* owned; NULL until its first subscription */
 } tz_fd_slot;
 
 /* Where a finished reply goes; takes the frames over (msg is left empty). */
