@@ -64,26 +64,29 @@ static int scan(const char *s, uint32_t *n, size_t *bytes, char **ptrs, char *bu
                     s++;
             } else {
                 const char *start = s, *raw_end = s; /* raw_end: after the last non-space */
-                size_t trimmed = 0;                  /* length without trailing spaces */
+                size_t spaces = 0; /* unescaped spaces not yet written: kept only if a
+                                    * non-space follows, so trailing ones cost nothing */
                 for (; *s != ',' && *s != '}'; s++) {
                     if (*s == '\0' || *s == '{' || *s == '"')
                         return SB_ERR_INVAL;
+                    if (is_space(*s)) {
+                        spaces++;
+                        continue;
+                    }
+                    const char *c = s; /* the spaces lie just before c */
                     if (*s == '\\') {
                         s++;
                         if (*s == '\0')
                             return SB_ERR_INVAL;
-                    } else if (is_space(*s)) {
-                        if (out)
-                            out[len] = *s;
-                        len++;
-                        continue;
                     }
-                    if (out)
-                        out[len] = *s;
-                    trimmed = ++len;
+                    if (out) {
+                        memcpy(out + len, c - spaces, spaces);
+                        out[len + spaces] = *s;
+                    }
+                    len += spaces + 1;
+                    spaces = 0;
                     raw_end = s + 1;
                 }
-                len = trimmed;
                 if (len == 0 || is_null_word(start, (size_t)(raw_end - start)))
                     return SB_ERR_INVAL; /* empty element or NULL */
             }

@@ -51,6 +51,21 @@ static void test_parse_lenient_input(void **state)
     expect_parts("{\\NULL}", (const char *[]){"NULL"}, 1);
 }
 
+/* The counting pass once sized an unquoted element without its trailing spaces while the
+ * writing pass wrote them: the last element's spaces ran past the block (ASan sees it). */
+static void test_parse_trailing_spaces(void **state)
+{
+    (void)state;
+    expect_parts("{a,b   }", (const char *[]){"a", "b"}, 2);
+    expect_parts("{a,b                                                  }",
+                 (const char *[]){"a", "b"}, 2);
+    expect_parts("{a \t\n\r\v\f}", (const char *[]){"a"}, 1);
+    expect_parts("{a\\ }", (const char *[]){"a "}, 1); /* an escaped space is kept */
+    expect_parts("{a\\  \\ ,b \\  }", (const char *[]){"a   ", "b  "}, 2);
+    expect_parts("{x\\t\\t      }", (const char *[]){"xtt"}, 1);
+    expect_parts("{\"q\"   ,  r s \t }", (const char *[]){"q", "r s"}, 2);
+}
+
 static void test_parse_rejects(void **state)
 {
     (void)state;
@@ -88,8 +103,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_plain),         cmocka_unit_test(test_parse_quoted),
-        cmocka_unit_test(test_parse_lenient_input), cmocka_unit_test(test_parse_rejects),
-        cmocka_unit_test(test_build_round_trip),
+        cmocka_unit_test(test_parse_lenient_input), cmocka_unit_test(test_parse_trailing_spaces),
+        cmocka_unit_test(test_parse_rejects),       cmocka_unit_test(test_build_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
