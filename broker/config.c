@@ -462,31 +462,36 @@ static void check_complete(parse_state *ps)
 
 int sb_config_load(const char *path, sb_config **out)
 {
+    FILE *f = fopen(path, "r");
+    const char *why = f ? NULL : strerror(errno);
+    struct stat st;
+    /* fopen() opens a directory too, and reading it then looks like an empty file. */
+    if (f && fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode))
+        why = "is a directory, not a configuration file";
+    if (why) {
+        sb_log(SB_LOG_ERROR, "config", "%s: cannot open: %s", path, why);
+        if (f)
+            fclose(f);
+        return SB_ERR_CONFIG;
+    }
+    int rc = sb_config_read(f, path, out);
+    fclose(f);
+    return rc;
+}
+
+int sb_config_read(FILE *f, const char *path, sb_config **out)
+{
     sb_config *cfg = calloc(1, sizeof *cfg);
     if (!cfg || !(cfg->path = strdup(path))) {
         free(cfg);
         return SB_ERR_NOMEM;
     }
-    parse_state ps = {.cfg = cfg, .table_expected = true};
-    ps.file = fopen(path, "r");
-    const char *why = ps.file ? NULL : strerror(errno);
-    struct stat st;
-    /* fopen() opens a directory too, and reading it then looks like an empty file. */
-    if (ps.file && fstat(fileno(ps.file), &st) == 0 && S_ISDIR(st.st_mode))
-        why = "is a directory, not a configuration file";
-    if (why) {
-        sb_log(SB_LOG_ERROR, "config", "%s: cannot open: %s", path, why);
-        if (ps.file)
-            fclose(ps.file);
-        sb_config_free(cfg);
-        return SB_ERR_CONFIG;
-    }
+    parse_state ps = {.cfg = cfg, .table_expected = true, .file = f};
     int rc = ini_parse_stream(read_line, &ps, on_ini_key, &ps);
-    if (ferror(ps.file)) {
+    if (ferror(f)) {
         sb_log(SB_LOG_ERROR, "config", "%s: cannot read: %s", path, strerror(errno));
         ps.errors++;
     }
-    fclose(ps.file);
     if (rc > 0)
         config_error(&ps, rc, NULL, NULL, "syntax error (expected [section] or key = value)");
     else if (rc < 0)

@@ -52,6 +52,9 @@ typedef struct sb_config {
 
 /* Parse and check a file. On success *out is owned by the caller (sb_config_free). */
 int sb_config_load(const char *path, sb_config **out);
+/* The same for a stream open for reading (left open); `path` names it in messages and is
+ * where a relative plugin_dir is resolved from. */
+int sb_config_read(FILE *f, const char *path, sb_config **out);
 void sb_config_free(sb_config *cfg);
 
 /* The line where `key` of [section] is set, for errors found after parsing (a plugin's
