@@ -557,18 +557,26 @@ int64_t sb_config_table_debounce(const sb_config *cfg, size_t i)
     return cfg->table_debounce_ms[i] >= 0 ? cfg->table_debounce_ms[i] : cfg->debounce_ms;
 }
 
+void sb_config_print_kv(FILE *out, const char *key, const char *value)
+{
+    fprintf(out, "%s =%s%s", key, value[0] == ';' ? "" : " ", value);
+}
+
 void sb_config_print_core(const sb_config *cfg, FILE *out)
 {
+    fputs("[broker]\n", out);
+    sb_config_print_kv(out, "plugin_dir", cfg->plugin_dir);
     fprintf(out,
-            "[broker]\nplugin_dir = %s\ndebounce_ms = %lld\nheartbeat_ms = %lld\n"
-            "replay_buffer = %lld\nlog_level = %s\n",
-            cfg->plugin_dir, (long long)cfg->debounce_ms, (long long)cfg->heartbeat_ms,
+            "\ndebounce_ms = %lld\nheartbeat_ms = %lld\nreplay_buffer = %lld\nlog_level = %s\n",
+            (long long)cfg->debounce_ms, (long long)cfg->heartbeat_ms,
             (long long)cfg->replay_buffer, sb_log_level_name(cfg->log_level));
     for (size_t i = 0; i < cfg->ntables; i++)
         if (cfg->table_debounce_ms[i] >= 0)
             fprintf(out, "%s%s = %lld\n", TABLE_DEBOUNCE_PREFIX, cfg->tables[i],
                     (long long)cfg->table_debounce_ms[i]);
-    fprintf(out, "\n[database]\nconninfo = %s\ntables =", cfg->conninfo);
+    fputs("\n[database]\n", out);
+    sb_config_print_kv(out, "conninfo", cfg->conninfo);
+    fputs("\ntables =", out);
     for (size_t i = 0; i < cfg->ntables; i++)
         fprintf(out, "%s %s", i ? "," : "", cfg->tables[i]);
     fprintf(out, "\n");

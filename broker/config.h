@@ -65,6 +65,10 @@ int sb_config_key_line(const sb_config *cfg, const char *section, const char *ke
 /* The window that applies to table i. */
 int64_t sb_config_table_debounce(const sb_config *cfg, size_t i);
 
+/* Print `key = value` (no newline) so that it reads back as value: one starting with ';'
+ * follows the '=' directly, since after white space inih takes it for a comment. */
+void sb_config_print_kv(FILE *out, const char *key, const char *value);
+
 /* Print [broker] and [database] with every default resolved, in INI form. */
 void sb_config_print_core(const sb_config *cfg, FILE *out);
 

@@ -19,10 +19,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 void sb_fuzz_teardown(void) __attribute__((weak));
 
 /* A broken invariant: libFuzzer (or the replay test) reports the abort with the input. */
-#define sb_fuzz_fail(why)                                                                         \
-    do {                                                                                          \
-        fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, (why));                                \
-        abort();                                                                                  \
+#define sb_fuzz_fail(why)                                                                          \
+    do {                                                                                           \
+        fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, (why));                                 \
+        abort();                                                                                   \
     } while (0)
 
 /* Targets that take several frames split their input at SB_FUZZ_SEP (0xc1 is the byte
@@ -30,8 +30,8 @@ void sb_fuzz_teardown(void) __attribute__((weak));
  * true, or false when none is left. */
 #define SB_FUZZ_SEP "\xc1\xc1"
 
-static inline bool sb_fuzz_next_frame(const uint8_t **at, const uint8_t *end,
-                                      const uint8_t **frame, size_t *len)
+static inline bool sb_fuzz_next_frame(const uint8_t **at, const uint8_t *end, const uint8_t **frame,
+                                      size_t *len)
 {
     if (!*at)
         return false;

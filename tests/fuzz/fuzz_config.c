@@ -76,8 +76,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         sb_fuzz_fail("a printed configuration does not load");
     size_t len2;
     char *text2 = print_core(back, &len2);
-    if (len2 != len || memcmp(text, text2, len) != 0)
+    if (len2 != len || memcmp(text, text2, len) != 0) {
+        fprintf(stderr, "printed:\n%s\nloaded back:\n%s\n", text, text2);
         sb_fuzz_fail("a printed configuration loads to other settings");
+    }
     sb_config_free(back);
     free(text2);
     free(again);

@@ -12,9 +12,8 @@
 
 #define MAX_COLS 16
 
-static const uint32_t types[] = {SB_OID_BOOL,   SB_OID_INT8,   SB_OID_INT2, SB_OID_INT4,
-                                 SB_OID_OID,    SB_OID_FLOAT4, SB_OID_FLOAT8,
-                                 25 /* text */};
+static const uint32_t types[] = {SB_OID_BOOL, SB_OID_INT8,   SB_OID_INT2,   SB_OID_INT4,
+                                 SB_OID_OID,  SB_OID_FLOAT4, SB_OID_FLOAT8, 25 /* text */};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -46,7 +45,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int c = 0; c < ncols; c++) {
         bool null = len[c] && (cell[c][0] & 0x80);
         const char *text = len[c] ? (const char *)cell[c] + 1 : "";
-        if (!PQsetvalue(res, 0, c, null ? NULL : (char *)text, null ? -1 : (int)(len[c] ? len[c] - 1 : 0)))
+        if (!PQsetvalue(res, 0, c, null ? NULL : (char *)text,
+                        null ? -1 : (int)(len[c] ? len[c] - 1 : 0)))
             sb_fuzz_fail("PQsetvalue");
     }
     msgpack_sbuffer sb;
