@@ -1,7 +1,7 @@
 /*
  * fuzz_config.c - libFuzzer target for the broker's configuration parser: the input is the
  * INI file, read from memory (fmemopen) by sb_config_read, then printed back as
- * `syncbroker --print-config` does (into memory) and every table's window asked for.
+ * `syncbroker --check` does (into memory) and every table's window asked for.
  * Invariants: no sanitizer report, no exit(), nothing leaked on any path (libFuzzer's
  * -detect_leaks), and a file that loads prints back to a file that loads to the same
  * [broker] and [database] settings.
