@@ -472,31 +472,36 @@ static void check_complete(parse_state *ps)
 
 int sb_config_load(const char *path, sb_config **out)
 {
+    FILE *f = fopen(path, "r");
+    const char *why = f ? NULL : strerror(errno);
+    struct stat st;
+    /* fopen() opens a directory too, and reading it then looks like an empty file. */
+    if (f && fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode))
+        why = "is a directory, not a configuration file";
+    if (why) {
+        sb_log(SB_LOG_ERROR, "config", "%s: cannot open: %s", path, why);
+        if (f)
+            fclose(f);
+        return SB_ERR_CONFIG;
+    }
+    int rc = sb_config_read(f, path, out);
+    fclose(f);
+    return rc;
+}
+
+int sb_config_read(FILE *f, const char *path, sb_config **out)
+{
     sb_config *cfg = calloc(1, sizeof *cfg);
     if (!cfg || !(cfg->path = strdup(path))) {
         free(cfg);
         return SB_ERR_NOMEM;
     }
-    parse_state ps = {.cfg = cfg, .table_expected = true};
-    ps.file = fopen(path, "r");
-    const char *why = ps.file ? NULL : strerror(errno);
-    struct stat st;
-    /* fopen() opens a directory too, and reading it then looks like an empty file. */
-    if (ps.file && fstat(fileno(ps.file), &st) == 0 && S_ISDIR(st.st_mode))
-        why = "is a directory, not a configuration file";
-    if (why) {
-        sb_log(SB_LOG_ERROR, "config", "%s: cannot open: %s", path, why);
-        if (ps.file)
-            fclose(ps.file);
-        sb_config_free(cfg);
-        return SB_ERR_CONFIG;
-    }
+    parse_state ps = {.cfg = cfg, .table_expected = true, .file = f};
     int rc = ini_parse_stream(read_line, &ps, on_ini_key, &ps);
-    if (ferror(ps.file)) {
+    if (ferror(f)) {
         sb_log(SB_LOG_ERROR, "config", "%s: cannot read: %s", path, strerror(errno));
         ps.errors++;
     }
-    fclose(ps.file);
     if (rc > 0)
         config_error(&ps, rc, NULL, NULL, "syntax error (expected [section] or key = value)");
     else if (rc < 0)
@@ -562,14 +567,20 @@ int64_t sb_config_table_debounce(const sb_config *cfg, size_t i)
     return cfg->table_debounce_ms[i] >= 0 ? cfg->table_debounce_ms[i] : cfg->debounce_ms;
 }
 
+void sb_config_print_kv(FILE *out, const char *key, const char *value)
+{
+    fprintf(out, "%s =%s%s", key, value[0] == ';' ? "" : " ", value);
+}
+
 void sb_config_print_core(const sb_config *cfg, FILE *out)
 {
+    fputs("[broker]\n", out);
+    sb_config_print_kv(out, "plugin_dir", cfg->plugin_dir);
     fprintf(out,
-            "[broker]\nplugin_dir = %s\ndebounce_ms = %lld\nheartbeat_ms = %lld\n"
-            "replay_buffer = %lld\nlog_level = %s\npresence_max_entries = %lld\n"
-            "presence_max_per_client = %lld\npresence_max_per_entity = %lld\n"
-            "presence_max_ttl_ms = %lld\n",
-            cfg->plugin_dir, (long long)cfg->debounce_ms, (long long)cfg->heartbeat_ms,
+            "\ndebounce_ms = %lld\nheartbeat_ms = %lld\nreplay_buffer = %lld\nlog_level = %s\n"
+            "presence_max_entries = %lld\npresence_max_per_client = %lld\n"
+            "presence_max_per_entity = %lld\npresence_max_ttl_ms = %lld\n",
+            (long long)cfg->debounce_ms, (long long)cfg->heartbeat_ms,
             (long long)cfg->replay_buffer, sb_log_level_name(cfg->log_level),
             (long long)cfg->presence_max_entries, (long long)cfg->presence_max_per_client,
             (long long)cfg->presence_max_per_entity, (long long)cfg->presence_max_ttl_ms);
@@ -577,7 +588,9 @@ void sb_config_print_core(const sb_config *cfg, FILE *out)
         if (cfg->table_debounce_ms[i] >= 0)
             fprintf(out, "%s%s = %lld\n", TABLE_DEBOUNCE_PREFIX, cfg->tables[i],
                     (long long)cfg->table_debounce_ms[i]);
-    fprintf(out, "\n[database]\nconninfo = %s\ntables =", cfg->conninfo);
+    fputs("\n[database]\n", out);
+    sb_config_print_kv(out, "conninfo", cfg->conninfo);
+    fputs("\ntables =", out);
     for (size_t i = 0; i < cfg->ntables; i++)
         fprintf(out, "%s %s", i ? "," : "", cfg->tables[i]);
     fprintf(out, "\n");

@@ -54,6 +54,9 @@ typedef struct sb_config {
 
 /* Parse and check a file. On success *out is owned by the caller (sb_config_free). */
 int sb_config_load(const char *path, sb_config **out);
+/* The same for a stream open for reading (left open); `path` names it in messages and is
+ * where a relative plugin_dir is resolved from. */
+int sb_config_read(FILE *f, const char *path, sb_config **out);
 void sb_config_free(sb_config *cfg);
 
 /* The line where `key` of [section] is set, for errors found after parsing (a plugin's
@@ -63,6 +66,10 @@ int sb_config_key_line(const sb_config *cfg, const char *section, const char *ke
 
 /* The window that applies to table i. */
 int64_t sb_config_table_debounce(const sb_config *cfg, size_t i);
+
+/* Print `key = value` (no newline) so that it reads back as value: one starting with ';'
+ * follows the '=' directly, since after white space inih takes it for a comment. */
+void sb_config_print_kv(FILE *out, const char *key, const char *value);
 
 /* Print [broker] and [database] with every default resolved, in INI form. */
 void sb_config_print_core(const sb_config *cfg, FILE *out);

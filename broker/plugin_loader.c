@@ -362,7 +362,8 @@ void sb_plugin_print_section(const sb_config_section *sec, const sb_plugin *desc
 {
     fprintf(out, "\n[%s]\nplugin = %s  ; %s %s\n", sec->name, sec->plugin, desc->name,
             desc->version ? desc->version : "");
-    for (size_t i = 0; desc->options && desc->options[i].name; i++)
-        fprintf(out, "%s = %s%s\n", desc->options[i].name, values[i].str,
-                values[i].given ? "" : "  ; default");
+    for (size_t i = 0; desc->options && desc->options[i].name; i++) {
+        sb_config_print_kv(out, desc->options[i].name, values[i].str);
+        fputs(values[i].given ? "\n" : "  ; default\n", out);
+    }
 }

@@ -8,7 +8,7 @@ SB_PG_BIN=/usr/lib/postgresql/15/bin
 SB_PYTHON=/usr/bin/python3
 SB_DEPS=(build-essential cmake pkg-config libpq-dev libzmq3-dev libmsgpack-dev libinih-dev
     libcmocka-dev postgresql-15 python3-zmq python3-msgpack python3-psycopg2 python3-pytest
-    valgrind gnuplot-nox postgresql-15-wal2json)
+    valgrind gnuplot-nox postgresql-15-wal2json clang libclang-rt-14-dev)
 export SB_ROOT SB_PG_BIN
 
 sb_log() {
@@ -60,13 +60,15 @@ sb_as_pg() {
     fi
 }
 
-# sb_build DIR [cmake args...]: configure the repository into DIR and build everything.
-# The output goes to DIR/build.log; its end is shown when the build fails.
+# sb_build DIR [cmake args...]: configure the repository into DIR and build everything (or
+# only the target SB_BUILD_TARGET names). The output goes to DIR/build.log; its end is shown
+# when the build fails.
 sb_build() {
     local dir=$1
     shift
     mkdir -p "$dir"
-    if ! { cmake -S "$SB_ROOT" -B "$dir" "$@" && cmake --build "$dir" -j "$(nproc)"; } \
+    if ! { cmake -S "$SB_ROOT" -B "$dir" "$@" &&
+        cmake --build "$dir" -j "$(nproc)" ${SB_BUILD_TARGET:+--target "$SB_BUILD_TARGET"}; } \
         >"$dir/build.log" 2>&1; then
         tail -n 40 "$dir/build.log" >&2
         sb_die "build failed (full log: $dir/build.log)"

@@ -152,6 +152,10 @@ static void put_double(json_buf *b, double d)
 
 static void put_value(json_buf *b, const msgpack_object *o);
 
+/* A rendered non-string key is cut here: keys nested in keys are quoted once per level, so
+ * their escapes double at each one (no broker sends such keys; a hostile body could). */
+#define KEY_MAX 1024
+
 /* JSON object keys must be strings: other key types are rendered, then quoted. */
 static void put_key(json_buf *b, const msgpack_object *k)
 {
@@ -163,7 +167,7 @@ static void put_key(json_buf *b, const msgpack_object *k)
     put_value(&tmp, k);
     if (tmp.failed)
         b->failed = true;
-    put_string(b, tmp.p ? tmp.p : "", tmp.len);
+    put_string(b, tmp.p ? tmp.p : "", tmp.len < KEY_MAX ? tmp.len : KEY_MAX);
     free(tmp.p);
 }
 

@@ -185,8 +185,8 @@ SB_CLIENT_API int sb_client_fetch_snapshot(void *zmq_context, const char *servic
 /* ---- helpers ------------------------------------------------------------------------- */
 
 /* Render packed msgpack (one object, validated first) as JSON: maps as objects (non-string
- * keys are rendered and quoted), arrays, ints, floats (non-finite as null), bool, nil as
- * null, str escaped (control characters as \u00XX, invalid UTF-8 as U+FFFD), bin as a hex
+ * keys are rendered and quoted, cut to 1 KiB), arrays, ints, floats (non-finite as null), bool, nil
+ * as null, str escaped (control characters as \u00XX, invalid UTF-8 as U+FFFD), bin as a hex
  * string, ext as null. *json is NUL-terminated, malloc'd and owned by the caller (free()).
  * SB_ERR_INVAL for bytes that are not exactly one msgpack object. */
 SB_CLIENT_API int sb_client_json(const void *msgpack, size_t len, char **json);

@@ -22,6 +22,45 @@ static bool is_null_word(const char *s, size_t len)
     return true;
 }
 
+/* Reads an optional sign and 1 to 10 digits (an int32 bound) into *v; NULL if none. */
+static const char *read_bound(const char *s, long long *v)
+{
+    bool neg = *s == '-';
+    if (*s == '-' || *s == '+')
+        s++;
+    long long x = 0;
+    int digits = 0;
+    for (; *s >= '0' && *s <= '9'; s++) {
+        if (++digits > 10)
+            return NULL;
+        x = x * 10 + (*s - '0');
+    }
+    *v = neg ? -x : x;
+    return digits ? s : NULL;
+}
+
+/* Skips a dimension decoration `[lo:hi]=` (array_out writes one when the lower bound is not
+ * 1; array_in also reads `[hi]=`). *declared: the element count it declares, -1 without
+ * one. NULL if it is malformed or names more than one dimension. */
+static const char *skip_dims(const char *s, long long *declared)
+{
+    *declared = -1;
+    if (*s != '[')
+        return s;
+    long long lo = 1, hi;
+    if (!(s = read_bound(s + 1, &hi)))
+        return NULL;
+    if (*s == ':') {
+        lo = hi;
+        if (!(s = read_bound(s + 1, &hi)))
+            return NULL;
+    }
+    if (*s++ != ']' || *s++ != '=' || hi < lo - 1)
+        return NULL;
+    *declared = hi - lo + 1;
+    return s;
+}
+
 /* One pass over the literal. With ptrs/buf NULL it only validates and counts (*n, *bytes);
  * otherwise it writes the unescaped, NUL-terminated elements into buf and their addresses
  * into ptrs. Both passes run the same code, so the sizes always agree. */
@@ -29,12 +68,9 @@ static int scan(const char *s, uint32_t *n, size_t *bytes, char **ptrs, char *bu
 {
     uint32_t count = 0;
     size_t used = 0;
-    if (*s == '[') { /* dimension decoration: [lo:hi]= */
-        const char *eq = strchr(s, '=');
-        if (!eq)
-            return SB_ERR_INVAL;
-        s = eq + 1;
-    }
+    long long declared;
+    if (!(s = skip_dims(s, &declared)))
+        return SB_ERR_INVAL;
     while (is_space(*s))
         s++;
     if (*s++ != '{')
@@ -64,26 +100,29 @@ static int scan(const char *s, uint32_t *n, size_t *bytes, char **ptrs, char *bu
                     s++;
             } else {
                 const char *start = s, *raw_end = s; /* raw_end: after the last non-space */
-                size_t trimmed = 0;                  /* length without trailing spaces */
+                size_t spaces = 0; /* unescaped spaces not yet written: kept only if a
+                                    * non-space follows, so trailing ones cost nothing */
                 for (; *s != ',' && *s != '}'; s++) {
                     if (*s == '\0' || *s == '{' || *s == '"')
                         return SB_ERR_INVAL;
+                    if (is_space(*s)) {
+                        spaces++;
+                        continue;
+                    }
+                    const char *c = s; /* the spaces lie just before c */
                     if (*s == '\\') {
                         s++;
                         if (*s == '\0')
                             return SB_ERR_INVAL;
-                    } else if (is_space(*s)) {
-                        if (out)
-                            out[len] = *s;
-                        len++;
-                        continue;
                     }
-                    if (out)
-                        out[len] = *s;
-                    trimmed = ++len;
+                    if (out) {
+                        memcpy(out + len, c - spaces, spaces);
+                        out[len + spaces] = *s;
+                    }
+                    len += spaces + 1;
+                    spaces = 0;
                     raw_end = s + 1;
                 }
-                len = trimmed;
                 if (len == 0 || is_null_word(start, (size_t)(raw_end - start)))
                     return SB_ERR_INVAL; /* empty element or NULL */
             }
@@ -104,7 +143,7 @@ static int scan(const char *s, uint32_t *n, size_t *bytes, char **ptrs, char *bu
     }
     while (is_space(*s))
         s++;
-    if (*s != '\0')
+    if (*s != '\0' || (declared >= 0 && declared != count))
         return SB_ERR_INVAL;
     *n = count;
     *bytes = used;

@@ -13,8 +13,9 @@
 /* Parse a one-dimensional array literal. On success *parts is ONE malloc'd block holding the
  * pointer array and the unescaped strings (the caller free()s *parts once), *n the element
  * count (0 for `{}`; *parts is then still a valid block). An optional dimension decoration
- * (`[0:1]={...}`) is accepted. SB_ERR_INVAL for anything malformed, a nested array or a NULL
- * element (keys and column lists never hold NULLs); SB_ERR_NOMEM. */
+ * (`[0:1]={...}`) is accepted if it declares as many elements as there are. SB_ERR_INVAL
+ * for anything malformed, a nested array or a NULL element (keys and column lists never hold
+ * NULLs); SB_ERR_NOMEM. */
 int sb_pgarray_parse(const char *text, char ***parts, uint32_t *n);
 
 /* Build `{"a","b\"c"}` from n strings (every element quoted, `"` and `\` escaped): a literal

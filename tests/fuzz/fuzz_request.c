@@ -7,19 +7,16 @@
  * The last input byte also picks how the fake host answers (all fine and at once, refusals,
  * rows delivered later, a failing source), so every op's paths are reachable.
  *
- * Built with -fsanitize=fuzzer under clang; with gcc, replay_corpus.c replays corpus/.
+ * Built with -fsanitize=fuzzer under clang; with gcc, replay_corpus.c replays corpus/request/.
  */
 #include "fake_host.h"
+#include "fuzz.h"
 #include "sb_mp.h"
 #include "tz.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-/* Free the harness's state (for the replay test's leak checking). */
-void fuzz_request_teardown(void);
 
 /* Exported by transport_zmq.c through SB_PLUGIN_DECLARE. */
 const sb_plugin *sb_plugin_entry(void);
@@ -29,20 +26,14 @@ static fake_host *fh;
 static tz *t;
 static unsigned long replies;
 
-static void die(const char *why)
-{
-    fprintf(stderr, "fuzz_request: %s\n", why);
-    abort();
-}
-
 static void check_reply(tz *self, tz_frames *msg)
 {
     (void)self;
     if (msg->n < 2 || msg->v[0].len != 4 || memcmp(msg->v[0].data, envelope, 4) != 0)
-        die("reply without the request's envelope");
+        sb_fuzz_fail("reply without the request's envelope");
     for (size_t i = 1; i < msg->n; i++)
         if (sb_mp_check(msg->v[i].data, msg->v[i].len, NULL) != SB_OK)
-            die("reply frame is not one msgpack object");
+            sb_fuzz_fail("reply frame is not one msgpack object");
     replies++;
     tz_frames_clear(msg);
 }
@@ -52,7 +43,7 @@ static void init(void)
     static const char *const tables[] = {"public.bookings", "public.rooms"};
     fh = fake_host_new();
     if (!fh)
-        die("out of memory");
+        sb_fuzz_fail("out of memory");
     fake_host_set_tables(fh, tables, 2);
     fake_host_set_epoch(fh, "fuzz-epoch");
     const sb_plugin *p = sb_plugin_entry();
@@ -61,7 +52,7 @@ static void init(void)
     void *state = NULL;
     if (fake_host_options(p->options, overrides, opts, 16) < 0 ||
         p->create(fake_host_api(), fake_host_handle(fh), opts, &state) != SB_OK)
-        die("cannot create the transport");
+        sb_fuzz_fail("cannot create the transport");
     t = state;
     t->reply = check_reply; /* no sockets: replies go to the checker */
 }
@@ -104,7 +95,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     script(mode);
     tz_frames env = {0};
     if (tz_frames_push(&env, envelope, 4) < 0)
-        die("out of memory");
+        sb_fuzz_fail("out of memory");
     unsigned long before = replies;
     tz_request_serve(t, &env, data, size);
     for (size_t i = 0; i < fake_host_snapshot_count(fh); i++) {
@@ -117,12 +108,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fake_host_snapshot_done(fh, i, SB_OK);
     }
     if (replies != before + 1 || t->nsnaps != 0)
-        die("a request did not get exactly one reply");
+        sb_fuzz_fail("a request did not get exactly one reply");
     fake_host_clear_records(fh);
     return 0;
 }
 
-void fuzz_request_teardown(void)
+void sb_fuzz_teardown(void)
 {
     if (!fh)
         return;

@@ -1,8 +1,10 @@
 /*
- * replay_corpus.c - runs every file of the fuzz seed corpus through fuzz_request.c's
- * LLVMFuzzerTestOneInput (the gcc stand-in for a libFuzzer run), plus every prefix of
- * each seed: truncated requests are the commonest malformed input.
+ * replay_corpus.c - runs every file of one target's seed corpus (SB_FUZZ_CORPUS_DIR) through
+ * its LLVMFuzzerTestOneInput (the gcc stand-in for a libFuzzer run), plus every prefix of
+ * each seed: truncated inputs are the commonest malformed ones.
  */
+#include "fuzz.h"
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,9 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-void fuzz_request_teardown(void);
 
 static void test_replay_seed_corpus(void **state)
 {
@@ -39,8 +38,9 @@ static void test_replay_seed_corpus(void **state)
         files++;
     }
     closedir(dir);
-    assert_true(files >= 10);
-    fuzz_request_teardown();
+    assert_true(files >= 3);
+    if (sb_fuzz_teardown)
+        sb_fuzz_teardown();
 }
 
 int main(void)

@@ -111,6 +111,34 @@ static void test_nested(void **state)
                       "\"ext\":null}");
 }
 
+/* Found by fuzz_json: a map key that is a map whose key is a map... was rendered, quoted,
+ * rendered into the next key and quoted again, so the escapes doubled at every level (a
+ * 32-deep 100-byte body took minutes and gigabytes). A rendered key is cut to 1 KiB. */
+static void test_nested_non_string_keys(void **state)
+{
+    (void)state;
+    packing p;
+    begin(&p);
+    for (int i = 0; i < 20; i++)
+        msgpack_pack_map(&p.pk, 1); /* each map's only key is the next map */
+    msgpack_pack_int(&p.pk, 1);
+    for (int i = 0; i < 20; i++)
+        msgpack_pack_nil(&p.pk);
+    char *json = NULL;
+    assert_int_equal(sb_client_json(p.b.data, p.b.size, &json), SB_OK);
+    assert_true(strlen(json) < 16384);
+    free(json);
+    msgpack_sbuffer_destroy(&p.b);
+
+    begin(&p); /* one level still renders whole */
+    msgpack_pack_map(&p.pk, 1);
+    msgpack_pack_map(&p.pk, 1);
+    msgpack_pack_int(&p.pk, 1);
+    msgpack_pack_nil(&p.pk);
+    msgpack_pack_true(&p.pk);
+    check_and_end(&p, "{\"{\\\"1\\\":null}\":true}");
+}
+
 static void test_invalid_input(void **state)
 {
     (void)state;
@@ -154,7 +182,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_scalars),  cmocka_unit_test(test_strings),
         cmocka_unit_test(test_nested),   cmocka_unit_test(test_invalid_input),
-        cmocka_unit_test(test_row_json),
+        cmocka_unit_test(test_row_json), cmocka_unit_test(test_nested_non_string_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
