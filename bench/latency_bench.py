@@ -131,6 +131,8 @@ def run(pg, dbname, work, rawdir, rates, seconds, prefix="latency"):
         broker = None
         if source == "source_poll":
             pg.sql(dbname, "SELECT syncbroker.disable_notify()")
+        elif source == "source_notify":
+            pg.sql(dbname, "SELECT syncbroker.enable_notify()")  # the owner's step
         if source:
             broker = sbbench.Broker(work, pg.broker_conninfo(dbname), ["public.bench_live"], source,
                                     opts, debounce_ms=0)

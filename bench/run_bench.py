@@ -175,6 +175,7 @@ def snapshot(pg, work, p, out, lat_results):
         conn.cursor().copy_expert("COPY public.bookings TO STDOUT", sink)
         copy_times.append(time.monotonic() - t0)
     conn.close()
+    pg.sql(db, "SELECT syncbroker.enable_notify()")  # the latency cases may have turned it off
     broker = sbbench.Broker(work, pg.broker_conninfo(db), ["public.bookings", "public.bench_live"],
                             "source_notify", {}, debounce_ms=0)
     try:

@@ -48,9 +48,9 @@ static void init(void)
     fake_host_set_epoch(fh, "fuzz-epoch");
     const sb_plugin *p = sb_plugin_entry();
     const char *overrides[] = {"snapshot_batch=1", NULL};
-    sb_option_value opts[16];
+    sb_option_value opts[32];
     void *state = NULL;
-    if (fake_host_options(p->options, overrides, opts, 16) < 0 ||
+    if (fake_host_options(p->options, overrides, opts, 32) < 0 ||
         p->create(fake_host_api(), fake_host_handle(fh), opts, &state) != SB_OK)
         sb_fuzz_fail("cannot create the transport");
     t = state;

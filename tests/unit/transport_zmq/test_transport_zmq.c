@@ -81,8 +81,8 @@ static int start_with(fixture *f, const char *extra1, const char *extra2)
         overrides[2] = NULL;
     else if (!extra2)
         overrides[3] = NULL;
-    sb_option_value opts[16];
-    assert_true(fake_host_options(f->p->options, overrides, opts, 16) > 0);
+    sb_option_value opts[32];
+    assert_true(fake_host_options(f->p->options, overrides, opts, 32) > 0);
     void *state = NULL;
     assert_int_equal(f->p->create(fake_host_api(), fake_host_handle(f->fh), opts, &state), 0);
     f->t = state;
@@ -840,7 +840,7 @@ static void test_stats(void **state)
     recv_reply(f, req, &r);
     msgpack_unpacked up;
     const msgpack_object *m = decode(&r, 0, &up);
-    assert_int_equal(m->via.map.size, 14);
+    assert_int_equal(m->via.map.size, 17);
     assert_true(sb_mp_str_eq(sb_mp_map_get(m, "epoch"), "ep1"));
     assert_int_equal(get_uint(m, "seq"), 99);
     assert_int_equal(get_uint(m, "changes_in"), 11);
@@ -1462,8 +1462,8 @@ static void test_bind_failure_and_check_mode(void **state)
 {
     fixture *f = *state;
     /* create + destroy (what --check does) binds nothing. */
-    sb_option_value opts[16];
-    assert_true(fake_host_options(f->p->options, NULL, opts, 16) > 0);
+    sb_option_value opts[32];
+    assert_true(fake_host_options(f->p->options, NULL, opts, 32) > 0);
     void *st = NULL;
     assert_int_equal(f->p->create(fake_host_api(), fake_host_handle(f->fh), opts, &st), 0);
     assert_null(((tz *)st)->router);
