@@ -380,10 +380,10 @@ def test_hundred_clients_a_third_vanishing_mid_snapshot(scene, fault_client, rec
     of the clients are killed, those still waiting for their snapshot first. ping is answered
     throughout (its latency recorded), and the rest converge. The crowd runs at nice 19, as if
     on other machines: the broker's CPU is what is measured, not the clients'."""
-    # Four snapshots at a time (more are answered `unavailable` and retried by the clients),
+    # Eight snapshots at a time (more are answered `unavailable` and retried by the clients),
     # so that clients are still waiting for theirs when a third are killed: with the default
     # 32, the broker serves all 100 before the test can kill one.
-    s = scene(clients=(), preload=2000, extra={"transport.zmq": {"max_snapshots": 4}})
+    s = scene(clients=(), preload=2000, extra={"transport.zmq": {"max_snapshots": 8}})
     s.broker.stop()
     crowd = [fault_client(s.broker, f"crowd{i:03d}", nice=19) for i in range(100)]
     for c in crowd:
