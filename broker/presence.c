@@ -189,7 +189,7 @@ static char *flatten(const sb_key *key, size_t *len)
 
 static void publish(const pentity *e, sb_presence_fn fn, void *ud)
 {
-    sb_event_editor stack[16];
+    sb_event_editor stack[16] = {{0}}; /* zeroed: gcc -O2 warns of an empty list otherwise */
     sb_event_editor *ed = e->n <= 16 ? stack : malloc(e->n * sizeof *ed);
     if (!ed)
         return;
