@@ -159,9 +159,9 @@ int tz_peer_send_rest(tz *t, tz_frames *msg)
     return SB_OK;
 }
 
-tz_conn tz_conn_of(void *zmq_msg)
+tz_conn tz_conn_of(int fd)
 {
-    tz_conn c = {.fd = zmq_msg_get(zmq_msg, ZMQ_SRCFD), .ino = 0};
+    tz_conn c = {.fd = fd, .ino = 0};
     struct stat st;
     if (c.fd >= 0 && fstat(c.fd, &st) == 0)
         c.ino = st.st_ino;

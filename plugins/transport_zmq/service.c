@@ -249,8 +249,8 @@ static bool read_request(tz *t)
             return !first;
         }
         /* ZeroMQ does not tell the connection on every frame: take the first that does. */
-        if (first || t->conn.fd < 0)
-            t->conn = tz_conn_of(&part);
+        if (first || t->conn_fd < 0)
+            t->conn_fd = zmq_msg_get(&part, ZMQ_SRCFD);
         first = false;
         more = zmq_msg_more(&part);
         if (frames.n >= TZ_MAX_FRAMES || overflow ||

@@ -315,7 +315,7 @@ void tz_snapshot_serve(tz *t, tz_frames *env, const msgpack_object *req)
     s->t = t;
     s->env = *env;
     *env = (tz_frames){0};
-    s->conn = t->conn;
+    s->conn = tz_conn_of(t->conn_fd);
     s->started = t->api->now_ms(t->host);
     msgpack_sbuffer_init(&s->batch);
     msgpack_packer_init(&s->pk, &s->batch, msgpack_sbuffer_write);

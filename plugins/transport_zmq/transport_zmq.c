@@ -162,7 +162,7 @@ static int tz_create(const sb_host_api *api, sb_host *host, const sb_option_valu
     t->api = api;
     t->host = host;
     t->reply = tz_service_reply;
-    t->conn = (tz_conn){.fd = -1}; /* no request's connection yet (0 is stdin, not "none") */
+    t->conn_fd = -1; /* no request's connection yet (0 is stdin, not "none") */
     /* Option strings belong to the broker (and may go on reload): keep copies. */
     t->pub_endpoint = strdup(opts[OPT_PUB].str);
     t->service_endpoint = strdup(opts[OPT_SERVICE].str);

@@ -142,8 +142,9 @@ struct tz {
     tz_acct *total;
     tz_peer *peers;
 
-    /* the connection of the request being served (read_request sets it) */
-    tz_conn conn;
+    /* the socket fd of the request being served (read_request sets it; -1: none known).
+     * Only a snapshot, which outlives its request, turns it into a tz_conn. */
+    int conn_fd;
 
     /* tz_service_reply, or a test's sink */
     tz_reply_fn reply;
@@ -190,8 +191,8 @@ size_t tz_peer_queued(tz *t, const tz_frames *msg);
 int tz_peer_send_rest(tz *t, tz_frames *msg);
 /* Forget clients ZeroMQ holds nothing for any more; free all of them when all is true. */
 void tz_peer_prune(tz *t, bool all);
-/* The connection a received frame came on. */
-tz_conn tz_conn_of(void *zmq_msg);
+/* The connection on socket fd now (fd -1: none). */
+tz_conn tz_conn_of(int fd);
 /* False when the connection is known to be closed (its socket gone or hung up). */
 bool tz_conn_alive(const tz_conn *c);
 /* Everything held for replies, in bytes: in ZeroMQ, held by the transport, being built. */
