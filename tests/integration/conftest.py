@@ -55,7 +55,7 @@ class Broker:
         sections = {
             "broker": {"plugin_dir": os.path.join(BUILD_DIR, "plugins"),
                        "debounce_ms": debounce_ms, "heartbeat_ms": heartbeat_ms,
-                       "log_level": "info"},
+                       "log_level": os.environ.get("SB_TEST_LOG_LEVEL", "info")},
             # Continuation lines keep a long list under inih's line limit.
             # As the least-privileged broker role (sbcluster.BROKER_ROLE), not the superuser.
             "database": {"conninfo": pg.broker_conninfo(dbname),
