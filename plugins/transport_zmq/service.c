@@ -251,6 +251,13 @@ static bool read_request(tz *t)
         /* ZeroMQ does not tell the connection on every frame: take the first that does. */
         if (first || t->conn_fd < 0)
             t->conn_fd = zmq_msg_get(&part, ZMQ_SRCFD);
+        if (first) {
+            uint64_t conn;
+            /* Every frame carries the connection's User-Id; without one (plain mode, before
+             * the ZAP handler judged the socket) nothing is restricted. */
+            if (tz_user_id_parse(t, zmq_msg_gets(&part, "User-Id"), &conn, &t->req_who) < 0)
+                t->req_who = NULL;
+        }
         first = false;
         more = zmq_msg_more(&part);
         if (frames.n >= TZ_MAX_FRAMES || overflow ||

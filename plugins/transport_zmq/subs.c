@@ -47,7 +47,8 @@ typedef struct tz_topic {
 
 /* One events connection that has sent a subscription. Owned by its fd slot (t->fds). */
 struct tz_subscriber {
-    uint64_t id; /* the connection id our ZAP handler gave it */
+    uint64_t id;             /* the connection id our ZAP handler gave it */
+    const tz_principal *who; /* whom it authenticated as (NULL in plain mode) */
     int fd;
     struct sockaddr_storage addr; /* at first sight: a cut checks the socket is still it */
     socklen_t addrlen;
@@ -251,13 +252,12 @@ static void on_monitor(void *ud, unsigned revents)
  * unsubscriptions for an ended pipe, or an inproc peer). */
 static tz_subscriber *peer_of(tz *t, zmq_msg_t *msg)
 {
-    const char *uid = zmq_msg_gets(msg, "User-Id");
     int fd = zmq_msg_get(msg, ZMQ_SRCFD);
-    char *end;
-    if (!uid || fd < 0)
+    uint64_t id;
+    const tz_principal *who;
+    if (fd < 0 || tz_user_id_parse(t, zmq_msg_gets(msg, "User-Id"), &id, &who) < 0)
         return NULL;
-    uint64_t id = strtoull(uid, &end, 10);
-    tz_fd_slot *s = *end ? NULL : fd_slot(t, fd);
+    tz_fd_slot *s = fd_slot(t, fd);
     if (!s || id < s->floor)
         return NULL;
     if (s->peer) {
@@ -272,6 +272,7 @@ static tz_subscriber *peer_of(tz *t, zmq_msg_t *msg)
     if (!p)
         return NULL;
     p->id = id;
+    p->who = who;
     p->fd = fd;
     p->addrlen = sizeof p->addr;
     if (getpeername(fd, (struct sockaddr *)&p->addr, &p->addrlen) < 0)

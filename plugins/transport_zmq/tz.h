@@ -10,6 +10,7 @@
  *   editors.c        the editors op, from the presence messages published
  *   frames.c         tz_frames, an owned list of message frames
  *   peer.c           what is held for each client: reply bytes in ZeroMQ, its connection
+ *   clients.c        who a connection is: clients_file, the principal behind a User-Id
  *
  * Everything runs on the broker's loop thread, except the frees of sent frames (tz_acct).
  */
@@ -82,21 +83,24 @@ typedef struct tz_peer {
  * the allocator, the account's note), so that many small replies count too. */
 #define TZ_FRAME_COST 128
 
+/* ---- who a client is (clients.c) ------------------------------------------------------ */
+
+/* One allowed client of clients_file (docs/security.md). Immutable once loaded, and freed
+ * only when the transport stops or re-binds its sockets, after every request, snapshot and
+ * connection that could point at it is gone: holders keep plain pointers. */
+typedef struct tz_principal {
+    char *name;            /* the client id its presence must carry; [A-Za-z0-9._-], 1-64 chars */
+    unsigned char key[32]; /* its CURVE public key */
+    bool all_tables;       /* tables = * */
+    bool *may_read;        /* per index of api->tables(); NULL when all_tables */
+    bool admin;            /* may ask for stats */
+} tz_principal;
+
 /* ---- the plugin instance ------------------------------------------------------------- */
 
 typedef struct tz tz;
-typedef struct tz_snap tz_snap;       /* snapshot.c */
-typedef struct tz_pending tz_pending; /* subs.c */
-/* Bind the ZAP handler and monitor pub's disconnects: before pub is bound. */
-int tz_subs_start(tz *t, void *pub);
-/* Close both and forget every connection (after pub is closed). */
-void tz_subs_stop(tz *t);
-/* Admit (ZMQ_SUBSCRIBE), mirror or refuse the subscription message just received on t->pub. */
-void tz_subs_judge(tz *t, zmq_msg_t *msg);
-/* True when some topic the broker publishes (tables: the configured ones) starts with s. */
-bool tz_subscription_valid(const char *const *tables, size_t n, const unsigned char *s, size_t len);
-
-/* service.c */
+typedef struct tz_snap tz_snap;             /* snapshot.c */
+typedef struct tz_pending tz_pending;       /* subs.c */
 typedef struct tz_editors tz_editors;       /* editors.c */
 typedef struct tz_subscriber tz_subscriber; /* subs.c */
 
@@ -145,6 +149,9 @@ struct tz {
     /* the socket fd of the request being served (read_request sets it; -1: none known).
      * Only a snapshot, which outlives its request, turns it into a tz_conn. */
     int conn_fd;
+    /* who sent the request being served (read_request sets it from the User-Id; NULL in
+     * plain mode: no restriction). A snapshot keeps the pointer (see tz_principal). */
+    const tz_principal *req_who;
 
     /* tz_service_reply, or a test's sink */
     tz_reply_fn reply;
@@ -222,6 +229,15 @@ void tz_subs_stop(tz *t);
 void tz_subs_judge(tz *t, zmq_msg_t *msg);
 /* True when some topic the broker publishes (tables: the configured ones) starts with s. */
 bool tz_subscription_valid(const char *const *tables, size_t n, const unsigned char *s, size_t len);
+
+/* clients.c */
+/* The User-Id our ZAP handler gives a connection names it and its principal. Parse one
+ * (untrusted: any NUL-terminated string): *conn its connection id, *who its principal (NULL
+ * in plain mode). SB_ERR_INVAL when uid is not one of ours. */
+int tz_user_id_parse(tz *t, const char *uid, uint64_t *conn, const tz_principal **who);
+/* Whether who may read the table at index `table` of api->tables(). NULL (plain mode) may
+ * read everything. */
+bool tz_principal_reads(const tz_principal *who, int table);
 
 /* service.c */
 int tz_service_start(tz *t);
