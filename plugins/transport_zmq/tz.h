@@ -17,6 +17,8 @@
 #ifndef TZ_H
 #define TZ_H
 
+#include "sb_keyfile.h"
+
 #include <msgpack.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -181,10 +183,11 @@ struct tz {
     tz_fd_slot *fds;
     size_t nfds;
 
-    /* CURVE (NULL: plain mode): the allowed clients; the server's secret key (Z85) */
+    /* CURVE: the allowed clients (owned; NULL in plain mode, so NULL means CURVE is off) and
+     * the broker's secret key (Z85; wiped at destroy) */
     tz_clients *clients;
-    char curve_secret[41];
-    uint64_t zap_logged_ms; /* now_ms() of the last handshake refusal logged */
+    char curve_secret[SB_KEY_Z85_LEN + 1];
+    uint64_t zap_logged_ms[2]; /* now_ms() of the last handshake refusal logged: events, service */
 
     /* the latest presence message of every entity that has editors (editors.c) */
     tz_editors *editors;
@@ -235,6 +238,9 @@ int tz_publish(void *state, const sb_message *m);
 int tz_last_heartbeat(tz *t, msgpack_unpacked *up);
 
 /* subs.c */
+/* The ZAP domains of the two sockets: every handshake on them asks subs.c's ZAP handler. */
+#define TZ_ZAP_EVENTS "syncbroker-events"
+#define TZ_ZAP_SERVICE "syncbroker-service"
 /* Bind the ZAP handler and monitor pub's disconnects: before pub is bound. */
 int tz_subs_start(tz *t, void *pub);
 /* Close both and forget every connection (after pub is closed). */
