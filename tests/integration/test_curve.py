@@ -2,13 +2,14 @@
 clients file gets in, a plain client gets nothing, and a broken CURVE set-up refuses to start
 naming the file (and line) to fix."""
 import os
+import subprocess
 import time
 
 import pytest
 import zmq
 
 import sbpeer
-from conftest import wait_until
+from conftest import BUILD_DIR, wait_until
 
 TABLES = ["public.bookings", "public.stays"]
 
@@ -148,3 +149,23 @@ def test_secret_key_file_open_to_others_is_refused(broker, hotel, curve):
     log = refused_start(broker, hotel, curve.options())
     assert (f"[transport.zmq] curve_secret_key_file: {curve.secret_file}: a secret key file must "
             "be private to its owner, but its mode is 0644") in log
+
+
+def test_curve_may_bind_beyond_loopback(pg, hotel, curve, tmp_path):
+    """With CURVE, tcp://0.0.0.0 needs no allow_plaintext (checked with --check, which binds
+    nothing; the same file without the keys is refused)."""
+    keys = "".join(f"{k} = {v}\n" for k, v in curve.options()["transport.zmq"].items())
+    base = (f"[broker]\nplugin_dir = {os.path.join(BUILD_DIR, 'plugins')}\n"
+            f"[database]\nconninfo = {pg.broker_conninfo(hotel)}\ntables = public.bookings\n"
+            "[source.main]\nplugin = source_poll\n"
+            "[transport.zmq]\nplugin = transport_zmq\npub = tcp://0.0.0.0:5556\n")
+    results = []
+    for text in (base + keys, base):
+        cfg = tmp_path / "check.ini"
+        cfg.write_text(text)
+        results.append(subprocess.run([os.path.join(BUILD_DIR, "broker", "syncbroker"), "-c",
+                                       str(cfg), "--check"], capture_output=True, text=True))
+    with_curve, plain = results
+    assert with_curve.returncode == 0, with_curve.stderr
+    assert "loopback" not in with_curve.stderr + with_curve.stdout
+    assert plain.returncode != 0 and "is not a loopback address" in plain.stderr, plain.stderr
