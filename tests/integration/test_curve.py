@@ -92,7 +92,7 @@ def test_known_key_gets_heartbeats_and_answers(broker, hotel, conn, curve):
                             socket_type=zmq.DEALER, curve=curve.known)
     assert frames[0]["epoch"] == ping["epoch"] and frames[0]["rows"] == 1, frames
     assert [i["row"]["guest"] for f in frames[1:] for i in f] == ["Ada"], frames
-    # The broker's own keys and CURVE mean no plain-text warning.
+    assert "info  [transport.zmq] CURVE on both sockets: 1 client(s) allowed" in b.log
     assert "plain text" not in b.log
 
 
