@@ -48,11 +48,10 @@ static int parse(const char *path, const char *text, size_t size, char out[SB_KE
         p += len + (nl != NULL);
         lineno++;
         trim(&line, &len);
-        /* Z85 has '#' among its digits: a key may begin with one, a comment is anything else. */
-        bool key = sb_key_z85_valid(line, len);
-        if (len == 0 || (line[0] == '#' && !key))
+        /* '#' is a Z85 digit but never a key's first: that digit is at most '%' (< 2^32). */
+        if (len == 0 || line[0] == '#')
             continue;
-        if (!key) {
+        if (!sb_key_z85_valid(line, len)) {
             snprintf(err, errlen, "%s:%u: not a CURVE key (40 characters of Z85)", path, lineno);
             return SB_ERR_CONFIG;
         }

@@ -2,10 +2,9 @@
  * sb_keyfile.h - CURVE key files (docs/security.md, "Key files").
  *
  * A key file holds one key in Z85 (40 characters, 32 bytes) on a line of its own; blank
- * lines and lines starting with '#' are ignored (unless the line is a key: '#' is a Z85 digit).
- * sync-keygen writes NAME.key (the secret key, mode 0600) and NAME.pub (the public key). A secret
- * key file that its group or others may read or write is refused, as ssh refuses an exposed private
- * key.
+ * lines and lines starting with '#' are ignored (no key starts with '#'). sync-keygen writes
+ * NAME.key (the secret key, mode 0600) and NAME.pub (the public key). A secret key file that
+ * its group or others may read or write is refused, as ssh refuses an exposed private key.
  *
  * Shared by transport_zmq and libsyncclient (compiled into each); needs libzmq for Z85.
  */
