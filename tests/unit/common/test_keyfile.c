@@ -71,15 +71,13 @@ static void test_read_good_and_comments(void **state)
     char pub[41], secret[41], out[41], err[512], text[256];
     keypair(pub, secret);
     snprintf(text, sizeof(text), "%s\n", pub);
-    assert_int_equal(sb_keyfile_read(put(d, "a.pub", text, 0644), SB_KEY_PUBLIC, out, err,
-                                     sizeof(err)),
-                     SB_OK);
+    assert_int_equal(
+        sb_keyfile_read(put(d, "a.pub", text, 0644), SB_KEY_PUBLIC, out, err, sizeof(err)), SB_OK);
     assert_string_equal(out, pub);
     /* Comments, blank lines, spaces, CRLF and no final newline. */
     snprintf(text, sizeof(text), "# the key of desk-a\r\n\n   # indented comment\n  %s \r", secret);
-    assert_int_equal(sb_keyfile_read(put(d, "a.key", text, 0600), SB_KEY_SECRET, out, err,
-                                     sizeof(err)),
-                     SB_OK);
+    assert_int_equal(
+        sb_keyfile_read(put(d, "a.key", text, 0600), SB_KEY_SECRET, out, err, sizeof(err)), SB_OK);
     assert_string_equal(out, secret);
     /* A line starting with '#' is a comment: no key starts so. */
     assert_true(sb_key_z85_valid(MAX_KEY, strlen(MAX_KEY)));
@@ -179,15 +177,15 @@ static void test_write_then_read(void **state)
     /* Never overwritten: the old key stays. */
     char pub2[41], secret2[41];
     keypair(pub2, secret2);
-    assert_int_equal(
-        sb_keyfile_write(key_path, SB_KEY_SECRET, "desk-a", secret2, err, sizeof(err)),
-        SB_ERR_STATE);
+    assert_int_equal(sb_keyfile_write(key_path, SB_KEY_SECRET, "desk-a", secret2, err, sizeof(err)),
+                     SB_ERR_STATE);
     assert_non_null(strstr(err, key_path));
     assert_int_equal(sb_keyfile_read(key_path, SB_KEY_SECRET, out, err, sizeof(err)), SB_OK);
     assert_string_equal(out, secret);
     /* Not a key, a name with a newline, a directory that is not there: nothing written. */
     snprintf(key_path, sizeof(key_path), "%s/x.key", d->path);
-    assert_int_equal(sb_keyfile_write(key_path, SB_KEY_SECRET, "x", "012345678901234567890123456789012345678,", err, sizeof(err)),
+    assert_int_equal(sb_keyfile_write(key_path, SB_KEY_SECRET, "x",
+                                      "012345678901234567890123456789012345678,", err, sizeof(err)),
                      SB_ERR_INVAL);
     assert_int_equal(sb_keyfile_write(key_path, SB_KEY_SECRET, "x\ny", secret, err, sizeof(err)),
                      SB_ERR_INVAL);
