@@ -96,9 +96,10 @@ int main(int argc, char **argv)
         }
         int wait = a.timeout_ms ? (int)(a.timeout_ms - (now - start)) : -1;
         rc = sb_client_poll(c, wait);
-        /* A refused request (unknown table, bad request) will not get better by retrying. */
-        if (rc == SB_ERR_NOTFOUND || rc == SB_ERR_INVAL || rc == SB_ERR_UNSUPPORTED ||
-            rc == SB_ERR_NOMEM || rc == SB_ERR_ZMQ) {
+        /* A refused request (unknown table, bad request, a table beyond this key's rights)
+         * will not get better by retrying. */
+        if (rc == SB_ERR_NOTFOUND || rc == SB_ERR_INVAL || rc == SB_ERR_DENIED ||
+            rc == SB_ERR_UNSUPPORTED || rc == SB_ERR_NOMEM || rc == SB_ERR_ZMQ) {
             fprintf(stderr, "sync-tail: %s\n", sb_strerror(rc));
             status = 1;
             break;

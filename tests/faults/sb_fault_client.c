@@ -38,6 +38,7 @@ static const char usage[] =
     "usage: sb_fault_client --pub EP --service EP [--table T ...] [--client-id ID]\n"
     "                       [--heartbeat-ms MS] [--server-key FILE --key FILE]\n"
     "  Keeps a libsyncclient cache; JSON lines per callback on stdout.\n"
+    "  --server-key FILE --key FILE: CURVE (the broker's .pub, this client's .key).\n"
     "  stdin: dump | get TABLE KEYPART... | quit\n";
 
 /* Highest version seen per entity, to report one that goes backwards. Keys are

@@ -52,7 +52,7 @@ class CurveFake:
     ignores the first `skip` requests (a client's retry must reopen its DEALER). One thread
     owns every socket."""
 
-    def __init__(self, secret, skip=0):
+    def __init__(self, secret, skip=0, forbid=False):
         self.ctx = zmq.Context()
         self.zap = self.ctx.socket(zmq.REP)
         self.zap.bind("inproc://zeromq.zap.01")  # before any handshake can ask for it
@@ -67,6 +67,7 @@ class CurveFake:
         self.pub.bind(self.pub_ep)
         self.router.bind(self.service_ep)
         self.skip = skip
+        self.forbid = forbid  # answer every request `forbidden`, as to a key without rights
         self.handshakes = []  # (mechanism, Z85 public key of the client)
         self.requests = 0
         self.stop = threading.Event()
@@ -107,7 +108,9 @@ class CurveFake:
                 if self.requests <= self.skip:
                     continue
                 req = msgpack.unpackb(frames[-1], raw=False)
-                if req["op"] == "snapshot":
+                if self.forbid:
+                    reply = [pack({"error": "forbidden", "message": "not for this key"})]
+                elif req["op"] == "snapshot":
                     reply = [pack({"epoch": EPOCH, "seq": seq, "tables": [TABLE], "rows": 1,
                                    "tseq": {TABLE: seq}}),
                              pack([{"table": TABLE, "key": "3", "version": 2,
@@ -115,7 +118,7 @@ class CurveFake:
                 else:
                     reply = [pack({"error": "resync", "message": "take a snapshot"})]
                 self.router.send_multipart(frames[:-1] + reply)
-                if req["op"] == "snapshot" and seq == 0:
+                if req["op"] == "snapshot" and seq == 0 and not self.forbid:
                     # One change after the first snapshot: a client gets it from the stream.
                     seq = 1
                     event = {"seq": 1, "tseq": 1, "epoch": EPOCH, "table": TABLE, "key": "7",
@@ -264,3 +267,22 @@ def test_python_peer_as_curve_client(keys):
         sub.close()
         fake.close()
     assert set(fake.client_keys()) == {keys["desk_public"]} and len(fake.client_keys()) == 2
+
+
+def test_forbidden_is_permission_denied(keys):
+    """The broker's `forbidden` (a table beyond the key's rights) is final for the tools."""
+    fake = CurveFake(keys["broker_secret"], forbid=True)
+    curve = ["--server-key", str(keys["broker_pub"]), "--key", str(keys["desk_key"])]
+    try:
+        tail = subprocess.run([tool("sync-tail"), "--pub", fake.pub_ep, "--service",
+                               fake.service_ep, "--table", "public.bookings", *curve],
+                              capture_output=True, text=True, timeout=60)
+        snap = subprocess.run([tool("sync-snapshot"), "--service", fake.service_ep, *curve],
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        fake.close()
+    assert tail.returncode == 1 and tail.stdout == ""
+    assert tail.stderr.splitlines()[-1] == "sync-tail: permission denied", tail.stderr
+    assert snap.returncode == 1
+    assert snap.stderr == ("sync-snapshot: broker refused the snapshot: forbidden: "
+                           "not for this key\n"), snap.stderr
