@@ -4,6 +4,7 @@ writes (modes, format, never overwritten), and that the pair it writes works: th
 XPUB and ROUTER are CURVE servers. The fake runs a ZAP handler that admits every key and
 records which key each handshake presented, so a test sees that the SUB, the DEALER and a
 DEALER reopened after a timeout all authenticate with the client's public key."""
+import json
 import os
 import stat
 import subprocess
@@ -286,3 +287,26 @@ def test_forbidden_is_permission_denied(keys):
     assert snap.returncode == 1
     assert snap.stderr == ("sync-snapshot: broker refused the snapshot: forbidden: "
                            "not for this key\n"), snap.stderr
+
+
+def test_fault_client_over_curve(keys):
+    """sb_fault_client (the fault suite's cache) takes the same options."""
+    fake = CurveFake(keys["broker_secret"])
+    try:
+        proc = subprocess.Popen([os.path.join(BUILD_DIR, "tests", "faults", "sb_fault_client"),
+                                 "--pub", fake.pub_ep, "--service", fake.service_ep,
+                                 "--server-key", str(keys["broker_pub"]), "--key",
+                                 str(keys["desk_key"])], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=dict(os.environ, ASAN_OPTIONS="detect_leaks=0"))
+        # Lines are signals: wait for the cache to be online, then dump it.
+        for line in proc.stdout:
+            if json.loads(line)["ev"] == "online":
+                break
+        out, err = proc.communicate("dump\nquit\n", timeout=30)
+    finally:
+        fake.close()
+    assert proc.returncode == 0, err
+    rows = [json.loads(line) for line in out.splitlines() if '"ev":"row"' in line]
+    assert {r["key"] for r in rows} >= {"3"}, out
+    assert set(fake.client_keys()) == {keys["desk_public"]}
