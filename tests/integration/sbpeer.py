@@ -1,8 +1,8 @@
 """A Python peer for the Syncbroker wire protocol (docs/protocol.md): a SUB helper, a
 request helper for the service, and a Replica that follows the client algorithm. Also reads
 a table from PostgreSQL in the same typed form the broker publishes, for comparisons.
-Plain by default; every socket helper takes curve=Curve(...) to be a CURVE client
-(docs/security.md)."""
+Plain by default; the socket helpers and Replica take curve= (use_curve, curve_from_files) to
+be a CURVE client (docs/security.md)."""
 import time
 
 import msgpack
@@ -13,51 +13,26 @@ INT_TYPES = {"smallint", "integer", "bigint", "oid"}
 FLOAT_TYPES = {"real", "double precision"}
 
 
-class Curve:
-    """CURVE client keys (Z85 bytes): the broker's public key and this peer's secret key; the
-    public key is derived from the secret one, as libsyncclient does."""
-
-    def __init__(self, server_public, secret):
-        self.server_public = server_public
-        self.secret = secret
-        self.public = zmq.curve_public(secret)
-
-    @classmethod
-    def from_files(cls, server_pub_path, secret_key_path):
-        return cls(read_key_file(server_pub_path), read_key_file(secret_key_path))
-
-    def apply(self, sock):
-        """Before connect: the socket becomes a CURVE client of that broker."""
-        sock.curve_serverkey = self.server_public
-        sock.curve_publickey = self.public
-        sock.curve_secretkey = self.secret
-
-
-def read_key_file(path):
-    """The key of a key file (docs/security.md, "Key files"): its one line that is neither
-    blank nor a '#' comment, as Z85 bytes."""
-    with open(path, "rb") as f:
-        keys = [line.strip() for line in f if line.strip() and not line.startswith(b"#")]
-    assert len(keys) == 1 and len(keys[0]) == 40, f"{path}: not one Z85 key: {keys!r}"
-    return keys[0]
-
-
-def is_heartbeat(topic):
-    """'@hb', or a CURVE client's own heartbeat topic '@hb/<name>/'."""
-    return topic == "@hb" or topic.startswith("@hb/")
-
-
 def unpack(frame):
     return msgpack.unpackb(frame, raw=False, strict_map_key=False)
 
 
+def use_curve(sock, curve):
+    """Makes sock a CURVE client when curve is given: a dict of Z85 keys, "server" (the
+    broker's public key), "public" and "secret" (the client's pair)."""
+    if curve:
+        sock.curve_serverkey = curve["server"]
+        sock.curve_publickey = curve["public"]
+        sock.curve_secretkey = curve["secret"]
+
+
 def request(endpoint, body, timeout=5.0, socket_type=zmq.REQ, curve=None):
     """Sends one request (a dict is packed, bytes go as they are) and returns the decoded reply
-    frames (a frame that is not msgpack comes back as bytes). Raises TimeoutError."""
+    frames (a frame that is not msgpack comes back as bytes). Raises TimeoutError. curve: see
+    use_curve."""
     sock = CTX.socket(socket_type)
     sock.setsockopt(zmq.LINGER, 0)
-    if curve:
-        curve.apply(sock)
+    use_curve(sock, curve)
     sock.connect(endpoint)
     try:
         payload = body if isinstance(body, bytes) else msgpack.packb(body, use_bin_type=True)
@@ -86,6 +61,29 @@ def key_tuple(key):
     return tuple(key) if isinstance(key, (list, tuple)) else (key,)
 
 
+def read_key_file(path):
+    """The key of a key file (docs/security.md, "Key files"): its one line that is neither
+    blank nor a '#' comment, as Z85 bytes."""
+    with open(path, "rb") as f:
+        keys = [line.strip() for line in f if line.strip() and not line.startswith(b"#")]
+    assert len(keys) == 1 and len(keys[0]) == 40, f"{path}: not one Z85 key: {keys!r}"
+    return keys[0]
+
+
+def curve_from_files(server_pub_path, secret_key_path):
+    """The curve= keys (see use_curve) from the broker's .pub and a client's .key, as
+    sync-keygen writes them; the public key is derived from the secret one, as libsyncclient
+    does."""
+    secret = read_key_file(secret_key_path)
+    return {"server": read_key_file(server_pub_path), "public": zmq.curve_public(secret),
+            "secret": secret}
+
+
+def is_heartbeat(topic):
+    """'@hb', or a CURVE client's own heartbeat topic '@hb/<name>/'."""
+    return topic == "@hb" or topic.startswith("@hb/")
+
+
 class Subscriber:
     """SUB socket: data topics first, '@hb' last (its first heartbeat proves the rest live)."""
 
@@ -93,8 +91,7 @@ class Subscriber:
         self.sock = CTX.socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, 0)
-        if curve:
-            curve.apply(self.sock)
+        use_curve(self.sock, curve)
         self.sock.connect(endpoint)
         for topic in topics:
             self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())

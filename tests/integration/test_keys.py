@@ -257,7 +257,7 @@ def test_secret_key_open_to_group_is_refused(keys):
 
 def test_python_peer_as_curve_client(keys):
     fake = CurveFake(keys["broker_secret"])
-    curve = sbpeer.Curve.from_files(keys["broker_pub"], keys["desk_key"])
+    curve = sbpeer.curve_from_files(keys["broker_pub"], keys["desk_key"])
     sub = sbpeer.Subscriber(fake.pub_ep, [f"{TABLE}/"], curve=curve)
     try:
         assert sub.wait_heartbeat()["epoch"] == EPOCH
@@ -268,6 +268,17 @@ def test_python_peer_as_curve_client(keys):
         sub.close()
         fake.close()
     assert set(fake.client_keys()) == {keys["desk_public"]} and len(fake.client_keys()) == 2
+    # The Replica follows the algorithm over CURVE: snapshot row 3, then event 7.
+    fake = CurveFake(keys["broker_secret"])
+    replica = sbpeer.Replica(fake.pub_ep, fake.service_ep, [TABLE], curve=curve)
+    try:
+        replica.start()
+        replica.wait_equal(lambda: {(TABLE, ("3",)): {"id": 3, "name": "double"},
+                                    (TABLE, ("7",)): {"id": 7, "name": "suite"}}, timeout=10)
+    finally:
+        replica.close()
+        fake.close()
+    assert set(fake.client_keys()) == {keys["desk_public"]}
 
 
 def test_forbidden_is_permission_denied(keys):
