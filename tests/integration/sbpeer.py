@@ -17,6 +17,11 @@ def unpack(frame):
     return msgpack.unpackb(frame, raw=False, strict_map_key=False)
 
 
+def is_heartbeat(topic):
+    """"@hb", or with CURVE a client's own heartbeat topic "@hb/<name>/" (docs/protocol.md)."""
+    return topic == "@hb" or topic.startswith("@hb/")
+
+
 def use_curve(sock, curve):
     """Makes sock a CURVE client when curve is given: a dict of Z85 keys, "server" (the
     broker's public key), "public" and "secret" (the client's pair)."""
@@ -77,11 +82,6 @@ def curve_from_files(server_pub_path, secret_key_path):
     secret = read_key_file(secret_key_path)
     return {"server": read_key_file(server_pub_path), "public": zmq.curve_public(secret),
             "secret": secret}
-
-
-def is_heartbeat(topic):
-    """'@hb', or a CURVE client's own heartbeat topic '@hb/<name>/'."""
-    return topic == "@hb" or topic.startswith("@hb/")
 
 
 class Subscriber:
