@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 int tz_user_id_parse(tz *t, const char *uid, uint64_t *conn, const tz_principal **who)
 {
@@ -28,4 +29,42 @@ int tz_user_id_parse(tz *t, const char *uid, uint64_t *conn, const tz_principal 
 bool tz_principal_reads(const tz_principal *who, int table)
 {
     return !who || who->all_tables || (table >= 0 && who->may_read[table]);
+}
+
+/* The index of the configured table that topic (an event's "<table>/<key>" or a presence
+ * message's "@presence/<table>/<key>") belongs to, or -1. */
+static int topic_table(tz *t, const char *topic, size_t len)
+{
+    static const char presence[] = "@presence/";
+    const size_t pl = sizeof presence - 1;
+    if (len >= pl && memcmp(topic, presence, pl) == 0)
+        topic += pl, len -= pl;
+    size_t n = 0;
+    const char *const *tables = t->api->tables(t->host, &n);
+    for (size_t i = 0; i < n; i++) {
+        size_t tl = strlen(tables[i]);
+        if (len > tl && topic[tl] == '/' && memcmp(topic, tables[i], tl) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+bool tz_topic_readable(tz *t, const tz_principal *who, const char *topic, size_t len)
+{
+    return !who || who->all_tables || tz_principal_reads(who, topic_table(t, topic, len));
+}
+
+int tz_table_allowed(tz *t, tz_frames *env, const char *table, size_t len)
+{
+    char name[80];
+    int k = tz_table_index(t, table, len);
+    if (tz_principal_reads(t->req_who, k) && k >= 0)
+        return k;
+    /* The same answer for a table that does not exist and one it may not read. */
+    if (t->req_who)
+        tz_reply_error(t, env, "forbidden", "this client may not read table '%s'",
+                       tz_printable(table, len, name, sizeof name));
+    else
+        tz_reply_unknown_table(t, env, table, len);
+    return -1;
 }
