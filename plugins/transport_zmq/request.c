@@ -64,7 +64,9 @@ void tz_reply_error(tz *t, tz_frames *env, const char *code, const char *fmt, ..
     tz_reply_map(t, env, &o.sb, rc, NULL);
 }
 
-const char *tz_printable(const char *s, size_t n, char *buf, size_t cap)
+/* Copy at most 64 bytes of untrusted text into buf (cap > 68), replacing anything but
+ * printable ASCII: it goes into a log line and a UTF-8 reply string. */
+static const char *printable(const char *s, size_t n, char *buf, size_t cap)
 {
     size_t limit = n > 64 ? 64 : n, j = 0;
     for (size_t i = 0; i < limit && j + 4 < cap; i++)
@@ -81,7 +83,7 @@ void tz_reply_unknown_table(tz *t, tz_frames *env, const char *table, size_t len
 {
     char name[80];
     tz_reply_error(t, env, "unknown_table", "table '%s' is not configured",
-                   tz_printable(table, len, name, sizeof name));
+                   printable(table, len, name, sizeof name));
 }
 
 int tz_table_index(tz *t, const char *table, size_t len)
@@ -387,7 +389,7 @@ void tz_request_serve(tz *t, tz_frames *env, const void *body, size_t len)
             ops[i].fn(t, env, req);
         else
             tz_reply_error(t, env, "unknown_op", "unknown op '%s'",
-                           tz_printable(op, oplen, name, sizeof name));
+                           printable(op, oplen, name, sizeof name));
     }
     msgpack_unpacked_destroy(&up);
 }

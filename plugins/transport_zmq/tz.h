@@ -281,9 +281,6 @@ void tz_reply_error(tz *t, tz_frames *env, const char *code, const char *fmt, ..
 /* Reply env + the packed map in sb (+ extra frames, may be NULL). pack_rc < 0 means packing
  * failed: the reply is dropped with a log line. Takes env, sb's bytes and extra over. */
 void tz_reply_map(tz *t, tz_frames *env, msgpack_sbuffer *sb, int pack_rc, tz_frames *extra);
-/* Copy at most 64 bytes of untrusted text into buf (cap > 68), replacing anything but
- * printable ASCII: it goes into a log line and a UTF-8 reply string. */
-const char *tz_printable(const char *s, size_t n, char *buf, size_t cap);
 /* Reply unknown_table naming the (untrusted, len bytes) table. Takes env over. */
 void tz_reply_unknown_table(tz *t, tz_frames *env, const char *table, size_t len);
 /* table's index in api->tables(), or -1 when it is not configured. */
