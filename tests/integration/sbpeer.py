@@ -15,6 +15,11 @@ def unpack(frame):
     return msgpack.unpackb(frame, raw=False, strict_map_key=False)
 
 
+def is_heartbeat(topic):
+    """"@hb", or with CURVE a client's own heartbeat topic "@hb/<name>/" (docs/protocol.md)."""
+    return topic == "@hb" or topic.startswith("@hb/")
+
+
 def use_curve(sock, curve):
     """Makes sock a CURVE client when curve is given: a dict of Z85 keys, "server" (the
     broker's public key), "public" and "secret" (the client's pair)."""
@@ -92,7 +97,7 @@ class Subscriber:
             if left <= 0:
                 raise TimeoutError(f"no heartbeat within {timeout}s")
             topic, body = self.recv(left)
-            if topic == "@hb":
+            if is_heartbeat(topic):
                 return body
             self.pending.append((topic, body))
 
@@ -101,7 +106,7 @@ class Subscriber:
         them. Messages in self.pending come first. AssertionError with what came on timeout."""
         got, self.pending = list(self.pending), []
         if not heartbeats:
-            got = [m for m in got if m[0] != "@hb"]
+            got = [m for m in got if not is_heartbeat(m[0])]
         deadline = time.monotonic() + timeout
         while not pred(got):
             left = deadline - time.monotonic()
@@ -111,7 +116,7 @@ class Subscriber:
                 topic, body = self.recv(min(left, 0.2))
             except TimeoutError:
                 continue
-            if topic != "@hb" or heartbeats:
+            if not is_heartbeat(topic) or heartbeats:
                 got.append((topic, body))
         return got
 
@@ -253,7 +258,7 @@ class Replica:
             while True:
                 topic, ev = self.sub.recv(timeout if n == 0 else 0)
                 n += 1
-                if topic != "@hb":
+                if not is_heartbeat(topic):
                     self.apply(ev)
                 elif ev["epoch"] != self.epoch:
                     self.resyncs += 1  # a new broker run: nothing we hold is comparable

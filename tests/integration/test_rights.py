@@ -108,10 +108,12 @@ def desks(broker, rooms, tmp_path):
     write_key(tmp_path / "broker.pub", public, False)
     with open(tmp_path / "clients.ini", "w") as f:
         f.write("".join(desk.section() for desk in d.values()))
+    ops = d["ops"]
     b = broker(rooms, [BOOKINGS, ROOMS], extra={"transport.zmq": {
         "curve_secret_key_file": tmp_path / "broker.key",
         "curve_public_key_file": tmp_path / "broker.pub",
-        "clients_file": tmp_path / "clients.ini"}})
+        "clients_file": tmp_path / "clients.ini"}},
+        curve={"server": public, "public": ops.public, "secret": ops.secret})
     b.server_public = public
     for desk in d.values():
         desk.broker = b
