@@ -59,14 +59,13 @@ int tz_new_socket(tz *t, int type, const char *what, int hwm, void **out)
         rc = zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, t->curve_secret, sizeof t->curve_secret);
     if (rc == 0 && type == ZMQ_XPUB) {
         /* Manual: subs.c admits each subscription, knowing its connection by the User-Id.
-         * libzmq stores each subscription it
-         * reads from a connection's pipe, and reads on as long as the pipe refills, which a
-         * flooding peer does faster than we judge. With RCVHWM 2 the pipe holds one message
-         * (the other place is taken for good by the credential message libzmq writes first
-         * and never counts as read: pipe.cpp; with 1 nothing would ever pass), so libzmq
-         * reads about one per recv and a cut stops the flood. A peer never needs
-         * more than a small receive buffer either (it only subscribes). A subscription
-         * longer than max_subscription_len disconnects (ZeroMQ). */
+         * libzmq stores each subscription it reads from a connection's pipe, and reads on as
+         * long as the pipe refills, which a flooding peer does faster than we judge. With RCVHWM 2
+         * the pipe holds one message (the other place is taken for good by the credential message
+         * libzmq writes first and never counts as read: pipe.cpp; with 1 nothing would ever pass),
+         * so libzmq reads about one per recv and a cut stops the flood. A peer never needs more
+         * than a small receive buffer either (it only subscribes). A subscription longer than
+         * max_subscription_len disconnects (ZeroMQ). */
         int64_t cap = (int64_t)t->max_subscription_len + 1;
         int rcvbuf = TZ_PUB_RCVBUF, two = 2;
         rc = zmq_setsockopt(s, ZMQ_XPUB_MANUAL, &one, sizeof one);

@@ -279,6 +279,9 @@ static int tz_start(void *state)
                         "%s = %s is bound in plain text beyond loopback (allow_plaintext = on): "
                         "whoever reaches it reads every event and may send requests",
                         options[i].name, endpoints[i]);
+    if (t->clients)
+        t->api->log(t->host, SB_LOG_INFO, "CURVE on both sockets: %zu client(s) allowed",
+                    t->clients->n);
     int rc = tz_pub_start(t);
     if (rc == SB_OK)
         rc = tz_service_start(t);
