@@ -1019,37 +1019,32 @@ static void test_snapshot_gives_up(void **state)
     stop(t);
 }
 
-static void test_broker_error_reported(void **state)
+/* The broker refuses the first snapshot with `code`: the caller gets rc, and never online. */
+static void snapshot_refused(const char *table, const char *code, int rc)
 {
-    (void)state;
-    const char *const tables[] = {"public.nope"};
+    const char *const tables[] = {table};
     topts o = {.tables = tables, .ntables = 1};
     tctx *t = start(&o);
     fb_req r;
     expect_request(t, "snapshot", &r);
-    fb_reply_error(&t->b, &r, "unknown_table");
+    fb_reply_error(&t->b, &r, code);
     fb_req_free(&r);
-    int notfound = SB_ERR_NOTFOUND;
-    assert_true(drive(t, got_rc, &notfound, DEADLINE_MS));
+    assert_true(drive(t, got_rc, &rc, DEADLINE_MS));
     assert_int_equal(t->online_true, 0);
     stop(t);
+}
+
+static void test_broker_error_reported(void **state)
+{
+    (void)state;
+    snapshot_refused("public.nope", "unknown_table", SB_ERR_NOTFOUND);
 }
 
 /* A table beyond this client's key: the broker says `forbidden`, the caller gets DENIED. */
 static void test_broker_forbidden_denied(void **state)
 {
     (void)state;
-    const char *const tables[] = {BOOKINGS};
-    topts o = {.tables = tables, .ntables = 1};
-    tctx *t = start(&o);
-    fb_req r;
-    expect_request(t, "snapshot", &r);
-    fb_reply_error(&t->b, &r, "forbidden");
-    fb_req_free(&r);
-    int denied = SB_ERR_DENIED;
-    assert_true(drive(t, got_rc, &denied, DEADLINE_MS));
-    assert_int_equal(t->online_true, 0);
-    stop(t);
+    snapshot_refused(BOOKINGS, "forbidden", SB_ERR_DENIED);
 }
 
 static void test_malformed_input_ignored(void **state)
