@@ -134,21 +134,27 @@ def test_two_desks_walkthrough(pg, db, conn, tmp_path):
     env = dict(os.environ, **values,
                PATH=os.pathsep.join([str(bindir), *tool_path(), os.environ["PATH"]]))
 
+    def in_folders(text):
+        """Shell blocks: the broker's folder; their $PLACEHOLDERS come from env."""
+        return text.replace(BROKER_FOLDER, folder("broker"))
+
     def substitute(text):
-        text = text.replace(BROKER_FOLDER, folder("broker"))
-        # $DESK_A_KEY: the key line of desk-a.pub as the broker machine received it.
-        text = re.sub(r"\$DESK_([A-Z])_KEY", lambda m: key_line(os.path.join(
-            folder("broker"), f"desk-{m.group(1).lower()}.pub")), text)
+        """Files: every placeholder."""
+        text = in_folders(text)
         for name, value in values.items():
             text = text.replace(f"${name}", value)
-        assert "$" not in text, f"a placeholder the test does not know in:\n{text}"
-        return text
+        unknown = set(re.findall(r"\$[A-Z_]+", text)) - {"$DESK_A_KEY", "$DESK_B_KEY"}
+        assert not unknown, f"placeholders the test does not know: {unknown} in:\n{text}"
+        # $DESK_A_KEY: the key line of desk-a.pub as the broker machine received it (last:
+        # Z85 has '$' among its characters).
+        return re.sub(r"\$DESK_([AB])_KEY", lambda m: key_line(os.path.join(
+            folder("broker"), f"desk-{m.group(1).lower()}.pub")), text)
 
     started = {}  # machine -> (Popen, stdout path, stderr path)
     last = None   # (stdout, stderr, what) of the latest shell block
 
     def run(machine, script, what):
-        r = subprocess.run(["bash", "-e", "-c", script], cwd=folder(machine), env=env,
+        r = subprocess.run(["bash", "-e", "-c", in_folders(script)], cwd=folder(machine), env=env,
                            capture_output=True, text=True, timeout=60)
         no_sanitizer_report(r.stdout + r.stderr, what)
         return r
@@ -186,7 +192,7 @@ def test_two_desks_walkthrough(pg, db, conn, tmp_path):
                 if machine == "broker":  # as conftest starts brokers: no exit-time leak scan
                     penv["ASAN_OPTIONS"] = "detect_leaks=0:quarantine_size_mb=16"
                 with open(out, "w") as fo, open(err, "w") as fe:
-                    proc = subprocess.Popen(["bash", "-c", "exec " + body.strip()],
+                    proc = subprocess.Popen(["bash", "-c", "exec " + in_folders(body.strip())],
                                             cwd=folder(machine), env=penv, stdout=fo, stderr=fe,
                                             start_new_session=True)
                 started[machine] = (proc, out, err)
