@@ -56,6 +56,16 @@ int sb_client_new(const sb_client_config *cfg, sb_client **out)
     sb_client *c = calloc(1, sizeof(*c));
     if (!c)
         return SB_ERR_NOMEM;
+    c->cb = cfg->cb;
+    c->ud = cfg->ud;
+    char why[160];
+    int krc =
+        sb_curve_init(&c->curve, cfg->curve_server_key, cfg->curve_secret_key, why, sizeof(why));
+    if (krc != SB_OK) {
+        sb_client_log(c, SB_LOG_ERROR, "CURVE: %s", why);
+        free(c);
+        return krc;
+    }
     c->pub_endpoint = strdup(cfg->pub_endpoint);
     c->service_endpoint = strdup(cfg->service_endpoint);
     c->client_id = dup_or_default(cfg->client_id);
@@ -71,8 +81,6 @@ int sb_client_new(const sb_client_config *cfg, sb_client **out)
     c->presence_ttl_ms = cfg->presence_ttl_ms ? cfg->presence_ttl_ms : 6000;
     c->no_snapshot = cfg->no_snapshot;
     c->keep_rows = !cfg->no_cache;
-    c->cb = cfg->cb;
-    c->ud = cfg->ud;
     c->ctx = cfg->zmq_context;
     c->st = ST_WAIT_HB;
     msgpack_sbuffer_init(&c->rowbuf);
@@ -114,6 +122,10 @@ int sb_client_start(sb_client *c)
     c->sub = zmq_socket(c->ctx, ZMQ_SUB);
     if (!c->sub)
         return SB_ERR_ZMQ;
+    if (sb_curve_apply(&c->curve, c->sub) != SB_OK) {
+        sb_client_log(c, SB_LOG_ERROR, "CURVE keys refused by libzmq: %s", zmq_strerror(errno));
+        return SB_ERR_ZMQ;
+    }
     if (zmq_setsockopt(c->sub, ZMQ_LINGER, &linger, sizeof(linger)) != 0 ||
         zmq_connect(c->sub, c->pub_endpoint) != 0) {
         sb_client_log(c, SB_LOG_ERROR, "cannot connect to %s: %s", c->pub_endpoint,
@@ -131,7 +143,7 @@ int sb_client_start(sb_client *c)
     rc = rc ? rc : subscribe(c, "@hb", NULL);
     if (rc != SB_OK)
         return rc;
-    rc = sb_svc_open(&c->svc, c->ctx, c->service_endpoint);
+    rc = sb_svc_open(&c->svc, c->ctx, c->service_endpoint, &c->curve);
     if (rc != SB_OK) {
         sb_client_log(c, SB_LOG_ERROR, "cannot connect the service socket: %s", sb_strerror(rc));
         return rc;
@@ -173,6 +185,7 @@ void sb_client_destroy(sb_client *c)
     free(c->pub_endpoint);
     free(c->service_endpoint);
     free(c->client_id);
+    sb_curve_clear(&c->curve);
     free(c);
 }
 

@@ -59,6 +59,7 @@ struct sb_client {
     bool keep_rows;
     sb_client_callbacks cb;
     void *ud;
+    sb_curve curve; /* CURVE keys of both sockets (curve.on false: plain); wiped at destroy */
 
     void *ctx;
     bool own_ctx;

@@ -274,7 +274,9 @@ int sb_reply_error_code(const char *error)
                {"unavailable", SB_ERR_BUSY},
                /* over a broker limit (docs/operations.md, Limits): try again later */
                {"busy", SB_ERR_BUSY},
-               {"limit", SB_ERR_BUSY}};
+               {"limit", SB_ERR_BUSY},
+               /* beyond what this client's key is allowed (docs/security.md) */
+               {"forbidden", SB_ERR_DENIED}};
     for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
         if (strcmp(error, map[i].code) == 0)
             return map[i].err;

@@ -1,5 +1,5 @@
 /*
- * snapshot.c - sb_client_fetch_snapshot(): one blocking snapshot request with Lazy Pirate
+ * snapshot.c - sb_client_fetch_snapshot{,_cfg}(): one blocking snapshot request with Lazy Pirate
  * retries (a try that times out reopens the socket), for tools like sync-snapshot.
  */
 #include <syncbroker/client.h>
@@ -41,10 +41,8 @@ static int await_reply(sb_svc *svc, uint32_t id, uint64_t deadline, msgpack_sbuf
     return 0;
 }
 
-int sb_client_fetch_snapshot(void *zmq_context, const char *service_endpoint,
-                             const char *const *tables, size_t ntables, uint32_t timeout_ms,
-                             uint32_t retries, sb_client_snapshot_fn fn, void *ud, uint64_t *seq,
-                             char *err, size_t errlen)
+int sb_client_fetch_snapshot_cfg(const sb_client_config *cfg, sb_client_snapshot_fn fn, void *ud,
+                                 uint64_t *seq, char *err, size_t errlen)
 {
     char no_err[1];
     uint64_t no_seq;
@@ -52,13 +50,18 @@ int sb_client_fetch_snapshot(void *zmq_context, const char *service_endpoint,
         err = no_err, errlen = sizeof(no_err);
     err[0] = '\0';
     seq = seq ? seq : &no_seq;
-    if (!service_endpoint || !fn || (ntables && !tables)) {
+    if (!cfg || !cfg->service_endpoint || !fn || (cfg->ntables && !cfg->tables)) {
         snprintf(err, errlen, "missing service endpoint or row callback");
         return SB_ERR_INVAL;
     }
-    timeout_ms = timeout_ms ? timeout_ms : 3000;
-    retries = retries ? retries : 3;
-    void *ctx = zmq_context ? zmq_context : zmq_ctx_new();
+    const char *service_endpoint = cfg->service_endpoint;
+    uint32_t timeout_ms = cfg->request_timeout_ms ? cfg->request_timeout_ms : 3000;
+    uint32_t retries = cfg->request_retries ? cfg->request_retries : 3;
+    sb_curve curve;
+    int rc = sb_curve_init(&curve, cfg->curve_server_key, cfg->curve_secret_key, err, errlen);
+    if (rc != SB_OK)
+        return rc;
+    void *ctx = cfg->zmq_context ? cfg->zmq_context : zmq_ctx_new();
     if (!ctx) {
         snprintf(err, errlen, "zmq_ctx_new failed");
         return SB_ERR_ZMQ;
@@ -67,10 +70,10 @@ int sb_client_fetch_snapshot(void *zmq_context, const char *service_endpoint,
     msgpack_sbuffer req, rowbuf;
     msgpack_sbuffer_init(&req);
     msgpack_sbuffer_init(&rowbuf);
-    int rc = sb_svc_open(&svc, ctx, service_endpoint);
+    rc = sb_svc_open(&svc, ctx, service_endpoint, &curve);
     if (rc != SB_OK)
         snprintf(err, errlen, "cannot connect to %s: %s", service_endpoint, zmq_strerror(errno));
-    rc = rc ? rc : sb_svc_pack_snapshot(&req, tables, ntables);
+    rc = rc ? rc : sb_svc_pack_snapshot(&req, cfg->tables, cfg->ntables);
     bool done = rc != SB_OK;
     for (uint32_t try = 0; !done && try < retries; try++) {
         uint32_t id = 0;
@@ -83,14 +86,30 @@ int sb_client_fetch_snapshot(void *zmq_context, const char *service_endpoint,
         }
     }
     if (!done) {
-        snprintf(err, errlen, "no answer from %s after %u tries of %u ms", service_endpoint,
-                 retries, timeout_ms);
+        /* With CURVE a refused key looks the same: libzmq drops the handshake silently. */
+        snprintf(err, errlen, "no answer from %s after %u tries of %u ms%s", service_endpoint,
+                 retries, timeout_ms, curve.on ? " (or the broker refused this CURVE key)" : "");
         rc = SB_ERR_BUSY;
     }
     sb_svc_close(&svc);
+    sb_curve_clear(&curve);
     msgpack_sbuffer_destroy(&req);
     msgpack_sbuffer_destroy(&rowbuf);
-    if (!zmq_context)
+    if (!cfg->zmq_context)
         zmq_ctx_term(ctx);
     return rc > 0 ? SB_OK : rc;
+}
+
+int sb_client_fetch_snapshot(void *zmq_context, const char *service_endpoint,
+                             const char *const *tables, size_t ntables, uint32_t timeout_ms,
+                             uint32_t retries, sb_client_snapshot_fn fn, void *ud, uint64_t *seq,
+                             char *err, size_t errlen)
+{
+    sb_client_config cfg = {.service_endpoint = service_endpoint,
+                            .tables = tables,
+                            .ntables = ntables,
+                            .request_timeout_ms = timeout_ms,
+                            .request_retries = retries,
+                            .zmq_context = zmq_context};
+    return sb_client_fetch_snapshot_cfg(&cfg, fn, ud, seq, err, errlen);
 }

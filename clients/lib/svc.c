@@ -26,7 +26,7 @@ static int connect_socket(sb_svc *s)
     if (!s->sock)
         return SB_ERR_ZMQ;
     if (zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof(linger)) != 0 ||
-        zmq_connect(s->sock, s->endpoint) != 0) {
+        sb_curve_apply(s->curve, s->sock) != SB_OK || zmq_connect(s->sock, s->endpoint) != 0) {
         int rc = errno == EINVAL || errno == EPROTONOSUPPORT ? SB_ERR_INVAL : SB_ERR_ZMQ;
         zmq_close(s->sock);
         s->sock = NULL;
@@ -35,10 +35,11 @@ static int connect_socket(sb_svc *s)
     return SB_OK;
 }
 
-int sb_svc_open(sb_svc *s, void *ctx, const char *endpoint)
+int sb_svc_open(sb_svc *s, void *ctx, const char *endpoint, const sb_curve *curve)
 {
     memset(s, 0, sizeof(*s));
     s->ctx = ctx;
+    s->curve = curve;
     s->endpoint = strdup(endpoint);
     if (!s->endpoint)
         return SB_ERR_NOMEM;

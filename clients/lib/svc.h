@@ -7,13 +7,15 @@
  * reply to an abandoned try be recognised and dropped. A try that times out closes and
  * reopens the socket (Lazy Pirate): a stuck connection and its queue go away with it.
  *
- * Ownership: sb_svc owns its socket and its endpoint copy; an sb_svc_reply owns its frames
- * (released by sb_svc_reply_clear()).
+ * Ownership: sb_svc owns its socket and its endpoint copy, and borrows its CURVE keys (they
+ * must outlive it); an sb_svc_reply owns its frames (released by sb_svc_reply_clear()).
  */
 #ifndef SB_CLIENT_SVC_H
 #define SB_CLIENT_SVC_H
 
 #include <syncbroker/client.h>
+
+#include "curve.h"
 
 #include <msgpack.h>
 #include <stddef.h>
@@ -21,7 +23,8 @@
 #include <zmq.h>
 
 typedef struct sb_svc {
-    void *ctx; /* borrowed */
+    void *ctx;             /* borrowed */
+    const sb_curve *curve; /* borrowed: applied to every socket opened */
     char *endpoint;
     void *sock;
     uint32_t next_id;
@@ -33,7 +36,7 @@ typedef struct sb_svc_reply {
     size_t n, cap;
 } sb_svc_reply;
 
-int sb_svc_open(sb_svc *s, void *ctx, const char *endpoint);
+int sb_svc_open(sb_svc *s, void *ctx, const char *endpoint, const sb_curve *curve);
 /* Drop the socket (with anything queued on it) and connect a fresh one. */
 int sb_svc_reopen(sb_svc *s);
 void sb_svc_close(sb_svc *s);

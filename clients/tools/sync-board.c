@@ -19,7 +19,10 @@
 
 static const char usage[] =
     "usage: sync-board --pub EP --service EP [--table T] [--client-id ID]\n"
-    "  Shows table T (default public.bookings) live. Commands: edit KEY, done KEY, quit.\n";
+    "                  [--server-key FILE --key FILE]\n"
+    "  Shows table T (default public.bookings) live. Commands: edit KEY, done KEY, quit.\n"
+    "  --server-key FILE --key FILE: CURVE, with the broker's public key file (its .pub)\n"
+    "  and this client's secret key file (its .key, mode 0600); docs/security.md.\n";
 
 /* Who edits one entity (only simple keys are shown), as one line of text. */
 typedef struct presence_line {
@@ -170,8 +173,9 @@ static void on_log(sb_log_level level, const char *msg, void *ud)
 int main(int argc, char **argv)
 {
     tool_args a;
-    int rc = tool_parse_args(argc, argv, ARG_PUB | ARG_SERVICE | ARG_TABLE | ARG_CLIENT_ID,
-                             ARG_PUB | ARG_SERVICE, usage, &a);
+    int rc =
+        tool_parse_args(argc, argv, ARG_PUB | ARG_SERVICE | ARG_TABLE | ARG_CLIENT_ID | ARG_CURVE,
+                        ARG_PUB | ARG_SERVICE, usage, &a);
     if (rc == 0 && a.ntables > 1) {
         fprintf(stderr, "sync-board: one --table only\n%s", usage);
         rc = -1;

@@ -16,8 +16,11 @@
 static const char usage[] =
     "usage: sync-tail --pub EP --service EP [--table T ...] [--client-id ID] [--count N]\n"
     "                 [--timeout-ms MS] [--heartbeat-ms MS] [--no-snapshot]\n"
+    "                 [--server-key FILE --key FILE]\n"
     "  Prints every change event as one JSON line. --count N exits 0 after N events;\n"
-    "  --timeout-ms MS exits after MS ms (status 1 if --count events did not arrive).\n";
+    "  --timeout-ms MS exits after MS ms (status 1 if --count events did not arrive).\n"
+    "  --server-key FILE --key FILE: CURVE, with the broker's public key file (its .pub)\n"
+    "  and this client's secret key file (its .key, mode 0600); docs/security.md.\n";
 
 typedef struct tail {
     uint64_t printed;
@@ -62,7 +65,7 @@ int main(int argc, char **argv)
     tool_args a;
     int rc = tool_parse_args(argc, argv,
                              ARG_PUB | ARG_SERVICE | ARG_TABLE | ARG_CLIENT_ID | ARG_COUNT |
-                                 ARG_TIMEOUT | ARG_NO_SNAPSHOT | ARG_HEARTBEAT,
+                                 ARG_TIMEOUT | ARG_NO_SNAPSHOT | ARG_HEARTBEAT | ARG_CURVE,
                              ARG_PUB | ARG_SERVICE, usage, &a);
     if (rc != 0) {
         tool_args_free(&a);
@@ -93,9 +96,10 @@ int main(int argc, char **argv)
         }
         int wait = a.timeout_ms ? (int)(a.timeout_ms - (now - start)) : -1;
         rc = sb_client_poll(c, wait);
-        /* A refused request (unknown table, bad request) will not get better by retrying. */
-        if (rc == SB_ERR_NOTFOUND || rc == SB_ERR_INVAL || rc == SB_ERR_UNSUPPORTED ||
-            rc == SB_ERR_NOMEM || rc == SB_ERR_ZMQ) {
+        /* A refused request (unknown table, bad request, a table beyond this key's rights)
+         * will not get better by retrying. */
+        if (rc == SB_ERR_NOTFOUND || rc == SB_ERR_INVAL || rc == SB_ERR_DENIED ||
+            rc == SB_ERR_UNSUPPORTED || rc == SB_ERR_NOMEM || rc == SB_ERR_ZMQ) {
             fprintf(stderr, "sync-tail: %s\n", sb_strerror(rc));
             status = 1;
             break;

@@ -21,7 +21,9 @@ static const struct {
                {"--count", ARG_COUNT, true},
                {"--timeout-ms", ARG_TIMEOUT, true},
                {"--no-snapshot", ARG_NO_SNAPSHOT, false},
-               {"--heartbeat-ms", ARG_HEARTBEAT, true}};
+               {"--heartbeat-ms", ARG_HEARTBEAT, true},
+               {"--server-key", ARG_CURVE, true},
+               {"--key", ARG_CURVE, true}};
 
 static int bad(const char *prog, const char *usage, const char *what, const char *arg)
 {
@@ -50,6 +52,7 @@ int tool_parse_args(int argc, char **argv, unsigned allowed, unsigned required, 
     if (!out->tables)
         return bad(prog, usage, "out of memory", NULL);
     unsigned seen = 0;
+    const char *server_key_file = NULL, *key_file = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             fputs(usage, stdout);
@@ -85,6 +88,9 @@ int tool_parse_args(int argc, char **argv, unsigned allowed, unsigned required, 
         case ARG_NO_SNAPSHOT:
             out->no_snapshot = true;
             break;
+        case ARG_CURVE:
+            *(strcmp(options[k].name, "--key") == 0 ? &key_file : &server_key_file) = val;
+            break;
         default:
             if (!parse_number(val, options[k].bit == ARG_COUNT ? UINT64_MAX : INT32_MAX, &num))
                 return bad(prog, usage, "expected a positive number after", argv[i - 1]);
@@ -99,6 +105,21 @@ int tool_parse_args(int argc, char **argv, unsigned allowed, unsigned required, 
     for (size_t k = 0; k < sizeof(options) / sizeof(options[0]); k++)
         if ((required & options[k].bit) && !(seen & options[k].bit))
             return bad(prog, usage, "missing required", options[k].name);
+    if (!server_key_file != !key_file)
+        return bad(prog, usage, "--server-key and --key go together: missing",
+                   key_file ? "--server-key" : "--key");
+    if (key_file) {
+        sb_client_config keyed = {0};
+        char err[512];
+        int rc = sb_client_config_load_keys(&keyed, &out->keys, server_key_file, key_file, err,
+                                            sizeof(err));
+        if (rc != SB_OK) {
+            fprintf(stderr, "%s: %s\n", prog, err);
+            return -1;
+        }
+        out->curve_server_key = keyed.curve_server_key;
+        out->curve_secret_key = keyed.curve_secret_key;
+    }
     return 0;
 }
 
@@ -106,6 +127,7 @@ void tool_args_free(tool_args *a)
 {
     free(a->tables);
     a->tables = NULL;
+    memset(&a->keys, 0, sizeof(a->keys));
 }
 
 static volatile sig_atomic_t stopping;
@@ -124,7 +146,9 @@ sb_client_config tool_client_config(const tool_args *a)
                               .tables = a->tables,
                               .ntables = a->ntables,
                               .heartbeat_ms = a->heartbeat_ms,
-                              .no_snapshot = a->no_snapshot};
+                              .no_snapshot = a->no_snapshot,
+                              .curve_server_key = a->curve_server_key,
+                              .curve_secret_key = a->curve_secret_key};
 }
 
 int tool_client_start(const sb_client_config *cfg, const char *prog, sb_client **out)

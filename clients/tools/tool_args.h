@@ -18,7 +18,8 @@ enum {
     ARG_COUNT = 1 << 4,       /* --count N */
     ARG_TIMEOUT = 1 << 5,     /* --timeout-ms MS */
     ARG_NO_SNAPSHOT = 1 << 6, /* --no-snapshot */
-    ARG_HEARTBEAT = 1 << 7    /* --heartbeat-ms MS */
+    ARG_HEARTBEAT = 1 << 7,   /* --heartbeat-ms MS */
+    ARG_CURVE = 1 << 8        /* --server-key FILE and --key FILE (both or neither) */
 };
 
 typedef struct tool_args {
@@ -29,16 +30,20 @@ typedef struct tool_args {
     uint32_t timeout_ms; /* 0: none */
     uint32_t heartbeat_ms;
     bool no_snapshot;
+    /* CURVE: read from the key files by tool_parse_args(); NULL for plain, else into keys */
+    const char *curve_server_key, *curve_secret_key;
+    sb_client_keys keys;
 } tool_args;
 
-/* Parse argv. On a bad or missing argument prints "<prog>: <problem>" and the usage to
- * stderr and returns -1 (exit status 1); returns 1 after printing the usage for --help. */
+/* Parse argv and read the key files of --server-key and --key. On a bad or missing argument
+ * prints "<prog>: <problem>" (and the usage, unless a key file is the problem) to stderr and
+ * returns -1 (exit status 1); returns 1 after printing the usage for --help. */
 int tool_parse_args(int argc, char **argv, unsigned allowed, unsigned required, const char *usage,
                     tool_args *out);
 void tool_args_free(tool_args *a);
 
 /* A client config from the shared options (endpoints, client id, tables, heartbeat,
- * --no-snapshot); it borrows from a. The caller adds callbacks and anything else. */
+ * --no-snapshot, CURVE keys); it borrows from a. The caller adds callbacks and anything else. */
 sb_client_config tool_client_config(const tool_args *a);
 
 /* sb_client_new() and sb_client_start(). On failure prints "<prog>: cannot start: ...",

@@ -109,10 +109,35 @@ typedef struct sb_client_config {
     void *zmq_context; /* a context from zmq_ctx_new() to share (borrowed); NULL: own one */
     sb_client_callbacks cb;
     void *ud; /* handed to every callback */
+    /* CURVE (docs/security.md): both set, or both NULL for plain. Z85 strings (40 characters);
+     * the client's public key is derived from its secret key. sb_client_config_load_keys()
+     * fills them from key files. Applied to both sockets, and to every reopened one. */
+    const char *curve_server_key; /* the broker's public key */
+    const char *curve_secret_key; /* this client's secret key */
 } sb_client_config;
 
+/* Storage for the keys sb_client_config_load_keys() reads (caller-owned, e.g. on the stack;
+ * it must outlive the config's use; wipe it afterwards if it should not linger in memory). */
+#define SB_CLIENT_KEY_LEN 40 /* a CURVE key in Z85 */
+typedef struct sb_client_keys {
+    char server_key[SB_CLIENT_KEY_LEN + 1]; /* the broker's public key */
+    char secret_key[SB_CLIENT_KEY_LEN + 1]; /* this client's secret key */
+} sb_client_keys;
+
+/* Read the broker's public key file (its NAME.pub) and this client's secret key file (NAME.key,
+ * refused unless private to its owner) into keys, and point cfg->curve_server_key and
+ * cfg->curve_secret_key at them. Key file format: docs/security.md, "Key files". On error
+ * cfg is unchanged, err (may be NULL, errlen bytes) names the file and the problem, and the
+ * result is SB_ERR_INVAL (a path missing), SB_ERR_IO (unreadable) or SB_ERR_CONFIG (not a
+ * key file, or a secret key file open to group or others). */
+SB_CLIENT_API int sb_client_config_load_keys(sb_client_config *cfg, sb_client_keys *keys,
+                                             const char *server_pub_path,
+                                             const char *secret_key_path, char *err, size_t errlen);
+
 /* Create a client (no I/O yet). *out is owned by the caller: release it with
- * sb_client_destroy(). SB_ERR_INVAL for a missing endpoint or an empty table name. */
+ * sb_client_destroy(). SB_ERR_INVAL for a missing endpoint, an empty table name, or CURVE keys
+ * that are not keys or not a pair of both (logged through cb.on_log); SB_ERR_UNSUPPORTED for
+ * CURVE keys when libzmq has no CURVE. */
 SB_CLIENT_API int sb_client_new(const sb_client_config *cfg, sb_client **out);
 
 /* Connect and subscribe (data topics, then "@hb" last). Synchronisation then proceeds inside
@@ -123,7 +148,8 @@ SB_CLIENT_API int sb_client_start(sb_client *c);
  * 0: do not wait). Returns 0, or a negative sb_err when a synchronisation attempt failed:
  * SB_ERR_BUSY (broker unavailable or not answering after request_retries tries; the client
  * tries again at the next heartbeat), SB_ERR_NOTFOUND (unknown table), SB_ERR_INVAL (the
- * broker refused the request), SB_ERR_ZMQ, SB_ERR_NOMEM. The client stays usable. */
+ * broker refused the request), SB_ERR_DENIED (beyond this client's rights), SB_ERR_ZMQ,
+ * SB_ERR_NOMEM. The client stays usable. */
 SB_CLIENT_API int sb_client_poll(sb_client *c, int timeout_ms);
 
 /* For an application's own poll loop: the file descriptors to watch for reading (ZMQ_FD:
@@ -181,6 +207,13 @@ SB_CLIENT_API int sb_client_fetch_snapshot(void *zmq_context, const char *servic
                                            uint32_t timeout_ms, uint32_t retries,
                                            sb_client_snapshot_fn fn, void *ud, uint64_t *seq,
                                            char *err, size_t errlen);
+
+/* The same, configured as a client: cfg's service_endpoint, tables, request_timeout_ms,
+ * request_retries, zmq_context and CURVE keys are used (the rest is ignored). Invalid CURVE
+ * keys: SB_ERR_INVAL or SB_ERR_UNSUPPORTED as for sb_client_new(), with the reason in err. */
+SB_CLIENT_API int sb_client_fetch_snapshot_cfg(const sb_client_config *cfg,
+                                               sb_client_snapshot_fn fn, void *ud, uint64_t *seq,
+                                               char *err, size_t errlen);
 
 /* ---- helpers ------------------------------------------------------------------------- */
 

@@ -52,17 +52,18 @@ extern "C" {
  */
 enum sb_err {
     SB_OK = 0,
-    SB_ERR_NOMEM = -1,       /* allocation failed */
-    SB_ERR_INVAL = -2,       /* bad argument or malformed input */
-    SB_ERR_IO = -3,          /* system call failed */
-    SB_ERR_DB = -4,          /* PostgreSQL error or connection lost */
-    SB_ERR_ZMQ = -5,         /* ZeroMQ error */
-    SB_ERR_ABI = -6,         /* plugin ABI mismatch */
-    SB_ERR_CONFIG = -7,      /* configuration error */
-    SB_ERR_NOTFOUND = -8,    /* no such table, request, entry */
-    SB_ERR_BUSY = -9,        /* try again later (queue full, not connected) */
-    SB_ERR_STATE = -10,      /* call not allowed in the current state */
-    SB_ERR_UNSUPPORTED = -11 /* feature not offered by this plugin or host */
+    SB_ERR_NOMEM = -1,        /* allocation failed */
+    SB_ERR_INVAL = -2,        /* bad argument or malformed input */
+    SB_ERR_IO = -3,           /* system call failed */
+    SB_ERR_DB = -4,           /* PostgreSQL error or connection lost */
+    SB_ERR_ZMQ = -5,          /* ZeroMQ error */
+    SB_ERR_ABI = -6,          /* plugin ABI mismatch */
+    SB_ERR_CONFIG = -7,       /* configuration error */
+    SB_ERR_NOTFOUND = -8,     /* no such table, request, entry */
+    SB_ERR_BUSY = -9,         /* try again later (queue full, not connected) */
+    SB_ERR_STATE = -10,       /* call not allowed in the current state */
+    SB_ERR_UNSUPPORTED = -11, /* feature not offered by this plugin or host */
+    SB_ERR_DENIED = -12       /* the peer is not allowed to do this (docs/security.md) */
 };
 
 /* Human-readable text for an sb_err value. Never NULL. */
@@ -93,6 +94,8 @@ static inline const char *sb_strerror(int rc)
         return "wrong state";
     case SB_ERR_UNSUPPORTED:
         return "unsupported";
+    case SB_ERR_DENIED:
+        return "permission denied";
     default:
         return "unknown error";
     }

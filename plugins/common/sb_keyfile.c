@@ -48,6 +48,7 @@ static int parse(const char *path, const char *text, size_t size, char out[SB_KE
         p += len + (nl != NULL);
         lineno++;
         trim(&line, &len);
+        /* '#' is a Z85 digit but never a key's first: that digit is at most '%' (< 2^32). */
         if (len == 0 || line[0] == '#')
             continue;
         if (!sb_key_z85_valid(line, len)) {
@@ -105,6 +106,46 @@ int sb_keyfile_read(const char *path, sb_key_kind kind, char out[SB_KEY_Z85_LEN 
     }
     close(fd);
     /* The secret's copy on the stack goes with this frame; wipe it first. */
+    memset(text, 0, sizeof text);
+    return rc;
+}
+
+int sb_keyfile_write(const char *path, sb_key_kind kind, const char *name,
+                     const char key[SB_KEY_Z85_LEN + 1], char *err, size_t errlen)
+{
+    if (strchr(name, '\n') || !sb_key_z85_valid(key, strlen(key))) {
+        snprintf(err, errlen, "%s: not written: bad name or key", path);
+        return SB_ERR_INVAL;
+    }
+    bool secret = kind == SB_KEY_SECRET;
+    mode_t mode = secret ? 0600 : 0644;
+    /* O_EXCL: a key is never replaced by accident (nor through a planted symlink). */
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, mode);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return errno == EEXIST ? SB_ERR_STATE : SB_ERR_IO;
+    }
+    char text[256];
+    int len =
+        snprintf(text, sizeof text,
+                 secret ? "# Syncbroker CURVE secret key of %s: keep it private (mode 0600)\n%s\n"
+                        : "# Syncbroker CURVE public key of %s\n%s\n",
+                 name, key);
+    int rc = SB_OK;
+    if (len < 0 || (size_t)len >= sizeof text) {
+        snprintf(err, errlen, "%s: not written: the name is too long", path);
+        rc = SB_ERR_INVAL;
+    } else if (fchmod(fd, mode) != 0 || write(fd, text, (size_t)len) != len || fsync(fd) != 0) {
+        /* fchmod: the umask must not make the public key unreadable to the broker's user. */
+        snprintf(err, errlen, "%s: %s", path, strerror(errno ? errno : EIO));
+        rc = SB_ERR_IO;
+    }
+    if (close(fd) != 0 && rc == SB_OK) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        rc = SB_ERR_IO;
+    }
+    if (rc != SB_OK)
+        unlink(path); /* ours (O_EXCL), and incomplete */
     memset(text, 0, sizeof text);
     return rc;
 }

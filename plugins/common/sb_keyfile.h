@@ -2,9 +2,9 @@
  * sb_keyfile.h - CURVE key files (docs/security.md, "Key files").
  *
  * A key file holds one key in Z85 (40 characters, 32 bytes) on a line of its own; blank
- * lines and lines starting with '#' are ignored. sync-keygen writes NAME.key (the secret key,
- * mode 0600) and NAME.pub (the public key). A secret key file that its group or others may
- * read or write is refused, as ssh refuses an exposed private key.
+ * lines and lines starting with '#' are ignored (no key starts with '#'). sync-keygen writes
+ * NAME.key (the secret key, mode 0600) and NAME.pub (the public key). A secret key file that
+ * its group or others may read or write is refused, as ssh refuses an exposed private key.
  *
  * Shared by transport_zmq and libsyncclient (compiled into each); needs libzmq for Z85.
  */
@@ -26,5 +26,14 @@ bool sb_key_z85_valid(const char *s, size_t len);
  * mode is wrong) and writes into err a message naming the file (and line, or mode). */
 int sb_keyfile_read(const char *path, sb_key_kind kind, char out[SB_KEY_Z85_LEN + 1], char *err,
                     size_t errlen);
+
+/* Write `key` (Z85, NUL-terminated) into a new file `path`, after the comment line
+ * "# Syncbroker CURVE secret key of NAME: ..." or "# Syncbroker CURVE public key of NAME".
+ * The file is created with O_EXCL, mode 0600 (secret) or 0644 (public), and synced. Returns
+ * SB_ERR_STATE when path exists (never overwritten), SB_ERR_IO when it cannot be written (an
+ * incomplete file is removed), SB_ERR_INVAL for a bad key or a name with a newline; err gets
+ * a message naming the file. */
+int sb_keyfile_write(const char *path, sb_key_kind kind, const char *name,
+                     const char key[SB_KEY_Z85_LEN + 1], char *err, size_t errlen);
 
 #endif

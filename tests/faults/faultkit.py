@@ -67,7 +67,9 @@ class FaultClient:
     """One sb_fault_client process. Its callback lines are kept in self.lines (each with its
     index "i"); tests wait on them as signals. stderr goes to a file."""
 
-    def __init__(self, binary, broker, name, workdir, tables=None, heartbeat_ms=None, nice=0):
+    def __init__(self, binary, broker, name, workdir, tables=None, heartbeat_ms=None, nice=0,
+                 keys=None):
+        """keys: (broker .pub path, own .key path) to connect with CURVE; None: plain."""
         self.name, self.broker = name, broker
         self.tables = list(tables) if tables else list(broker.tables)
         # nice(1) rather than a preexec_fn, which makes Popen fork instead of vfork.
@@ -77,6 +79,8 @@ class FaultClient:
             args += ["--heartbeat-ms", str(heartbeat_ms)]
         for t in tables or ():
             args += ["--table", t]
+        if keys:
+            args += ["--server-key", str(keys[0]), "--key", str(keys[1])]
         self.errfile = os.path.join(workdir, f"{name}.stderr")
         # As for the broker (conftest.py): LeakSanitizer's exit-time scan fails on a loaded
         # machine for no leak; the library's leaks are the unit tests' business.

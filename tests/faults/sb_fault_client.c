@@ -36,8 +36,9 @@
 
 static const char usage[] =
     "usage: sb_fault_client --pub EP --service EP [--table T ...] [--client-id ID]\n"
-    "                       [--heartbeat-ms MS]\n"
+    "                       [--heartbeat-ms MS] [--server-key FILE --key FILE]\n"
     "  Keeps a libsyncclient cache; JSON lines per callback on stdout.\n"
+    "  --server-key FILE --key FILE: CURVE (the broker's .pub, this client's .key).\n"
     "  stdin: dump | get TABLE KEYPART... | quit\n";
 
 /* Highest version seen per entity, to report one that goes backwards. Keys are
@@ -377,9 +378,9 @@ static int run(fault_client *f)
 int main(int argc, char **argv)
 {
     tool_args a;
-    int rc = tool_parse_args(argc, argv,
-                             ARG_PUB | ARG_SERVICE | ARG_TABLE | ARG_CLIENT_ID | ARG_HEARTBEAT,
-                             ARG_PUB | ARG_SERVICE, usage, &a);
+    int rc = tool_parse_args(
+        argc, argv, ARG_PUB | ARG_SERVICE | ARG_TABLE | ARG_CLIENT_ID | ARG_HEARTBEAT | ARG_CURVE,
+        ARG_PUB | ARG_SERVICE, usage, &a);
     if (rc != 0) {
         tool_args_free(&a);
         return rc < 0 ? 1 : 0;

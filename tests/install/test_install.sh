@@ -14,12 +14,14 @@ trap 'rm -rf "$prefix"' EXIT
 cmake --install "$build" --prefix "$prefix" >/dev/null
 
 fail() { echo "test_install: $*" >&2; exit 1; }
-for f in bin/syncbroker bin/sync-tail bin/sync-snapshot bin/sync-board \
+for f in bin/syncbroker bin/sync-tail bin/sync-snapshot bin/sync-board bin/sync-keygen \
     include/syncbroker/plugin.h include/syncbroker/client.h \
     share/syncbroker/sql/001_schema.sql share/syncbroker/sql/002_capture.sql \
     share/syncbroker/sql/003_privileges.sql; do
     [[ -e $prefix/$f ]] || fail "$f was not installed"
 done
+"$prefix/bin/sync-keygen" -d "$prefix" installed >/dev/null && [[ -s $prefix/installed.key ]] ||
+    fail "the installed sync-keygen does not write a key pair"
 pc=$(find "$prefix" -name syncbroker-plugin.pc -print -quit)
 [[ -n $pc ]] || fail "syncbroker-plugin.pc was not installed"
 export PKG_CONFIG_PATH

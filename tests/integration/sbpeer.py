@@ -1,6 +1,8 @@
 """A Python peer for the Syncbroker wire protocol (docs/protocol.md): a SUB helper, a
 request helper for the service, and a Replica that follows the client algorithm. Also reads
-a table from PostgreSQL in the same typed form the broker publishes, for comparisons."""
+a table from PostgreSQL in the same typed form the broker publishes, for comparisons.
+Plain by default; the socket helpers and Replica take curve= (use_curve, curve_from_files) to
+be a CURVE client (docs/security.md)."""
 import time
 
 import msgpack
@@ -15,11 +17,27 @@ def unpack(frame):
     return msgpack.unpackb(frame, raw=False, strict_map_key=False)
 
 
-def request(endpoint, body, timeout=5.0, socket_type=zmq.REQ):
+def is_heartbeat(topic):
+    """"@hb", or with CURVE a client's own heartbeat topic "@hb/<name>/" (docs/protocol.md)."""
+    return topic == "@hb" or topic.startswith("@hb/")
+
+
+def use_curve(sock, curve):
+    """Makes sock a CURVE client when curve is given: a dict of Z85 keys, "server" (the
+    broker's public key), "public" and "secret" (the client's pair)."""
+    if curve:
+        sock.curve_serverkey = curve["server"]
+        sock.curve_publickey = curve["public"]
+        sock.curve_secretkey = curve["secret"]
+
+
+def request(endpoint, body, timeout=5.0, socket_type=zmq.REQ, curve=None):
     """Sends one request (a dict is packed, bytes go as they are) and returns the decoded reply
-    frames (a frame that is not msgpack comes back as bytes). Raises TimeoutError."""
+    frames (a frame that is not msgpack comes back as bytes). Raises TimeoutError. curve: see
+    use_curve."""
     sock = CTX.socket(socket_type)
     sock.setsockopt(zmq.LINGER, 0)
+    use_curve(sock, curve)
     sock.connect(endpoint)
     try:
         payload = body if isinstance(body, bytes) else msgpack.packb(body, use_bin_type=True)
@@ -48,13 +66,32 @@ def key_tuple(key):
     return tuple(key) if isinstance(key, (list, tuple)) else (key,)
 
 
+def read_key_file(path):
+    """The key of a key file (docs/security.md, "Key files"): its one line that is neither
+    blank nor a '#' comment, as Z85 bytes."""
+    with open(path, "rb") as f:
+        keys = [line.strip() for line in f if line.strip() and not line.startswith(b"#")]
+    assert len(keys) == 1 and len(keys[0]) == 40, f"{path}: not one Z85 key: {keys!r}"
+    return keys[0]
+
+
+def curve_from_files(server_pub_path, secret_key_path):
+    """The curve= keys (see use_curve) from the broker's .pub and a client's .key, as
+    sync-keygen writes them; the public key is derived from the secret one, as libsyncclient
+    does."""
+    secret = read_key_file(secret_key_path)
+    return {"server": read_key_file(server_pub_path), "public": zmq.curve_public(secret),
+            "secret": secret}
+
+
 class Subscriber:
     """SUB socket: data topics first, '@hb' last (its first heartbeat proves the rest live)."""
 
-    def __init__(self, endpoint, topics=("",)):
+    def __init__(self, endpoint, topics=("",), curve=None):
         self.sock = CTX.socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, 0)
+        use_curve(self.sock, curve)
         self.sock.connect(endpoint)
         for topic in topics:
             self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
@@ -80,7 +117,7 @@ class Subscriber:
             if left <= 0:
                 raise TimeoutError(f"no heartbeat within {timeout}s")
             topic, body = self.recv(left)
-            if topic == "@hb":
+            if is_heartbeat(topic):
                 return body
             self.pending.append((topic, body))
 
@@ -89,7 +126,7 @@ class Subscriber:
         them. Messages in self.pending come first. AssertionError with what came on timeout."""
         got, self.pending = list(self.pending), []
         if not heartbeats:
-            got = [m for m in got if m[0] != "@hb"]
+            got = [m for m in got if not is_heartbeat(m[0])]
         deadline = time.monotonic() + timeout
         while not pred(got):
             left = deadline - time.monotonic()
@@ -99,7 +136,7 @@ class Subscriber:
                 topic, body = self.recv(min(left, 0.2))
             except TimeoutError:
                 continue
-            if topic != "@hb" or heartbeats:
+            if not is_heartbeat(topic) or heartbeats:
                 got.append((topic, body))
         return got
 
@@ -110,10 +147,11 @@ class Replica:
     `since` (followed from `upto` while a reply says `more`), and a new snapshot if that
     answers resync. rows: {(table, key tuple): row}."""
 
-    def __init__(self, pub, service, tables):
+    def __init__(self, pub, service, tables, curve=None):
         self.service = service
+        self.curve = curve
         self.tables = list(tables)
-        self.sub = Subscriber(pub, [f"{t}/" for t in self.tables])
+        self.sub = Subscriber(pub, [f"{t}/" for t in self.tables], curve=curve)
         self.rows = {}
         self.versions = {}
         self.epoch = None
@@ -139,7 +177,7 @@ class Replica:
         deadline = time.monotonic() + timeout
         while True:
             frames = request(self.service, {"op": "snapshot", "tables": self.tables},
-                             timeout=timeout)
+                             timeout=timeout, curve=self.curve)
             head = frames[0]
             if head.get("error") != "unavailable" or time.monotonic() > deadline:
                 break
@@ -175,7 +213,8 @@ class Replica:
         self.tseq = {}
         while True:
             asked = self.seq
-            frames = request(self.service, {"op": "since", "epoch": self.epoch, "seq": asked})
+            frames = request(self.service, {"op": "since", "epoch": self.epoch, "seq": asked},
+                             curve=self.curve)
             self.sinces += 1
             head = frames[0]
             if not isinstance(head, dict) or "error" in head:
@@ -241,7 +280,7 @@ class Replica:
             while True:
                 topic, ev = self.sub.recv(timeout if n == 0 else 0)
                 n += 1
-                if topic != "@hb":
+                if not is_heartbeat(topic):
                     self.apply(ev)
                 elif ev["epoch"] != self.epoch:
                     self.resyncs += 1  # a new broker run: nothing we hold is comparable

@@ -985,6 +985,23 @@ static void test_broker_error_reported(void **state)
     stop(t);
 }
 
+/* A table beyond this client's key: the broker says `forbidden`, the caller gets DENIED. */
+static void test_broker_forbidden_denied(void **state)
+{
+    (void)state;
+    const char *const tables[] = {BOOKINGS};
+    topts o = {.tables = tables, .ntables = 1};
+    tctx *t = start(&o);
+    fb_req r;
+    expect_request(t, "snapshot", &r);
+    fb_reply_error(&t->b, &r, "forbidden");
+    fb_req_free(&r);
+    int denied = SB_ERR_DENIED;
+    assert_true(drive(t, got_rc, &denied, DEADLINE_MS));
+    assert_int_equal(t->online_true, 0);
+    stop(t);
+}
+
 static void test_malformed_input_ignored(void **state)
 {
     (void)state;
@@ -1107,6 +1124,58 @@ static void test_fetch_snapshot(void **state)
     fb_free(&b);
 }
 
+static void keep_log(sb_log_level level, const char *msg, void *ud)
+{
+    (void)level;
+    snprintf(ud, 256, "%s", msg);
+}
+
+/* CURVE keys: both or neither, each a key; the reason is logged (or put in err). */
+static void test_curve_config(void **state)
+{
+    (void)state;
+    char pub[41], secret[41], logged[256] = "";
+    assert_int_equal(zmq_curve_keypair(pub, secret), 0);
+    sb_client *c = NULL;
+    sb_client_config cfg = {.pub_endpoint = "tcp://127.0.0.1:1",
+                            .service_endpoint = "tcp://127.0.0.1:2",
+                            .curve_server_key = pub,
+                            .cb = {.on_log = keep_log},
+                            .ud = logged};
+    assert_int_equal(sb_client_new(&cfg, &c), SB_ERR_INVAL);
+    assert_null(c);
+    assert_string_equal(logged, "CURVE: CURVE needs both the broker's public key and a secret key");
+    cfg.curve_secret_key = "012345678901234567890123456789012345678,";
+    assert_int_equal(sb_client_new(&cfg, &c), SB_ERR_INVAL);
+    assert_string_equal(logged, "CURVE: the secret key is not a CURVE key (40 characters of Z85)");
+    cfg.curve_server_key = "short";
+    cfg.curve_secret_key = secret;
+    assert_int_equal(sb_client_new(&cfg, &c), SB_ERR_INVAL);
+    assert_non_null(strstr(logged, "broker's public key is not a CURVE key"));
+    cfg.curve_server_key = pub;
+    assert_int_equal(sb_client_new(&cfg, &c), SB_OK);
+    assert_int_equal(sb_client_start(c), SB_OK);
+    sb_client_destroy(c);
+    /* The one-shot snapshot checks them the same way. */
+    char err[256];
+    cfg.curve_secret_key = NULL;
+    assert_int_equal(sb_client_fetch_snapshot_cfg(&cfg, collect_json, NULL, NULL, err, sizeof(err)),
+                     SB_ERR_INVAL);
+    assert_string_equal(err, "CURVE needs both the broker's public key and a secret key");
+    /* Key files: both paths needed; the reader's message comes through. */
+    sb_client_keys keys;
+    sb_client_config plain = {0};
+    assert_int_equal(
+        sb_client_config_load_keys(&plain, &keys, "/nonexistent.pub", NULL, err, sizeof(err)),
+        SB_ERR_INVAL);
+    assert_int_equal(sb_client_config_load_keys(&plain, &keys, "/nonexistent.pub",
+                                                "/nonexistent.key", err, sizeof(err)),
+                     SB_ERR_IO);
+    assert_string_equal(err, "/nonexistent.pub: No such file or directory");
+    assert_null(plain.curve_server_key);
+    assert_null(plain.curve_secret_key);
+}
+
 /* The broker's error codes as the library's errors: the limits' codes mean "later". */
 static void test_reply_error_codes(void **state)
 {
@@ -1116,6 +1185,8 @@ static void test_reply_error_codes(void **state)
     assert_int_equal(sb_reply_error_code("unavailable"), SB_ERR_BUSY);
     assert_int_equal(sb_reply_error_code("too_large"), SB_ERR_INVAL);
     assert_int_equal(sb_reply_error_code("resync"), SB_ERR_STATE);
+    assert_int_equal(sb_reply_error_code("forbidden"), SB_ERR_DENIED);
+    assert_string_equal(sb_strerror(SB_ERR_DENIED), "permission denied");
     assert_int_equal(sb_reply_error_code("no such code"), SB_ERR_IO);
 }
 
@@ -1145,10 +1216,12 @@ int main(void)
         cmocka_unit_test(test_snapshot_retry),
         cmocka_unit_test(test_snapshot_gives_up),
         cmocka_unit_test(test_broker_error_reported),
+        cmocka_unit_test(test_broker_forbidden_denied),
         cmocka_unit_test(test_malformed_input_ignored),
         cmocka_unit_test(test_no_snapshot),
         cmocka_unit_test(test_bad_config),
         cmocka_unit_test(test_fetch_snapshot),
+        cmocka_unit_test(test_curve_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
