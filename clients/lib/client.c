@@ -79,6 +79,7 @@ int sb_client_new(const sb_client_config *cfg, sb_client **out)
     c->request_timeout_ms = cfg->request_timeout_ms ? cfg->request_timeout_ms : 3000;
     c->request_retries = cfg->request_retries ? cfg->request_retries : 3;
     c->presence_ttl_ms = cfg->presence_ttl_ms ? cfg->presence_ttl_ms : 6000;
+    c->follow_all = cfg->ntables == 0;
     c->no_snapshot = cfg->no_snapshot;
     c->keep_rows = !cfg->no_cache;
     c->ctx = cfg->zmq_context;
@@ -216,9 +217,10 @@ static size_t read_sub(sb_client *c)
             zmq_msg_close(&extra);
             two = false;
         }
-        if (two)
+        if (two) {
+            sb_sync_hb_topic(c, zmq_msg_data(&topic), zmq_msg_size(&topic));
             sb_sync_feed(c, zmq_msg_data(&body), zmq_msg_size(&body));
-        else
+        } else
             sb_client_log(c, SB_LOG_WARN, "dropped a message that is not [topic][body]");
         zmq_msg_close(&topic);
         zmq_msg_close(&body);

@@ -53,6 +53,11 @@ struct sb_client {
     char *client_id;
     table_pos *pos; /* ntables entries; ntables == 0 follows everything by seq */
     size_t ntables;
+    /* Configured with no tables. Then a heartbeat on its own topic "@hb/<name>/" (a CURVE
+     * broker, which may restrict this client) makes the tables it lists the followed ones,
+     * by tseq, until the next synchronisation (pos is rebuilt each time). */
+    bool follow_all;
+    bool own_hb; /* the latest heartbeat came on "@hb/<name>/", not "@hb" */
     /* heartbeat_ms: the configured period until a heartbeat announces the broker's */
     uint32_t heartbeat_ms, request_timeout_ms, request_retries, presence_ttl_ms;
     bool no_snapshot;
@@ -104,6 +109,8 @@ void sb_client_log(sb_client *c, sb_log_level level, const char *fmt, ...) SB_PR
 /* Remember the first error of this sb_client_poll() call. */
 void sb_client_fail(sb_client *c, int err);
 
+/* sync.c: a heartbeat arrived on topic (len bytes): notes whether it is the client's own. */
+void sb_sync_hb_topic(sb_client *c, const void *topic, size_t len);
 /* sync.c: a stream message arrived (body borrowed). */
 void sb_sync_feed(sb_client *c, const void *body, size_t len);
 /* sync.c: a reply to the snapshot/since request in flight. */

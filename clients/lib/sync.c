@@ -141,11 +141,45 @@ static int set_epoch(sb_client *c, const char *epoch)
     return SB_OK;
 }
 
+void sb_sync_hb_topic(sb_client *c, const void *topic, size_t len)
+{
+    if (len >= 3 && memcmp(topic, "@hb", 3) == 0)
+        c->own_hb = len > 3;
+}
+
+/* A client that follows all tables follows, from a heartbeat on its own topic, the tables
+ * that heartbeat lists by tseq: a CURVE broker sends it only its tables' messages, so seq
+ * jumps (docs/client.md). From a plain "@hb" it follows everything by seq. */
+static int adopt_tables(sb_client *c, const sb_msg *hb)
+{
+    for (size_t i = 0; i < c->ntables; i++)
+        free(c->pos[i].table);
+    c->ntables = 0;
+    uint32_t n = c->own_hb ? hb->tseq_map->via.map.size : 0;
+    table_pos *pos = realloc(c->pos, (n ? n : 1) * sizeof(*pos));
+    if (!pos)
+        return SB_ERR_NOMEM;
+    c->pos = pos;
+    for (uint32_t i = 0; i < n; i++) {
+        const char *name;
+        size_t len;
+        if (sb_mp_get_str(&hb->tseq_map->via.map.ptr[i].key, &name, &len) != SB_OK)
+            continue;
+        pos[c->ntables] = (table_pos){.table = strndup(name, len)};
+        if (!pos[c->ntables].table)
+            return SB_ERR_NOMEM;
+        c->ntables++;
+    }
+    return SB_OK;
+}
+
 /* The first heartbeat (of an epoch) proves the subscriptions live: everything published
  * after it reaches us, so its positions are the baseline for gap detection. */
 static void start_sync(sb_client *c, const sb_msg *hb)
 {
     int rc = set_epoch(c, hb->epoch);
+    if (rc == SB_OK && c->follow_all)
+        rc = adopt_tables(c, hb);
     if (rc != SB_OK) {
         sb_client_fail(c, rc);
         return;

@@ -376,3 +376,40 @@ int tz_clients_load(tz *t, const char *path, tz_clients **out, char *err, size_t
     *out = c;
     return SB_OK;
 }
+
+/* The index of the configured table that topic (an event's "<table>/<key>" or a presence
+ * message's "@presence/<table>/<key>") belongs to, or -1. */
+static int topic_table(tz *t, const char *topic, size_t len)
+{
+    static const char presence[] = "@presence/";
+    const size_t pl = sizeof presence - 1;
+    if (len >= pl && memcmp(topic, presence, pl) == 0)
+        topic += pl, len -= pl;
+    size_t n = 0;
+    const char *const *tables = t->api->tables(t->host, &n);
+    for (size_t i = 0; i < n; i++) {
+        size_t tl = strlen(tables[i]);
+        if (len > tl && topic[tl] == '/' && memcmp(topic, tables[i], tl) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+bool tz_topic_readable(tz *t, const tz_principal *who, const char *topic, size_t len)
+{
+    return !who || who->all_tables || tz_principal_reads(who, topic_table(t, topic, len));
+}
+
+int tz_table_allowed(tz *t, tz_frames *env, const char *table, size_t len)
+{
+    int k = tz_table_index(t, table, len);
+    if (tz_principal_reads(t->req_who, k) && k >= 0)
+        return k;
+    /* The same answer for a table that does not exist and one it may not read; no name in
+     * it, so that nothing a restricted client receives names another table. */
+    if (t->req_who)
+        tz_reply_error(t, env, "forbidden", "a table asked for is not one this client may read");
+    else
+        tz_reply_unknown_table(t, env, table, len);
+    return -1;
+}

@@ -135,8 +135,11 @@ void tz_editors_serve(tz *t, tz_frames *env, const msgpack_object *req)
     sb_key key = {0};
     int rc = sb_mp_dup_str(sb_mp_map_get(req, "table"), &table);
     rc = rc ? rc : sb_mp_dup_key(sb_mp_map_get(req, "key"), &key);
-    if (rc == SB_OK && !tz_table_known(t, table))
-        rc = SB_ERR_NOTFOUND;
+    if (rc == SB_OK && tz_table_allowed(t, env, table, strlen(table)) < 0) {
+        free(table);
+        sb_mp_key_free(&key);
+        return;
+    }
     rc = rc ? rc : make_id(table, &key, &id, &idlen);
     const tz_editors *e = rc == SB_OK ? find(t, id, idlen) : NULL;
     msgpack_unpacked up;
@@ -144,9 +147,7 @@ void tz_editors_serve(tz *t, tz_frames *env, const msgpack_object *req)
     const msgpack_object *editors = NULL;
     if (e && sb_mp_unpack(e->body, e->len, NULL, &up) == SB_OK)
         editors = sb_mp_map_get(&up.data, "editors");
-    if (rc == SB_ERR_NOTFOUND) {
-        tz_reply_unknown_table(t, env, table, strlen(table));
-    } else if (rc == SB_ERR_NOMEM) {
+    if (rc == SB_ERR_NOMEM) {
         tz_reply_error(t, env, "internal", "out of memory");
     } else if (rc < 0) {
         tz_reply_error(t, env, "bad_request", "editors needs table (str) and key (str or [str])");

@@ -176,6 +176,90 @@ int tz_last_heartbeat(tz *t, msgpack_unpacked *up)
     return rc;
 }
 
+/* Pack the tseq map v keeping only the tables who may read. */
+static int pack_tseq(tz *t, const tz_principal *who, msgpack_packer *pk, const msgpack_object *v)
+{
+    uint32_t n = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        int rc = pass ? msgpack_pack_map(pk, n) : 0;
+        for (uint32_t i = 0; rc == 0 && i < v->via.map.size; i++) {
+            const msgpack_object_kv *kv = &v->via.map.ptr[i];
+            const char *name;
+            size_t len;
+            if (sb_mp_get_str(&kv->key, &name, &len) < 0 ||
+                !tz_principal_reads(who, tz_table_index(t, name, len)))
+                continue;
+            if (pass == 0)
+                n++;
+            else
+                rc = msgpack_pack_object(pk, kv->key) | msgpack_pack_object(pk, kv->val);
+        }
+        if (rc < 0)
+            return SB_ERR_NOMEM;
+    }
+    return SB_OK;
+}
+
+int tz_hb_encode(tz *t, const tz_principal *who, const void *body, size_t len, msgpack_sbuffer *out)
+{
+    msgpack_unpacked up;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
+    msgpack_unpacked_init(&up);
+    int rc = sb_mp_unpack(body, len, NULL, &up);
+    const msgpack_object *map = &up.data;
+    if (rc == SB_OK && map->type != MSGPACK_OBJECT_MAP)
+        rc = SB_ERR_INVAL;
+    if (rc == SB_OK && msgpack_pack_map(&pk, map->via.map.size) < 0)
+        rc = SB_ERR_NOMEM;
+    for (uint32_t i = 0; rc == SB_OK && i < map->via.map.size; i++) {
+        const msgpack_object_kv *kv = &map->via.map.ptr[i];
+        if (msgpack_pack_object(&pk, kv->key) < 0)
+            rc = SB_ERR_NOMEM;
+        else if (sb_mp_str_eq(&kv->key, "tseq") && kv->val.type == MSGPACK_OBJECT_MAP)
+            rc = pack_tseq(t, who, &pk, &kv->val);
+        else if (msgpack_pack_object(&pk, kv->val) < 0)
+            rc = SB_ERR_NOMEM;
+    }
+    msgpack_unpacked_destroy(&up);
+    return rc;
+}
+
+/* The heartbeat m for every principal with a connection subscribed to heartbeats, on its own
+ * topic and with its own tables' tseq only. Each principal's once, however many connections
+ * it has. */
+static void publish_hb_per_principal(tz *t, const sb_message *m)
+{
+    const tz_principal **sent = NULL;
+    size_t nsent = 0;
+    for (size_t i = 0; i < t->nfds; i++) {
+        const tz_principal *who = tz_subs_hb_principal(t, i);
+        size_t k = 0;
+        while (k < nsent && sent[k] != who)
+            k++;
+        if (!who || k < nsent)
+            continue;
+        const tz_principal **grown = realloc(sent, (nsent + 1) * sizeof *sent);
+        if (!grown)
+            break;
+        sent = grown;
+        sent[nsent++] = who;
+        char topic[TZ_HB_TOPIC_MAX];
+        size_t tl = tz_hb_topic(who, topic, sizeof topic);
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        int rc = tz_hb_encode(t, who, m->body, m->body_len, &sb);
+        if (rc == SB_OK && (zmq_send(t->pub, topic, tl, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+                            zmq_send(t->pub, sb.data, sb.size, ZMQ_DONTWAIT) < 0))
+            rc = SB_ERR_ZMQ;
+        if (rc < 0 && t->publish_failed++ == 0)
+            t->api->log(t->host, SB_LOG_WARN, "cannot publish the heartbeat of %s: %s", who->name,
+                        rc == SB_ERR_ZMQ ? zmq_strerror(errno) : sb_strerror(rc));
+        msgpack_sbuffer_destroy(&sb);
+    }
+    free(sent);
+}
+
 int tz_publish(void *state, const sb_message *m)
 {
     tz *t = state;
@@ -185,6 +269,12 @@ int tz_publish(void *state, const sb_message *m)
         keep_heartbeat(t, m);
     else if (m->kind == SB_MSG_PRESENCE)
         tz_editors_note(t, m);
+    /* With CURVE every heartbeat subscription stands for @hb/<name>/: nobody could receive
+     * the core's @hb, which names every table. */
+    if (m->kind == SB_MSG_HEARTBEAT && t->clients) {
+        publish_hb_per_principal(t, m);
+        return SB_OK;
+    }
     static const unsigned char empty[1];
     const void *body = m->body_len ? m->body : empty;
     const void *topic = m->topic_len ? (const void *)m->topic : empty;

@@ -96,11 +96,6 @@ int tz_table_index(tz *t, const char *table, size_t len)
     return -1;
 }
 
-bool tz_table_known(tz *t, const char *table)
-{
-    return tz_table_index(t, table, strlen(table)) >= 0;
-}
-
 static int64_t wall_ms(void)
 {
     struct timespec ts;
@@ -142,6 +137,10 @@ static void serve_ping(tz *t, tz_frames *env, const msgpack_object *req)
 static void serve_stats(tz *t, tz_frames *env, const msgpack_object *req)
 {
     (void)req;
+    if (t->req_who && !t->req_who->admin) {
+        tz_reply_error(t, env, "forbidden", "stats is for admin clients (clients_file: admin)");
+        return;
+    }
     sb_stats s = {0};
     t->api->stats(t->host, &s);
     tz_out o;
@@ -168,8 +167,11 @@ static void serve_stats(tz *t, tz_frames *env, const msgpack_object *req)
 }
 
 /* A `since` reply being built: at most max_events messages and max_bytes of bodies, but
- * always the first one, so that a client advances even past a message larger than the cap. */
+ * always the first one, so that a client advances even past a message larger than the cap.
+ * Only messages of the tables `who` may read are included, and only they count. */
 typedef struct replay_ctx {
+    tz *t;
+    const tz_principal *who;
     tz_frames frames;
     size_t max_events, max_bytes;
     uint64_t upto; /* seq of the last message included */
@@ -180,7 +182,7 @@ typedef struct replay_ctx {
 static void on_replay(void *ud, const sb_message *m)
 {
     replay_ctx *c = ud;
-    if (c->rc != SB_OK || c->more)
+    if (c->rc != SB_OK || c->more || !tz_topic_readable(c->t, c->who, m->topic, m->topic_len))
         return;
     if (c->frames.n &&
         (c->frames.n >= c->max_events || c->frames.bytes + m->body_len > c->max_bytes)) {
@@ -211,8 +213,11 @@ static void serve_since(tz *t, tz_frames *env, const msgpack_object *req)
         reply_parse_error(t, env, rc, "since needs epoch (str) and seq (uint)");
         return;
     }
-    replay_ctx c = {
-        .max_events = t->max_since_events, .max_bytes = t->max_since_bytes, .rc = SB_OK};
+    replay_ctx c = {.t = t,
+                    .who = t->req_who,
+                    .max_events = t->max_since_events,
+                    .max_bytes = t->max_since_bytes,
+                    .rc = SB_OK};
     uint64_t last = 0;
     rc = t->api->since(t->host, epoch, seq, on_replay, &c, &last);
     if (rc == SB_OK)
@@ -296,9 +301,17 @@ static void serve_presence(tz *t, tz_frames *env, const msgpack_object *req)
     presence_req p = {0};
     const char *why;
     int rc = presence_parse(req, &p, &why);
-    if (rc == SB_OK && !tz_table_known(t, p.table))
-        rc = SB_ERR_NOTFOUND;
-    else if (rc == SB_OK) {
+    if (rc == SB_OK && t->req_who && strcmp(p.client, t->req_who->name) != 0) {
+        tz_reply_error(t, env, "forbidden", "this client announces presence as '%s' only",
+                       t->req_who->name);
+        presence_free(&p);
+        return;
+    }
+    if (rc == SB_OK && tz_table_allowed(t, env, p.table, strlen(p.table)) < 0) {
+        presence_free(&p);
+        return;
+    }
+    if (rc == SB_OK) {
         sb_presence sp = {.client = p.client,
                           .table = p.table,
                           .key = p.key,

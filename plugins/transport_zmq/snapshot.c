@@ -220,9 +220,9 @@ static void on_rows(void *ud, const sb_row *rows, size_t n, bool done, int statu
         finish(s);
 }
 
-/* Fill s->tables from the request's `tables` (absent, nil or [] = every configured table),
- * each table once, in the order first asked: the list cannot outgrow the configured one.
- * Replies itself and returns false when the request cannot be served. */
+/* Fill s->tables from the request's `tables` (absent, nil or [] = every configured table the
+ * client may read), each table once, in the order first asked: the list cannot outgrow the
+ * configured one. Replies itself and returns false when the request cannot be served. */
 static bool resolve_tables(tz *t, tz_snap *s, const msgpack_object *req)
 {
     const msgpack_object *want = sb_mp_map_get(req, "tables"), *items = NULL;
@@ -233,22 +233,25 @@ static bool resolve_tables(tz *t, tz_snap *s, const msgpack_object *req)
     }
     size_t nconf = 0;
     const char *const *conf = t->api->tables(t->host, &nconf);
-    s->all = n == 0;
+    /* "All" for a client restricted to some tables is the list of them. */
+    bool every = n == 0;
+    s->all = every && tz_principal_reads(t->req_who, -1);
     s->tables = calloc(nconf ? nconf : 1, sizeof *s->tables);
     bool *taken = calloc(nconf ? nconf : 1, sizeof *taken);
     bool ok = s->tables && taken;
     if (!ok)
         tz_reply_error(t, &s->env, "internal", "out of memory");
-    for (size_t i = 0; ok && i < (s->all ? nconf : n); i++) {
+    for (size_t i = 0; ok && i < (every ? nconf : n); i++) {
         const char *name;
         size_t len;
         int k = (int)i;
-        if (!s->all && sb_mp_get_str(&items[i], &name, &len) < 0) {
+        if (!every && sb_mp_get_str(&items[i], &name, &len) < 0) {
             tz_reply_error(t, &s->env, "bad_request", "tables must be an array of str");
             ok = false;
-        } else if (!s->all && (k = tz_table_index(t, name, len)) < 0) {
-            tz_reply_unknown_table(t, &s->env, name, len);
+        } else if (!every && (k = tz_table_allowed(t, &s->env, name, len)) < 0) {
             ok = false;
+        } else if (every && !tz_principal_reads(t->req_who, k)) {
+            continue;
         } else if (!taken[k]) {
             taken[k] = true;
             if (!(s->tables[s->ntables++] = strdup(conf[k]))) {
@@ -258,6 +261,11 @@ static bool resolve_tables(tz *t, tz_snap *s, const msgpack_object *req)
         }
     }
     free(taken);
+    if (ok && s->ntables == 0 && !s->all) {
+        /* An empty list would ask the core for every table. */
+        tz_reply_error(t, &s->env, "forbidden", "this client may read no table");
+        ok = false;
+    }
     return ok;
 }
 

@@ -41,10 +41,18 @@
 #define TZ_LOG_TOPIC 48      /* bytes of an untrusted topic quoted in a log line */
 #define TZ_SET_MIN 16        /* first size of a connection's topic set */
 
+/* A topic and, in a connection's confirmed set, how many of its subscriptions stand for it. */
 typedef struct tz_topic {
+    size_t refs;
     size_t len;
     unsigned char data[];
 } tz_topic;
+
+/* A set of topics: open addressing (v malloc'd; each topic malloc'd). */
+typedef struct tz_topic_set {
+    tz_topic **v;
+    size_t cap, n, bytes;
+} tz_topic_set;
 
 /* One events connection that has sent a subscription. Owned by its fd slot (t->fds). */
 struct tz_subscriber {
@@ -53,8 +61,8 @@ struct tz_subscriber {
     int fd;
     struct sockaddr_storage addr; /* at first sight: a cut checks the socket is still it */
     socklen_t addrlen;
-    tz_topic **set; /* admitted topics, open addressing (malloc'd; each topic malloc'd) */
-    size_t cap, n, bytes;
+    tz_topic_set sent; /* the subscriptions admitted, as the peer sent them */
+    tz_topic_set conf; /* what they stand for, confirmed to libzmq (the same in plain mode) */
     size_t refused, refused_bytes;
     bool hb, warned, cut;
 };
@@ -91,6 +99,86 @@ bool tz_subscription_valid(const char *const *tables, size_t n, const unsigned c
     return data_prefix_valid(tables, n, s, len);
 }
 
+/* One topic of what a subscription stands for: pieces a, b, c joined (b and c may be NULL). */
+static int narrow_emit(tz_topic_fn fn, void *ud, const char *a, const char *b, const char *c)
+{
+    char buf[TZ_HB_TOPIC_MAX + 160]; /* a table name has at most 127 bytes (broker/config.c) */
+    int n = snprintf(buf, sizeof buf, "%s%s%s", a, b ? b : "", c ? c : "");
+    if (n < 0 || (size_t)n >= sizeof buf)
+        return SB_ERR_INVAL;
+    int rc = fn(ud, (const unsigned char *)buf, (size_t)n);
+    return rc < 0 ? rc : 1;
+}
+
+/* The data topics d (after `prefix`: "" or "@presence/"; s is the whole subscription) stands
+ * for inside who's tables: "<table>/" for each table whose "<table>/" starts with d, or s
+ * itself when d is inside one table ("<table>/<key prefix>"). */
+static int narrow_data(tz *t, const tz_principal *who, const unsigned char *s, size_t len,
+                       const char *prefix, tz_topic_fn fn, void *ud)
+{
+    size_t pl = strlen(prefix), n = 0;
+    const unsigned char *d = s + pl;
+    size_t dl = len - pl;
+    const char *const *tables = t->api->tables(t->host, &n);
+    int count = 0, rc = 0;
+    for (size_t i = 0; rc >= 0 && i < n; i++) {
+        size_t tl = strlen(tables[i]);
+        if (!tz_principal_reads(who, (int)i))
+            continue;
+        if (dl <= tl && memcmp(d, tables[i], dl) == 0)
+            rc = narrow_emit(fn, ud, prefix, tables[i], "/");
+        else if (dl > tl && d[tl] == '/' && memcmp(d, tables[i], tl) == 0)
+            rc = (rc = fn(ud, s, len)) < 0 ? rc : 1;
+        else
+            rc = 0;
+        count += rc > 0 ? rc : 0;
+    }
+    return rc < 0 ? rc : count;
+}
+
+size_t tz_hb_topic(const tz_principal *who, char *buf, size_t cap)
+{
+    int n = who ? snprintf(buf, cap, "@hb/%s/", who->name) : snprintf(buf, cap, "@hb");
+    return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
+}
+
+int tz_subs_narrow(tz *t, const tz_principal *who, const unsigned char *s, size_t len,
+                   tz_topic_fn fn, void *ud)
+{
+    static const char presence[] = "@presence/";
+    const size_t pl = sizeof presence - 1;
+    if (!who) {
+        size_t n = 0;
+        const char *const *tables = t->api->tables(t->host, &n);
+        if (!tz_subscription_valid(tables, n, s, len))
+            return 0;
+        int rc = fn(ud, s, len);
+        return rc < 0 ? rc : 1;
+    }
+    char hb[TZ_HB_TOPIC_MAX];
+    size_t hl = tz_hb_topic(who, hb, sizeof hb);
+    int count = 0, rc = 0;
+    if (hl && is_prefix(s, len, hb))
+        rc = narrow_emit(fn, ud, hb, NULL, NULL);
+    count += rc > 0 ? rc : 0;
+    if (rc >= 0 && is_prefix(s, len, presence)) {
+        size_t n = 0;
+        const char *const *tables = t->api->tables(t->host, &n);
+        for (size_t i = 0; rc >= 0 && i < n; i++)
+            if (tz_principal_reads(who, (int)i) &&
+                (rc = narrow_emit(fn, ud, presence, tables[i], "/")) > 0)
+                count++;
+    } else if (rc >= 0 && len > pl && memcmp(s, presence, pl) == 0) {
+        rc = narrow_data(t, who, s, len, presence, fn, ud);
+        count += rc > 0 ? rc : 0;
+    }
+    if (rc >= 0) {
+        rc = narrow_data(t, who, s, len, "", fn, ud);
+        count += rc > 0 ? rc : 0;
+    }
+    return rc < 0 ? rc : count;
+}
+
 /* ---- a connection's topic set ---------------------------------------------------------- */
 
 static uint64_t topic_hash(const unsigned char *s, size_t len)
@@ -102,73 +190,82 @@ static uint64_t topic_hash(const unsigned char *s, size_t len)
 }
 
 /* Slot holding the topic, or the empty slot where it would go. cap > n, a power of 2. */
-static size_t set_find(const tz_subscriber *p, const unsigned char *s, size_t len)
+static size_t set_find(const tz_topic_set *p, const unsigned char *s, size_t len)
 {
     size_t mask = p->cap - 1;
     size_t i = topic_hash(s, len) & mask;
-    while (p->set[i] && !(p->set[i]->len == len && memcmp(p->set[i]->data, s, len) == 0))
+    while (p->v[i] && !(p->v[i]->len == len && memcmp(p->v[i]->data, s, len) == 0))
         i = (i + 1) & mask;
     return i;
 }
 
-static bool set_has(const tz_subscriber *p, const unsigned char *s, size_t len)
+static tz_topic *set_get(const tz_topic_set *p, const unsigned char *s, size_t len)
 {
-    return p->cap && p->set[set_find(p, s, len)];
+    return p->cap ? p->v[set_find(p, s, len)] : NULL;
 }
 
-static int set_grow(tz_subscriber *p)
+static int set_grow(tz_topic_set *p)
 {
     size_t cap = p->cap ? p->cap * 2 : TZ_SET_MIN;
-    tz_topic **old = p->set;
+    tz_topic **old = p->v;
     size_t oldcap = p->cap;
-    p->set = calloc(cap, sizeof *p->set);
-    if (!p->set) {
-        p->set = old;
+    p->v = calloc(cap, sizeof *p->v);
+    if (!p->v) {
+        p->v = old;
         return SB_ERR_NOMEM;
     }
     p->cap = cap;
     for (size_t i = 0; i < oldcap; i++)
         if (old[i])
-            p->set[set_find(p, old[i]->data, old[i]->len)] = old[i];
+            p->v[set_find(p, old[i]->data, old[i]->len)] = old[i];
     free(old);
     return SB_OK;
 }
 
-static int set_add(tz_subscriber *p, const unsigned char *s, size_t len)
+static int set_add(tz_topic_set *p, const unsigned char *s, size_t len)
 {
     if ((p->n + 1) * 4 > p->cap * 3 && set_grow(p) < 0)
         return SB_ERR_NOMEM;
     tz_topic *tp = malloc(sizeof *tp + len);
     if (!tp)
         return SB_ERR_NOMEM;
+    tp->refs = 1;
     tp->len = len;
     memcpy(tp->data, s, len);
-    p->set[set_find(p, s, len)] = tp;
+    p->v[set_find(p, s, len)] = tp;
     p->n++;
     p->bytes += len;
     return SB_OK;
 }
 
+static void set_clear(tz_topic_set *p)
+{
+    for (size_t i = 0; i < p->cap; i++)
+        free(p->v[i]);
+    free(p->v);
+    *p = (tz_topic_set){0};
+}
+
 /* Remove with backward shift, so that lookups never need tombstones. */
-static bool set_remove(tz_subscriber *p, const unsigned char *s, size_t len)
+static bool set_remove(tz_topic_set *p, const unsigned char *s, size_t len)
 {
     if (!p->cap)
         return false;
     size_t mask = p->cap - 1;
     size_t i = set_find(p, s, len);
-    if (!p->set[i])
+    if (!p->v[i])
         return false;
-    p->bytes -= p->set[i]->len;
+    p->bytes -= p->v[i]->len;
     p->n--;
-    free(p->set[i]);
-    p->set[i] = NULL;
-    for (size_t j = (i + 1) & mask; p->set[j]; j = (j + 1) & mask) {
-        size_t k = topic_hash(p->set[j]->data, p->set[j]->len) & mask;
+    free(p->v[i]);
+    p->v[i] = NULL;
+    for (size_t j = (i + 1) & mask; p->v[j]; j = (j + 1) & mask) {
+        size_t k = topic_hash(p->v[j]->data, p->v[j]->len) & mask;
         /* Move j back into the hole unless its home k lies cyclically in (i, j]. */
         if (i <= j ? i < k && k <= j : i < k || k <= j)
             continue;
-        p->set[i] = p->set[j];
-        p->set[j] = NULL;
+        p->v[i] = p->v[j];
+        p->v[j] = NULL;
         i = j;
     }
     return true;
@@ -202,10 +299,9 @@ static void peer_release(tz *t, tz_fd_slot *s)
         return;
     if (p->hb && t->subscribers > 0)
         t->subscribers--;
-    t->subscriptions -= (int64_t)p->n;
-    for (size_t i = 0; i < p->cap; i++)
-        free(p->set[i]);
-    free(p->set);
+    t->subscriptions -= (int64_t)p->conf.n;
+    set_clear(&p->sent);
+    set_clear(&p->conf);
     free(p);
     s->peer = NULL;
 }
@@ -345,18 +441,95 @@ static void refuse(tz *t, tz_subscriber *p, const unsigned char *s, size_t len, 
         cut(t, p);
 }
 
-/* Why p may not have topic s (NULL: it may). */
+/* What a subscription would add to a connection's confirmed set (tz_subs_narrow walk). */
+typedef struct narrow_cost {
+    const tz_topic_set *conf;
+    size_t n, bytes;
+} narrow_cost;
+
+static int count_new(void *ud, const unsigned char *s, size_t len)
+{
+    narrow_cost *c = ud;
+    if (!set_get(c->conf, s, len))
+        c->n++, c->bytes += len;
+    return 0;
+}
+
+/* Why p may not have subscription s (NULL: it may). Both what it sent and what that stands
+ * for count against the limits. */
 static const char *refusal(tz *t, const tz_subscriber *p, const unsigned char *s, size_t len)
 {
-    size_t n = 0;
-    const char *const *tables = t->api->tables(t->host, &n);
-    if (!tz_subscription_valid(tables, n, s, len))
-        return "no topic the broker publishes starts with it";
-    if (p->n >= t->max_subscriptions)
+    narrow_cost c = {.conf = &p->conf};
+    int rc = tz_subs_narrow(t, p->who, s, len, count_new, &c);
+    if (rc < 0)
+        return "its topics cannot be built";
+    if (rc == 0)
+        return p->who ? "no topic of the tables this client may read starts with it"
+                      : "no topic the broker publishes starts with it";
+    if (p->sent.n >= t->max_subscriptions || p->conf.n + c.n > t->max_subscriptions)
         return "over max_subscriptions";
-    if (p->bytes + len > t->max_subscription_bytes)
+    if (p->sent.bytes + len > t->max_subscription_bytes ||
+        p->conf.bytes + c.bytes > t->max_subscription_bytes)
         return "over max_subscription_bytes";
     return NULL;
+}
+
+/* A confirm() or release() walk: left counts down the topics release() may still take. */
+typedef struct narrow_walk {
+    tz *t;
+    tz_subscriber *p;
+    size_t done, left;
+} narrow_walk;
+
+/* Confirm one topic for the pipe of the message read last, once per connection however many
+ * of its subscriptions stand for it. */
+static int confirm(void *ud, const unsigned char *s, size_t len)
+{
+    narrow_walk *w = ud;
+    tz *t = w->t;
+    tz_subscriber *p = w->p;
+    w->done++;
+    tz_topic *tp = set_get(&p->conf, s, len);
+    if (tp) {
+        tp->refs++;
+        return 0;
+    }
+    if (set_add(&p->conf, s, len) < 0) {
+        w->done--;
+        return SB_ERR_NOMEM;
+    }
+    zmq_setsockopt(t->pub, ZMQ_SUBSCRIBE, s, len);
+    t->subscriptions++;
+    return 0;
+}
+
+/* Undo one confirm(): the last subscription standing for the topic unsubscribes it. */
+static int release(void *ud, const unsigned char *s, size_t len)
+{
+    narrow_walk *w = ud;
+    tz *t = w->t;
+    tz_subscriber *p = w->p;
+    if (w->left == 0)
+        return 0;
+    w->left--;
+    tz_topic *tp = set_get(&p->conf, s, len);
+    if (tp && --tp->refs == 0) {
+        set_remove(&p->conf, s, len);
+        zmq_setsockopt(t->pub, ZMQ_UNSUBSCRIBE, s, len);
+        t->subscriptions--;
+    }
+    return 0;
+}
+
+/* p->hb and t->subscribers follow whether p's heartbeat topic is confirmed. */
+static void note_hb(tz *t, tz_subscriber *p)
+{
+    char hb[TZ_HB_TOPIC_MAX];
+    size_t hl = tz_hb_topic(p->who, hb, sizeof hb);
+    bool now = hl && set_get(&p->conf, (const unsigned char *)hb, hl);
+    if (now != p->hb)
+        t->subscribers += now ? 1 : -1;
+    p->hb = now;
 }
 
 void tz_subs_judge(tz *t, zmq_msg_t *msg)
@@ -369,34 +542,38 @@ void tz_subs_judge(tz *t, zmq_msg_t *msg)
     if (!p || len < 1 || d[0] > 1 || p->cut)
         return;
     const unsigned char *s = d + 1;
-    bool hb = len - 1 == 3 && memcmp(s, "@hb", 3) == 0;
+    narrow_walk w = {.t = t, .p = p, .left = SIZE_MAX};
+    /* ZMQ_(UN)SUBSCRIBE apply to the pipe of the message read last: all of them before the
+     * next recv. What was confirmed for s is walked again to be released: the same s and
+     * principal always stand for the same topics. */
     if (d[0] == 0) {
-        if (set_remove(p, s, len - 1)) {
-            zmq_setsockopt(t->pub, ZMQ_UNSUBSCRIBE, s, len - 1);
-            t->subscriptions--;
-            if (hb && p->hb) {
-                p->hb = false;
-                t->subscribers--;
-            }
+        if (set_remove(&p->sent, s, len - 1)) {
+            tz_subs_narrow(t, p->who, s, len - 1, release, &w);
+            note_hb(t, p);
         }
         return;
     }
-    if (set_has(p, s, len - 1))
+    if (set_get(&p->sent, s, len - 1))
         return; /* libzmq keeps one per topic too: nothing to count */
     const char *why = refusal(t, p, s, len - 1);
-    if (!why && set_add(p, s, len - 1) < 0)
+    if (!why && set_add(&p->sent, s, len - 1) < 0)
         why = "out of memory";
-    if (why) {
+    if (!why && tz_subs_narrow(t, p->who, s, len - 1, confirm, &w) < 0) {
+        /* Out of memory half-way: undo the topics confirmed, which come first in the walk. */
+        w.left = w.done;
+        tz_subs_narrow(t, p->who, s, len - 1, release, &w);
+        set_remove(&p->sent, s, len - 1);
+        why = "out of memory";
+    }
+    if (why)
         refuse(t, p, s, len - 1, why);
-        return;
-    }
-    /* Right after the recv: ZMQ_SUBSCRIBE applies to the pipe of the message read last. */
-    zmq_setsockopt(t->pub, ZMQ_SUBSCRIBE, s, len - 1);
-    t->subscriptions++;
-    if (hb) {
-        p->hb = true;
-        t->subscribers++;
-    }
+    note_hb(t, p);
+}
+
+const tz_principal *tz_subs_hb_principal(tz *t, size_t fd)
+{
+    const tz_subscriber *p = fd < t->nfds ? t->fds[fd].peer : NULL;
+    return p && p->hb && !p->cut ? p->who : NULL;
 }
 
 /* ---- the ZAP handler (27/ZAP) ---------------------------------------------------------- */

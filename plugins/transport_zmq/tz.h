@@ -233,6 +233,10 @@ int tz_bind(tz *t, void *s, const char *what, const char *endpoint);
 int tz_pub_start(tz *t);
 void tz_pub_stop(tz *t);
 int tz_publish(void *state, const sb_message *m);
+/* Re-encode the heartbeat body (len bytes) for who into out (initialised by the caller): the
+ * same map with only the tables who may read in tseq. 0, SB_ERR_INVAL or SB_ERR_NOMEM. */
+int tz_hb_encode(tz *t, const tz_principal *who, const void *body, size_t len,
+                 msgpack_sbuffer *out);
 /* Decode the latest heartbeat into *up (a map; release with msgpack_unpacked_destroy).
  * SB_ERR_NOTFOUND before the first one. */
 int tz_last_heartbeat(tz *t, msgpack_unpacked *up);
@@ -247,6 +251,22 @@ int tz_subs_start(tz *t, void *pub);
 void tz_subs_stop(tz *t);
 /* Admit (ZMQ_SUBSCRIBE), mirror or refuse the subscription message just received on t->pub. */
 void tz_subs_judge(tz *t, zmq_msg_t *msg);
+/* Called for each topic a subscription stands for; a negative return stops the walk. */
+typedef int (*tz_topic_fn)(void *ud, const unsigned char *s, size_t len);
+/* What the subscription s (len bytes, untrusted) of a connection of `who` stands for, one
+ * fn call per topic to confirm (docs/protocol.md, "Subscriptions"): s itself in plain mode
+ * (who NULL) when tz_subscription_valid(); for a principal, the topics inside its tables
+ * matched at the table boundary, and its heartbeat topic for any heartbeat subscription.
+ * The same s and who always give the same topics, in the same order. Returns how many
+ * (0: s is refused), or fn's negative return. */
+int tz_subs_narrow(tz *t, const tz_principal *who, const unsigned char *s, size_t len,
+                   tz_topic_fn fn, void *ud);
+/* The heartbeat topic of who into buf: "@hb/<name>/", or "@hb" for NULL. Its length. */
+#define TZ_HB_TOPIC_MAX 80 /* "@hb/" + a name of at most 64 + "/" */
+size_t tz_hb_topic(const tz_principal *who, char *buf, size_t cap);
+/* The principal of the connection on socket fd when it has its heartbeat topic confirmed
+ * (NULL: none, or plain mode). */
+const tz_principal *tz_subs_hb_principal(tz *t, size_t fd);
 /* True when some topic the broker publishes (tables: the configured ones) starts with s. */
 bool tz_subscription_valid(const char *const *tables, size_t n, const unsigned char *s, size_t len);
 
@@ -258,6 +278,12 @@ int tz_user_id_parse(tz *t, const char *uid, uint64_t *conn, const tz_principal 
 /* Whether who may read the table at index `table` of api->tables(). NULL (plain mode) may
  * read everything. */
 bool tz_principal_reads(const tz_principal *who, int table);
+/* Whether who may see the event or presence message published on topic (NULL: anything). */
+bool tz_topic_readable(tz *t, const tz_principal *who, const char *topic, size_t len);
+/* The index of table (untrusted, len bytes) when the request's principal (t->req_who) may
+ * read it; otherwise replies (forbidden for a principal, whether the table exists or not:
+ * no existence oracle; unknown_table in plain mode), takes env over and returns -1. */
+int tz_table_allowed(tz *t, tz_frames *env, const char *table, size_t len);
 /* Read clients_file `path` (docs/security.md, "The clients file"), checking tables against
  * api->tables(). 0 with *out a new list (the caller's; tz_clients_free), or a negative sb_err
  * (SB_ERR_IO unreadable, SB_ERR_CONFIG bad content, SB_ERR_NOMEM) with the first error in err,
@@ -289,8 +315,6 @@ void tz_reply_error(tz *t, tz_frames *env, const char *code, const char *fmt, ..
 void tz_reply_map(tz *t, tz_frames *env, msgpack_sbuffer *sb, int pack_rc, tz_frames *extra);
 /* Reply unknown_table naming the (untrusted, len bytes) table. Takes env over. */
 void tz_reply_unknown_table(tz *t, tz_frames *env, const char *table, size_t len);
-/* True when the C string table is one of api->tables(). */
-bool tz_table_known(tz *t, const char *table);
 /* table's index in api->tables(), or -1 when it is not configured. */
 int tz_table_index(tz *t, const char *table, size_t len);
 

@@ -154,8 +154,10 @@ uint64_t fb_change(fake_broker *b, const char *table, const char *key, const cha
     msgpack_sbuffer body;
     msgpack_sbuffer_init(&body);
     pack_change(b, &body, seq, tseq, table, key, op, version, origin, id, name);
-    record(b, seq, &body);
-    if (!lose)
+    bool hidden = b->hidden && strcmp(table, b->hidden) == 0;
+    if (!hidden)
+        record(b, seq, &body);
+    if (!lose && !hidden)
         publish_change(b, table, key, &body);
     msgpack_sbuffer_destroy(&body);
     return seq;
@@ -209,15 +211,19 @@ void fb_heartbeat(fake_broker *b)
     sb_mp_pack_kv_cstr(&pk, "epoch", b->epoch);
     sb_mp_pack_kv_uint(&pk, "seq", b->seq);
     sb_mp_pack_cstr(&pk, "tseq");
-    msgpack_pack_map(&pk, b->ntables);
+    msgpack_pack_map(&pk, b->ntables - (b->hidden != NULL));
     for (size_t i = 0; i < b->ntables; i++)
-        sb_mp_pack_kv_uint(&pk, b->tables[i], b->tseq[i]);
+        if (!b->hidden || strcmp(b->tables[i], b->hidden) != 0)
+            sb_mp_pack_kv_uint(&pk, b->tables[i], b->tseq[i]);
     sb_mp_pack_kv_int(&pk, "ts", 1764331200000);
     if (b->announce_hb_ms) {
         sb_mp_pack_kv_uint(&pk, "hb_ms", b->announce_hb_ms);
         sb_mp_pack_kv_uint(&pk, "proto", 1);
     }
-    fb_publish_raw(b, "@hb", body.data, body.size);
+    char topic[128];
+    snprintf(topic, sizeof(topic), b->principal ? "@hb/%s/" : "@hb",
+             b->principal ? b->principal : "");
+    fb_publish_raw(b, topic, body.data, body.size);
     msgpack_sbuffer_destroy(&body);
     b->last_hb_ms = fb_now_ms();
     b->next_hb_ms = b->last_hb_ms + b->hb_ms;

@@ -39,6 +39,10 @@ typedef struct fake_broker {
     uint32_t announce_hb_ms; /* hb_ms put in heartbeats; 0: none, as older brokers */
     uint64_t last_hb_ms, next_hb_ms;
     size_t since_cap; /* messages per `since` reply (0: all), with more/upto beyond */
+    /* As a CURVE broker serves a client restricted to the other tables: heartbeats on
+     * "@hb/<principal>/" without `hidden` in tseq; changes of `hidden` take their seq and
+     * tseq but are neither published nor replayed. NULL: plain mode. */
+    const char *principal, *hidden;
 } fake_broker;
 
 /* A row of the test tables: {"id": id, "name": name}; name NULL packs a nil row. */

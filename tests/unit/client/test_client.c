@@ -411,6 +411,57 @@ static void test_gap_tables_heartbeat(void **state)
     stop(t);
 }
 
+/* Following all tables of a CURVE broker that restricts it: its heartbeat comes on
+ * "@hb/desk-a/" and lists its tables, which it then follows by tseq, so the seqs the other
+ * table takes are no gap; a lost message of its own table still is. */
+static void test_restricted_follows_heartbeat_tables(void **state)
+{
+    (void)state;
+    tctx *t = calloc(1, sizeof(*t));
+    assert_non_null(t);
+    fb_init(&t->b, "epoch-1", 50, fake_tables, 2);
+    t->b.principal = "desk-a";
+    t->b.hidden = BOOKINGS;
+    sb_client_config cfg = {
+        .pub_endpoint = t->b.pub_ep,
+        .service_endpoint = t->b.svc_ep,
+        .client_id = "desk-a",
+        .heartbeat_ms = 50,
+        .request_timeout_ms = 2000,
+        .cb = {on_event, on_reset, on_online, on_presence, on_log},
+        .ud = t,
+    };
+    assert_int_equal(sb_client_new(&cfg, &t->c), SB_OK);
+    assert_int_equal(sb_client_start(t->c), SB_OK);
+    fb_change(&t->b, BOOKINGS, "1", "insert", 1, NULL, 1, "a", false);
+    fb_req r;
+    expect_request(t, "snapshot", &r);
+    const msgpack_object *tl = fb_req_get(&r, "tables");
+    assert_non_null(tl); /* its tables, from the heartbeat */
+    assert_int_equal(tl->via.array.size, 1);
+    fb_reply_snapshot(&t->b, &r, t->b.seq, NULL, 0);
+    fb_req_free(&r);
+    wait_online(t, 1);
+    fb_change(&t->b, BOOKINGS, "2", "insert", 2, NULL, 2, "b", false); /* seq jumps */
+    uint64_t first = fb_change(&t->b, GUESTS, "7", "insert", 3, NULL, 7, "g", false);
+    fb_change(&t->b, BOOKINGS, "3", "insert", 4, NULL, 3, "c", false);
+    fb_change(&t->b, GUESTS, "8", "insert", 5, NULL, 8, "h", false);
+    wait_events(t, 2);
+    fb_heartbeat(&t->b);
+    fb_change(&t->b, GUESTS, "9", "insert", 6, NULL, 9, "i", true); /* lost */
+    fb_change(&t->b, GUESTS, "10", "insert", 7, NULL, 10, "j", false);
+    expect_request(t, "since", &r);
+    assert_true(req_uint(&r, "seq") > first);
+    fb_reply_since(&t->b, &r, req_uint(&r, "seq"));
+    fb_req_free(&r);
+    wait_events(t, 4);
+    assert_string_equal(t->ev[2].key, "9");
+    assert_string_equal(t->ev[3].key, "10");
+    assert_int_equal(t->resets, 1); /* no resync: the seq jumps were not gaps */
+    assert_int_equal(t->online_false, 0);
+    stop(t);
+}
+
 static void test_since_resync_takes_snapshot(void **state)
 {
     (void)state;
@@ -1198,6 +1249,7 @@ int main(void)
         cmocka_unit_test(test_covered_events_after_reply),
         cmocka_unit_test(test_gap_since),
         cmocka_unit_test(test_gap_tables_heartbeat),
+        cmocka_unit_test(test_restricted_follows_heartbeat_tables),
         cmocka_unit_test(test_since_resync_takes_snapshot),
         cmocka_unit_test(test_since_future_takes_snapshot),
         cmocka_unit_test(test_new_epoch_resyncs),

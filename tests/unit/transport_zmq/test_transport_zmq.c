@@ -1459,6 +1459,298 @@ static void test_subscription_flood_disconnects(void **state)
     expect_topic(f, next, "public.rooms/1");
 }
 
+/* ---- table rights (a principal built by hand: CURVE hands them out) ------------------- */
+
+/* tables[] is {public.bookings, public.rooms}: desk-a may read rooms only. */
+static bool rooms_only[] = {false, true};
+static tz_principal desk_a = {.name = "desk-a", .may_read = rooms_only};
+static tz_principal admin_all = {.name = "ops", .all_tables = true, .admin = true};
+
+static tz_frames sunk; /* the reply tz_request_serve() produced */
+
+static void sink(tz *t, tz_frames *msg)
+{
+    (void)t;
+    tz_frames_clear(&sunk);
+    sunk = *msg;
+    *msg = (tz_frames){0};
+}
+
+/* Serve one request (pack_req arguments) as `who`, as service.c would after reading it;
+ * the reply (routing id first) lands in sunk. */
+#define SERVE_AS(f, who, ...)                                                                      \
+    do {                                                                                           \
+        msgpack_sbuffer sb_;                                                                       \
+        tz_frames env_ = {0};                                                                      \
+        pack_req(&sb_, __VA_ARGS__);                                                               \
+        assert_int_equal(tz_frames_push(&env_, "peer", 4), 0);                                     \
+        (f)->t->reply = sink;                                                                      \
+        (f)->t->req_who = (who);                                                                   \
+        (f)->t->conn_fd = -1;                                                                      \
+        tz_request_serve((f)->t, &env_, sb_.data, sb_.size);                                       \
+        (f)->t->req_who = NULL;                                                                    \
+        tz_frames_clear(&env_);                                                                    \
+        msgpack_sbuffer_destroy(&sb_);                                                             \
+    } while (0)
+
+/* The error code of the reply in sunk ("" when it is not an error). */
+static const char *sunk_error(char *buf, size_t cap)
+{
+    msgpack_unpacked up;
+    const msgpack_object *m = decode(&sunk, 1, &up);
+    const char *code = "";
+    size_t len = 0;
+    sb_mp_get_str(sb_mp_map_get(m, "error"), &code, &len);
+    snprintf(buf, cap, "%.*s", (int)len, code);
+    msgpack_unpacked_destroy(&up);
+    return buf;
+}
+
+/* No byte of the reply in sunk names bookings. */
+static void assert_sunk_free_of_bookings(void)
+{
+    for (size_t i = 0; i < sunk.n; i++)
+        for (size_t j = 0; j + 8 <= sunk.v[i].len; j++)
+            if (memcmp(sunk.v[i].data + j, "bookings", 8) == 0)
+                fail_msg("frame %zu of the reply names bookings", i);
+}
+
+static void test_rights_snapshot(void **state)
+{
+    fixture *f = *state;
+    char code[32];
+    assert_int_equal(start_with(f, NULL, NULL), 0);
+    publish_heartbeat(f, 9, 4, 2);
+    const char *k[] = {"101"};
+    sb_row rows[] = {make_row("public.rooms", k, 1, 3, row_b, sizeof row_b)};
+    fake_host_script_snapshot(f->fh, SB_OK, 9);
+    fake_host_script_snapshot_sync(f->fh, rows, 1, SB_OK);
+
+    /* No tables: the client's tables, asked of the core by name. */
+    SERVE_AS(f, &desk_a, 1, "op", 's', "snapshot");
+    assert_string_equal(sunk_error(code, sizeof code), "");
+    assert_int_equal(fake_host_snapshot_count(f->fh), 1);
+    fake_snapshot *s = fake_host_snapshot_get(f->fh, 0);
+    assert_int_equal(s->ntables, 1);
+    assert_string_equal(s->tables[0], "public.rooms");
+    msgpack_unpacked up;
+    const msgpack_object *h = decode(&sunk, 1, &up);
+    assert_int_equal(get_uint(sb_mp_map_get(h, "tseq"), "public.rooms"), 2);
+    assert_int_equal(sb_mp_map_get(h, "tseq")->via.map.size, 1);
+    msgpack_unpacked_destroy(&up);
+    assert_sunk_free_of_bookings();
+
+    /* A table it may not read, configured or not: the same refusal, nothing started. */
+    const char *bookings[] = {"public.bookings", NULL}, *nope[] = {"public.nope", NULL};
+    const char *both[] = {"public.rooms", "public.bookings", NULL};
+    SERVE_AS(f, &desk_a, 2, "op", 's', "snapshot", "tables", 'a', bookings);
+    assert_string_equal(sunk_error(code, sizeof code), "forbidden");
+    SERVE_AS(f, &desk_a, 2, "op", 's', "snapshot", "tables", 'a', both);
+    assert_string_equal(sunk_error(code, sizeof code), "forbidden");
+    SERVE_AS(f, &desk_a, 2, "op", 's', "snapshot", "tables", 'a', nope);
+    assert_string_equal(sunk_error(code, sizeof code), "forbidden");
+    assert_int_equal(fake_host_snapshot_count(f->fh), 1);
+
+    /* Plain mode and a principal of every table: all of them, as before. */
+    fake_host_script_snapshot(f->fh, SB_OK, 9);
+    fake_host_script_snapshot_sync(f->fh, rows, 1, SB_OK);
+    SERVE_AS(f, &admin_all, 1, "op", 's', "snapshot");
+    assert_string_equal(sunk_error(code, sizeof code), "");
+    assert_int_equal(fake_host_snapshot_get(f->fh, 1)->ntables, 0);
+    SERVE_AS(f, NULL, 2, "op", 's', "snapshot", "tables", 'a', nope);
+    assert_string_equal(sunk_error(code, sizeof code), "unknown_table");
+    tz_frames_clear(&sunk);
+}
+
+static void test_rights_since_filters_and_caps(void **state)
+{
+    fixture *f = *state;
+    char code[32];
+    assert_int_equal(start_with(f, "max_since_events=2", NULL), 0);
+    static const unsigned char b[] = {0x81, 0xa3, 's', 'e', 'q', 0x05};
+    sb_message msgs[] = {
+        {SB_MSG_EVENT, 1, "public.bookings/1", 17, b, sizeof b},
+        {SB_MSG_EVENT, 2, "public.rooms/1", 14, b, sizeof b},
+        {SB_MSG_PRESENCE, 3, "@presence/public.bookings/1", 27, b, sizeof b},
+        {SB_MSG_PRESENCE, 4, "@presence/public.rooms/1", 24, b, sizeof b},
+        {SB_MSG_EVENT, 5, "public.bookings/2", 17, b, sizeof b},
+        {SB_MSG_EVENT, 6, "public.rooms/2", 14, b, sizeof b},
+        {SB_MSG_EVENT, 7, "public.bookings/3", 17, b, sizeof b},
+    };
+    fake_host_script_since(f->fh, SB_OK, 7, msgs, 7);
+    /* The cap counts what is included: 2 and 4, then more from upto 4. */
+    SERVE_AS(f, &desk_a, 3, "op", 's', "since", "epoch", 's', "ep1", "seq", 'u', (uint64_t)0);
+    assert_string_equal(sunk_error(code, sizeof code), "");
+    assert_int_equal(sunk.n, 4);
+    msgpack_unpacked up;
+    const msgpack_object *h = decode(&sunk, 1, &up);
+    assert_true(sb_mp_map_get(h, "more")->via.boolean);
+    assert_int_equal(get_uint(h, "upto"), 4);
+    assert_int_equal(get_uint(h, "seq"), 4);
+    msgpack_unpacked_destroy(&up);
+    /* From upto: 6 only; complete, seq the broker's last. */
+    SERVE_AS(f, &desk_a, 3, "op", 's', "since", "epoch", 's', "ep1", "seq", 'u', (uint64_t)4);
+    assert_int_equal(sunk.n, 3);
+    h = decode(&sunk, 1, &up);
+    assert_null(sb_mp_map_get(h, "more"));
+    assert_int_equal(get_uint(h, "seq"), 7);
+    msgpack_unpacked_destroy(&up);
+    /* Nothing of its tables after 6: an empty complete reply. */
+    SERVE_AS(f, &desk_a, 3, "op", 's', "since", "epoch", 's', "ep1", "seq", 'u', (uint64_t)6);
+    assert_int_equal(sunk.n, 2);
+    /* Plain mode: every message counts. */
+    SERVE_AS(f, NULL, 3, "op", 's', "since", "epoch", 's', "ep1", "seq", 'u', (uint64_t)4);
+    assert_int_equal(sunk.n, 4);
+    h = decode(&sunk, 1, &up);
+    assert_int_equal(get_uint(h, "upto"), 6);
+    msgpack_unpacked_destroy(&up);
+    tz_frames_clear(&sunk);
+}
+
+static void test_rights_since_has_only_its_tables(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, NULL, NULL), 0);
+    static const unsigned char b[] = {0x80};
+    sb_message msgs[] = {
+        {SB_MSG_EVENT, 1, "public.bookings/1", 17, b, sizeof b},
+        {SB_MSG_EVENT, 2, "public.rooms/1", 14, b, sizeof b},
+        {SB_MSG_PRESENCE, 3, "@presence/public.bookings/1", 27, b, sizeof b},
+        {SB_MSG_EVENT, 4, "public.rooms_x/1", 16, b, sizeof b}, /* not rooms: the boundary */
+        {SB_MSG_PRESENCE, 5, "@presence/public.rooms/1", 24, b, sizeof b},
+    };
+    fake_host_script_since(f->fh, SB_OK, 5, msgs, 5);
+    SERVE_AS(f, &desk_a, 3, "op", 's', "since", "epoch", 's', "ep1", "seq", 'u', (uint64_t)0);
+    assert_int_equal(sunk.n, 4); /* routing id, header, seq 2 and 5 */
+    tz_frames_clear(&sunk);
+}
+
+static void test_rights_presence_editors_stats_ping(void **state)
+{
+    fixture *f = *state;
+    char code[32];
+    assert_int_equal(start_with(f, NULL, NULL), 0);
+    publish_heartbeat(f, 9, 4, 2);
+    /* Presence under its own name on its table only. */
+    SERVE_AS(f, &desk_a, 5, "op", 's', "presence", "client", 's', "desk-b", "table", 's',
+             "public.rooms", "key", 's', "1", "state", 's', "editing");
+    assert_string_equal(sunk_error(code, sizeof code), "forbidden");
+    SERVE_AS(f, &desk_a, 5, "op", 's', "presence", "client", 's', "desk-a", "table", 's',
+             "public.bookings", "key", 's', "1", "state", 's', "editing");
+    assert_string_equal(sunk_error(code, sizeof code), "forbidden");
+    assert_int_equal(fake_host_presence_count(f->fh), 0);
+    SERVE_AS(f, &desk_a, 5, "op", 's', "presence", "client", 's', "desk-a", "table", 's',
+             "public.rooms", "key", 's', "1", "state", 's', "editing");
+    assert_string_equal(sunk_error(code, sizeof code), "");
+    assert_int_equal(fake_host_presence_count(f->fh), 1);
+    /* Editors of its tables only; a table it may not read is refused like an unknown one. */
+    SERVE_AS(f, &desk_a, 3, "op", 's', "editors", "table", 's', "public.bookings", "key", 's', "1");
+    assert_string_equal(sunk_error(code, sizeof code), "forbidden");
+    SERVE_AS(f, &desk_a, 3, "op", 's', "editors", "table", 's', "public.nope", "key", 's', "1");
+    assert_string_equal(sunk_error(code, sizeof code), "forbidden");
+    SERVE_AS(f, &desk_a, 3, "op", 's', "editors", "table", 's', "public.rooms", "key", 's', "1");
+    assert_string_equal(sunk_error(code, sizeof code), "");
+    /* Stats for admins only. */
+    SERVE_AS(f, &desk_a, 1, "op", 's', "stats");
+    assert_string_equal(sunk_error(code, sizeof code), "forbidden");
+    SERVE_AS(f, &admin_all, 1, "op", 's', "stats");
+    assert_string_equal(sunk_error(code, sizeof code), "");
+    /* Ping names no table. */
+    SERVE_AS(f, &desk_a, 1, "op", 's', "ping");
+    assert_string_equal(sunk_error(code, sizeof code), "");
+    assert_sunk_free_of_bookings();
+    tz_frames_clear(&sunk);
+}
+
+/* What a subscription stands for, as one "|"-separated string. */
+static int collect(void *ud, const unsigned char *s, size_t len)
+{
+    char *out = ud;
+    size_t at = strlen(out);
+    snprintf(out + at, 1024 - at, "%s%.*s", at ? "|" : "", (int)len, (const char *)s);
+    return 0;
+}
+
+static const char *narrowed(tz *t, const tz_principal *who, const char *s, char *out)
+{
+    out[0] = '\0';
+    int n = tz_subs_narrow(t, who, (const unsigned char *)s, strlen(s), collect, out);
+    assert_true(n >= 0);
+    return out;
+}
+
+static void test_rights_subscriptions_narrowed(void **state)
+{
+    fixture *f = *state;
+    char got[1024];
+    static const char *const rooms_x[] = {"public.bookings", "public.rooms", "public.rooms_x"};
+    static bool rooms3[] = {false, true, false}, rooms_x_only[] = {false, false, true};
+    tz_principal rooms = {.name = "desk-a", .may_read = rooms3};
+    tz_principal desk_x = {.name = "desk-x", .may_read = rooms_x_only};
+    fake_host_set_tables(f->fh, rooms_x, 3);
+    assert_int_equal(start_with(f, NULL, NULL), 0);
+    static const struct {
+        const char *sub, *want;
+    } cases[] = {
+        {"", "@hb/desk-a/|@presence/public.rooms/|public.rooms/"},
+        {"@", "@hb/desk-a/|@presence/public.rooms/"},
+        {"@hb", "@hb/desk-a/"},
+        {"@hb/desk-a/", "@hb/desk-a/"},
+        {"@hb/desk-b/", ""},
+        {"@presence/", "@presence/public.rooms/"},
+        {"@presence/public.rooms", "@presence/public.rooms/"},
+        {"@presence/public.rooms/1", "@presence/public.rooms/1"},
+        {"@presence/public.bookings/", ""},
+        {"public.rooms", "public.rooms/"},
+        {"public.rooms/", "public.rooms/"},
+        {"public.rooms/12", "public.rooms/12"},
+        {"public.roo", "public.rooms/"},
+        {"public.bookings/", ""},
+        {"public.bookings", ""},
+        {"public.rooms_x/", ""},
+        {"public.roomsx", ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        if (strcmp(narrowed(f->t, &rooms, cases[i].sub, got), cases[i].want) != 0)
+            fail_msg("'%s' stands for '%s', not '%s'", cases[i].sub, got, cases[i].want);
+    /* The table boundary the other way: rooms_x does not let in rooms. */
+    assert_string_equal(narrowed(f->t, &desk_x, "public.rooms", got), "public.rooms_x/");
+    assert_string_equal(narrowed(f->t, &desk_x, "public.rooms/", got), "");
+    /* Plain mode: the subscription itself, if valid. */
+    assert_string_equal(narrowed(f->t, NULL, "", got), "");
+    assert_int_equal(tz_subs_narrow(f->t, NULL, (const unsigned char *)"", 0, collect, got), 1);
+    assert_string_equal(narrowed(f->t, NULL, "public.rooms", got), "public.rooms");
+    assert_string_equal(narrowed(f->t, NULL, "public.roomsx", got), "");
+}
+
+static void test_rights_heartbeat_per_principal(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, NULL, NULL), 0);
+    publish_heartbeat(f, 9, 4, 2);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    assert_int_equal(tz_hb_encode(f->t, &desk_a, f->t->last_hb, f->t->last_hb_len, &sb), 0);
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    assert_int_equal(sb_mp_unpack(sb.data, sb.size, NULL, &up), 0);
+    const msgpack_object *tseq = sb_mp_map_get(&up.data, "tseq");
+    assert_int_equal(tseq->via.map.size, 1);
+    assert_int_equal(get_uint(tseq, "public.rooms"), 2);
+    assert_int_equal(get_uint(&up.data, "seq"), 9);
+    assert_int_equal(get_uint(&up.data, "hb_ms"), 5000);
+    assert_true(sb_mp_str_eq(sb_mp_map_get(&up.data, "epoch"), "ep1"));
+    assert_int_equal(up.data.via.map.size, 6);
+    msgpack_unpacked_destroy(&up);
+    for (size_t j = 0; j + 8 <= sb.size; j++)
+        assert_false(memcmp(sb.data + j, "bookings", 8) == 0);
+    msgpack_sbuffer_destroy(&sb);
+    char topic[TZ_HB_TOPIC_MAX];
+    assert_int_equal(tz_hb_topic(&desk_a, topic, sizeof topic), 11);
+    assert_string_equal(topic, "@hb/desk-a/");
+    assert_int_equal(tz_hb_topic(NULL, topic, sizeof topic), 3);
+}
+
 static void test_bind_failure_and_check_mode(void **state)
 {
     fixture *f = *state;
@@ -1643,6 +1935,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_subscriptions_bounded_per_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_subscription_bytes_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_subscription_flood_disconnects, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rights_snapshot, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rights_since_filters_and_caps, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rights_since_has_only_its_tables, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rights_presence_editors_stats_ping, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rights_subscriptions_narrowed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rights_heartbeat_per_principal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bind_failure_and_check_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_clients_file, setup, teardown),
     };
