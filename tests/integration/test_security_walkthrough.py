@@ -7,7 +7,7 @@ printed, so the doc cannot drift from the broker (desk-b gets the rooms, never t
 Markers: `sql` (run on the database as its owner), `file MACHINE PATH` (write the block),
 `shell MACHINE [fails]` (bash; every command succeeds, or with `fails` all but the last,
 which must fail), `start MACHINE "READY"` (runs in the background until READY is printed),
-`output [MACHINE]` (what the previous shell block, or MACHINE's started command once it has
+`c` (compiles against the installed header, inside a function), `output [MACHINE]` (what the previous shell block, or MACHINE's started command once it has
 exited, printed, placeholders substituted: a JSON line matches a printed JSON line holding those fields with those
 values, the JSON lines in any order and no others; any other line must occur in the output).
 """
@@ -17,6 +17,7 @@ import re
 import shlex
 import signal
 import subprocess
+import textwrap
 
 import zmq
 
@@ -27,6 +28,13 @@ SECTION = "## Two desks on two machines"
 BROKER_FOLDER = "/etc/syncbroker"  # a placeholder of the doc: the broker machine's folder
 MARKER = re.compile(r"^\s*<!-- walkthrough: (.*?) -->\s*$")
 # A network copy between machines: HOST:PATH is PATH here (PATH already substituted).
+# What a `c` block may use beyond <syncbroker/client.h>: the application's own parts.
+C_PRELUDE = """#include <syncbroker/client.h>
+static void on_event(const sb_client_event *ev, void *ud) { (void)ev; (void)ud; }
+static void die(const char *why) { (void)why; }
+int main(void)
+{
+"""
 FAKE_SCP = """#!/bin/sh
 [ $# -eq 2 ] || { echo "scp: this walkthrough copies one file at a time" >&2; exit 2; }
 exec cp -- "${1#*:}" "${2#*:}"
@@ -201,6 +209,13 @@ def test_two_desks_walkthrough(pg, db, conn, tmp_path):
                 wait_until(printed_ready, 30, f"{machine} to print {ready!r}")
                 if machine == "broker":
                     curve_ping_until_answered(machines, values)
+            elif kind == "c":
+                source = tmp_path / "app.c"
+                source.write_text(C_PRELUDE + textwrap.indent(body, "    ") + "    return 0;\n}\n")
+                r = subprocess.run(["cc", "-std=c11", "-Wall", "-Wextra", "-Werror",
+                                    "-fsyntax-only", "-I", os.path.join(SOURCE_DIR, "include"),
+                                    str(source)], capture_output=True, text=True)
+                assert r.returncode == 0, f"{what}\n{r.stderr}"
             elif kind == "output":
                 body = substitute(body)
                 if len(words) == 1:
