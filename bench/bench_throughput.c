@@ -269,10 +269,13 @@ int main(int argc, char **argv)
     if (o.floor) {
         atomic_store(&fp.stop, true);
         pthread_join(th, NULL);
+        /* Its queues (sndhwm per subscriber) would take CURVE subscribers longer to drain
+         * than the loop below waits: closed with linger 0, they are dropped. */
+        zmq_close(fp.sock);
     }
     /* Drain what is in flight before closing: a SUB closed while its session is still writing
      * a multipart message trips a libzmq assertion (session_base.cpp, zeromq/libzmq#3442).
-     * The floor's publisher has stopped: drain until quiet. The broker keeps publishing:
+     * The floor's publisher has closed: drain until quiet. The broker keeps publishing:
      * unsubscribe, then let the SUBs discard what still arrives for a moment. */
     if (!o.floor)
         for (int i = 0; i < o.subs; i++)
@@ -299,8 +302,6 @@ int main(int argc, char **argv)
            c->total ? (double)c->body_bytes / (double)c->total : 0);
     for (int i = 0; i < o.subs; i++)
         zmq_close(subs[i]);
-    if (o.floor)
-        zmq_close(fp.sock);
     zmq_ctx_term(ctx);
     free(subs);
     free(items);
