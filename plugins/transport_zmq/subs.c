@@ -125,12 +125,12 @@ static int narrow_data(tz *t, const tz_principal *who, const unsigned char *s, s
         size_t tl = strlen(tables[i]);
         if (!tz_principal_reads(who, (int)i))
             continue;
+        rc = 0;
         if (dl <= tl && memcmp(d, tables[i], dl) == 0)
             rc = narrow_emit(fn, ud, prefix, tables[i], "/");
-        else if (dl > tl && d[tl] == '/' && memcmp(d, tables[i], tl) == 0)
-            rc = (rc = fn(ud, s, len)) < 0 ? rc : 1;
-        else
-            rc = 0;
+        else if (dl > tl && d[tl] == '/' && memcmp(d, tables[i], tl) == 0 &&
+                 (rc = fn(ud, s, len)) >= 0)
+            rc = 1;
         count += rc > 0 ? rc : 0;
     }
     return rc < 0 ? rc : count;
