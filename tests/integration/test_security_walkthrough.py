@@ -26,6 +26,7 @@ from conftest import BUILD_DIR, SANITIZER_MARKS, SOURCE_DIR, free_port, wait_unt
 DOC = os.path.join(SOURCE_DIR, "docs", "security.md")
 SECTION = "## Two desks on two machines"
 BROKER_FOLDER = "/etc/syncbroker"  # a placeholder of the doc: the broker machine's folder
+WRAPPER = os.environ.get("SB_BROKER_WRAPPER", "")  # e.g. valgrind (conftest.Broker.start)
 MARKER = re.compile(r"^\s*<!-- walkthrough: (.*?) -->\s*$")
 # A network copy between machines: HOST:PATH is PATH here (PATH already substituted).
 # What a `c` block may use beyond <syncbroker/client.h>: the application's own parts.
@@ -193,11 +194,12 @@ def test_two_desks_walkthrough(pg, db, conn, tmp_path):
                 machine, ready = words[1], words[2]
                 assert machine not in started, what
                 out, err = (os.path.join(str(tmp_path), f"{machine}.{n}") for n in ("out", "err"))
-                penv = dict(env)
-                if machine == "broker":  # as conftest starts brokers: no exit-time leak scan
+                penv, command = dict(env), in_folders(body.strip())
+                if machine == "broker":  # as conftest starts brokers: no exit-time leak scan,
                     penv["ASAN_OPTIONS"] = "detect_leaks=0:quarantine_size_mb=16"
+                    command = f"{WRAPPER} {command}"  # and under SB_BROKER_WRAPPER
                 with open(out, "w") as fo, open(err, "w") as fe:
-                    proc = subprocess.Popen(["bash", "-c", "exec " + in_folders(body.strip())],
+                    proc = subprocess.Popen(["bash", "-c", "exec " + command],
                                             cwd=folder(machine), env=penv, stdout=fo, stderr=fe,
                                             start_new_session=True)
                 started[machine] = (proc, out, err)
@@ -206,7 +208,7 @@ def test_two_desks_walkthrough(pg, db, conn, tmp_path):
                     text = open(out).read() + open(err).read()
                     assert proc.poll() is None, f"{what}: exited {proc.returncode}\n{text}"
                     return ready in text
-                wait_until(printed_ready, 30, f"{machine} to print {ready!r}")
+                wait_until(printed_ready, 60 if WRAPPER else 30, f"{machine} to print {ready!r}")
                 if machine == "broker":
                     curve_ping_until_answered(machines, values)
             elif kind == "c":
