@@ -11,6 +11,8 @@
  *
  * Receivers:
  *   --zmq ENDPOINT   a SUB socket on the broker's events; the key is read from the msgpack body
+ *                    (--server-key F --key F: a CURVE client with these key files, whose
+ *                    heartbeats come on @hb/<its name>/, docs/security.md)
  *   --listen CHANNEL a bare libpq LISTEN on the same database: the floor, for a table whose
  *                    row trigger runs pg_notify(CHANNEL, NEW.id::text)
  *   --stdin wal2json the output of `pg_recvlogical -P wal2json -o format-version=2 -f -` piped
@@ -21,10 +23,12 @@
  * Prints one line "RESULT key=value ..." (ms with 3 decimals); --raw FILE writes every
  * latency in µs, sorted, for CDF plots. A figure, never pass/fail.
  *
- * Usage: bench_latency --conninfo CI --table T (--zmq EP | --listen CH | --stdin wal2json) [--rate
- * N]
- *        [--seconds S] [--writers W] [--drain-ms MS] [--label L] [--raw FILE]
+ * Usage: bench_latency --conninfo CI --table T (--zmq EP [--server-key F --key F] | --listen CH |
+ *        --stdin wal2json) [--rate N] [--seconds S] [--writers W] [--drain-ms MS] [--label L]
+ *        [--raw FILE]
  */
+#include "bench_curve.h"
+
 #include <libpq-fe.h>
 #include <msgpack.h>
 #include <poll.h>
@@ -43,6 +47,7 @@
 
 typedef struct bench {
     const char *conninfo, *table, *zmq_ep, *channel, *stdin_fmt, *label, *raw;
+    const char *server_key, *key; /* CURVE key files of --zmq; NULL: plain */
     double rate;
     double seconds;
     int writers;
@@ -252,6 +257,14 @@ static int await_marker(bench *b, receiver *rx)
     return ok && w.seen ? 0 : -1;
 }
 
+/* A heartbeat's topic: "@hb", or "@hb/<name>/" for a CURVE client (docs/security.md). */
+static bool is_heartbeat(zmq_msg_t *topic)
+{
+    size_t n = zmq_msg_size(topic);
+    const char *t = zmq_msg_data(topic);
+    return n >= 3 && memcmp(t, "@hb", 3) == 0 && (n == 3 || t[3] == '/');
+}
+
 /* Subscribes (data topic, then @hb last) and waits for the first heartbeat, which proves the
  * subscription is live at the publisher; or LISTENs. */
 static int receiver_open(bench *b, receiver *rx)
@@ -275,6 +288,10 @@ static int receiver_open(bench *b, receiver *rx)
     zmq_setsockopt(rx->sub, ZMQ_RCVHWM, &hwm, sizeof hwm);
     zmq_setsockopt(rx->sub, ZMQ_SUBSCRIBE, topic, strlen(topic));
     zmq_setsockopt(rx->sub, ZMQ_SUBSCRIBE, "@hb", 3);
+    bench_curve curve;
+    if (bench_curve_load(&curve, b->server_key, b->key) != 0 ||
+        bench_curve_client(&curve, rx->sub) != 0)
+        return -1;
     if (zmq_connect(rx->sub, b->zmq_ep) != 0) {
         fprintf(stderr, "bench_latency: connect %s: %s\n", b->zmq_ep, zmq_strerror(zmq_errno()));
         return -1;
@@ -287,7 +304,7 @@ static int receiver_open(bench *b, receiver *rx)
         zmq_msg_t m;
         zmq_msg_init(&m);
         zmq_msg_recv(&m, rx->sub, 0);
-        bool hb = zmq_msg_size(&m) == 3 && memcmp(zmq_msg_data(&m), "@hb", 3) == 0;
+        bool hb = is_heartbeat(&m);
         while (zmq_msg_more(&m))
             zmq_msg_recv(&m, rx->sub, 0);
         zmq_msg_close(&m);
@@ -344,7 +361,7 @@ static int receive_some(bench *b, receiver *rx, int timeout_ms)
         uint64_t t = now_ns();
         zmq_msg_init(&body);
         bool have_body = zmq_msg_more(&topic) && zmq_msg_recv(&body, rx->sub, 0) >= 0;
-        if (have_body && !(zmq_msg_size(&topic) == 3 && !memcmp(zmq_msg_data(&topic), "@hb", 3))) {
+        if (have_body && !is_heartbeat(&topic)) {
             int64_t key = event_key(zmq_msg_data(&body), zmq_msg_size(&body));
             if (key >= 0)
                 record(b, key, t);
@@ -406,7 +423,8 @@ static void report(bench *b, uint64_t elapsed_ns)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: bench_latency --conninfo CI --table T (--zmq EP | --listen CH | "
+    fprintf(stderr, "usage: bench_latency --conninfo CI --table T (--zmq EP [--server-key F "
+                    "--key F] | --listen CH | "
                     "--stdin wal2json) [--rate N] [--seconds S] [--writers W] [--drain-ms MS] "
                     "[--label L] [--raw FILE]\n");
     return 2;
@@ -425,6 +443,10 @@ static int parse_args(bench *b, int argc, char **argv)
             b->table = v;
         else if (!strcmp(a, "--zmq"))
             b->zmq_ep = v;
+        else if (!strcmp(a, "--server-key"))
+            b->server_key = v;
+        else if (!strcmp(a, "--key"))
+            b->key = v;
         else if (!strcmp(a, "--listen"))
             b->channel = v;
         else if (!strcmp(a, "--stdin") && !strcmp(v, "wal2json"))
@@ -446,7 +468,7 @@ static int parse_args(bench *b, int argc, char **argv)
     }
     int receivers = !!b->zmq_ep + !!b->channel + !!b->stdin_fmt;
     if (!b->conninfo || !b->table || receivers != 1 || b->rate <= 0 || b->seconds <= 0 ||
-        b->writers < 1 || b->writers > MAX_WRITERS)
+        b->writers < 1 || b->writers > MAX_WRITERS || ((b->server_key || b->key) && !b->zmq_ep))
         return -1;
     return 0;
 }

@@ -6,12 +6,17 @@
  *   --floor                 a bare libzmq PUB (a thread of this process, TCP on 127.0.0.1)
  *                           sending [topic][body] of --topic-len/--body-len bytes as fast as
  *                           it can, to the same N SUB sockets: what libzmq alone delivers
+ *   --server-key F --key F  CURVE: every socket is a CURVE client of the broker (F: key files,
+ *                           docs/security.md); with --floor, --floor-key F (the secret key
+ *                           whose public key is --server-key) makes the floor a CURVE server
  *
  * One thread receives on all N sockets with one zmq_poll (as a client process would), so
  * both cases share the receive side's cost. After --warmup seconds (every socket has had a
  * message) it counts for --seconds. Prints "RESULT key=value ...": delivered/s per
  * subscriber (mean, min), published/s, mean topic and body sizes. A figure, never pass/fail.
  */
+#include "bench_curve.h"
+
 #include <msgpack.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -27,6 +32,7 @@
 
 typedef struct opts {
     const char *pub, *service;
+    const char *server_key, *key, *floor_key; /* key files; NULL: plain */
     bool floor;
     int subs;
     double seconds, warmup;
@@ -64,12 +70,16 @@ static void *floor_main(void *arg)
 }
 
 /* events_out from the broker's stats, or -1. */
-static long long broker_events_out(void *ctx, const char *service)
+static long long broker_events_out(void *ctx, const char *service, const bench_curve *curve)
 {
     void *s = zmq_socket(ctx, ZMQ_DEALER);
     int zero = 0;
     long long out = -1;
     zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    if (bench_curve_client(curve, s) != 0) {
+        zmq_close(s);
+        return -1;
+    }
     zmq_connect(s, service);
     msgpack_sbuffer buf;
     msgpack_sbuffer_init(&buf);
@@ -166,6 +176,12 @@ static int parse(opts *o, int argc, char **argv)
             o->pub = v;
         else if (!strcmp(a, "--service"))
             o->service = v;
+        else if (!strcmp(a, "--server-key"))
+            o->server_key = v;
+        else if (!strcmp(a, "--key"))
+            o->key = v;
+        else if (!strcmp(a, "--floor-key"))
+            o->floor_key = v;
         else if (!strcmp(a, "--subs"))
             o->subs = atoi(v);
         else if (!strcmp(a, "--seconds"))
@@ -180,7 +196,7 @@ static int parse(opts *o, int argc, char **argv)
             return -1;
     }
     if (o->subs < 1 || o->subs > MAX_SUBS || o->seconds <= 0 || (!o->floor && !o->pub) ||
-        o->topic_len < 1 || o->body_len < 1)
+        o->topic_len < 1 || o->body_len < 1 || (o->floor_key && (!o->floor || !o->key)))
         return -1;
     return 0;
 }
@@ -190,9 +206,13 @@ int main(int argc, char **argv)
     opts o = {.subs = 1, .seconds = 5, .warmup = 1, .topic_len = 20, .body_len = 150};
     if (parse(&o, argc, argv)) {
         fprintf(stderr, "usage: bench_throughput (--pub EP [--service EP] | --floor "
-                        "[--topic-len N] [--body-len N]) [--subs N] [--seconds S] [--warmup S]\n");
+                        "[--topic-len N] [--body-len N] [--floor-key F]) [--server-key F --key F] "
+                        "[--subs N] [--seconds S] [--warmup S]\n");
         return 2;
     }
+    bench_curve curve;
+    if (bench_curve_load(&curve, o.server_key, o.key) != 0)
+        return 1;
     void *ctx = zmq_ctx_new();
     floor_pub fp = {.topic_len = o.topic_len, .body_len = o.body_len};
     pthread_t th;
@@ -203,7 +223,8 @@ int main(int argc, char **argv)
         zmq_setsockopt(fp.sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
         zmq_setsockopt(fp.sock, ZMQ_LINGER, &zero, sizeof zero);
         size_t len = sizeof ep;
-        if (zmq_bind(fp.sock, "tcp://127.0.0.1:*") != 0 ||
+        if ((o.floor_key && bench_curve_server(fp.sock, o.floor_key) != 0) ||
+            zmq_bind(fp.sock, "tcp://127.0.0.1:*") != 0 ||
             zmq_getsockopt(fp.sock, ZMQ_LAST_ENDPOINT, ep, &len) != 0) {
             fprintf(stderr, "bench_throughput: bind: %s\n", zmq_strerror(zmq_errno()));
             return 1;
@@ -221,6 +242,8 @@ int main(int argc, char **argv)
         zmq_setsockopt(subs[i], ZMQ_LINGER, &zero, sizeof zero);
         /* The floor's topics are all 't's; the broker's events are "<table>/<key>". */
         zmq_setsockopt(subs[i], ZMQ_SUBSCRIBE, o.floor ? "t" : "public.", o.floor ? 1 : 7);
+        if (bench_curve_client(&curve, subs[i]) != 0)
+            return 1;
         zmq_connect(subs[i], o.pub);
         items[i] = (zmq_pollitem_t){subs[i], 0, ZMQ_POLLIN, 0};
     }
@@ -236,20 +259,23 @@ int main(int argc, char **argv)
         if ((all && now_s() - t0 >= o.warmup) || now_s() - t0 > 30)
             break;
     }
-    long long out0 = o.service ? broker_events_out(ctx, o.service) : 0;
+    long long out0 = o.service ? broker_events_out(ctx, o.service, &curve) : 0;
     unsigned long long sent0 = atomic_load(&fp.sent);
     double start = now_s();
     receive(subs, items, o.subs, start + o.seconds, c, NULL);
     double elapsed = now_s() - start;
-    long long out1 = o.service ? broker_events_out(ctx, o.service) : 0;
+    long long out1 = o.service ? broker_events_out(ctx, o.service, &curve) : 0;
     unsigned long long sent1 = atomic_load(&fp.sent);
     if (o.floor) {
         atomic_store(&fp.stop, true);
         pthread_join(th, NULL);
+        /* Its queues (sndhwm per subscriber) would take CURVE subscribers longer to drain
+         * than the loop below waits: closed with linger 0, they are dropped. */
+        zmq_close(fp.sock);
     }
     /* Drain what is in flight before closing: a SUB closed while its session is still writing
      * a multipart message trips a libzmq assertion (session_base.cpp, zeromq/libzmq#3442).
-     * The floor's publisher has stopped: drain until quiet. The broker keeps publishing:
+     * The floor's publisher has closed: drain until quiet. The broker keeps publishing:
      * unsubscribe, then let the SUBs discard what still arrives for a moment. */
     if (!o.floor)
         for (int i = 0; i < o.subs; i++)
@@ -276,8 +302,6 @@ int main(int argc, char **argv)
            c->total ? (double)c->body_bytes / (double)c->total : 0);
     for (int i = 0; i < o.subs; i++)
         zmq_close(subs[i]);
-    if (o.floor)
-        zmq_close(fp.sock);
     zmq_ctx_term(ctx);
     free(subs);
     free(items);

@@ -35,14 +35,16 @@ NAIVE = "naive poll of updated_at (3 s)"
 LISTEN = "floor (libpq LISTEN)"  # the reference of every ratio
 WAL2JSON = "floor (pg_recvlogical wal2json)"
 SLOT = "sb_bench_wal2json"
+CURVE = "source_notify, CURVE"  # beside "source_notify": what encryption costs
 
-# (label, source plugin, source options); "floor" has no broker.
+# (label, source plugin, source options, CURVE on both sockets); a floor has no broker.
 CASES = [
-    (LISTEN, None, None),
-    (WAL2JSON, None, None),
-    ("source_notify", "source_notify", {}),
-    ("source_poll 50 ms", "source_poll", {"poll_interval_ms": 50}),
-    ("source_poll 100 ms", "source_poll", {"poll_interval_ms": 100}),
+    (LISTEN, None, None, False),
+    (WAL2JSON, None, None, False),
+    ("source_notify", "source_notify", {}, False),
+    (CURVE, "source_notify", {}, True),
+    ("source_poll 50 ms", "source_poll", {"poll_interval_ms": 50}, False),
+    ("source_poll 100 ms", "source_poll", {"poll_interval_ms": 100}, False),
 ]
 
 
@@ -60,13 +62,14 @@ def writers_for(rate):
     return 4 if rate <= 1000 else 8
 
 
-def run_one(pg, dbname, label, rate, seconds, rawdir, endpoint, prefix):
+def run_one(pg, dbname, label, rate, seconds, rawdir, endpoint, prefix, curve=None):
     exe = os.path.join(sbbench.build_dir(), "bench", "bench_latency")
     args = [exe, "--conninfo", pg.conninfo(dbname), "--rate", str(rate), "--seconds",
             str(seconds), "--label", slug(label), "--writers", str(writers_for(rate)),
             "--raw", os.path.join(rawdir, f"{prefix}-{slug(label)}-{rate}.txt")]
     if endpoint:
         args += ["--table", "public.bench_live", "--zmq", endpoint]
+        args += curve.client_args() if curve else []
         r = subprocess.run(args, capture_output=True, text=True)
     elif label == WAL2JSON:
         args += ["--table", "public.bench_wal", "--stdin", "wal2json"]
@@ -125,22 +128,26 @@ def drop_slot(pg, dbname):
 
 def run(pg, dbname, work, rawdir, rates, seconds, prefix="latency"):
     """Every case at every rate; returns the result dicts. One broker per case, started
-    fresh; poll cases run with the NOTIFY trigger removed so writers pay what they would."""
+    fresh; poll cases run with the NOTIFY trigger removed so writers pay what they would. The
+    CURVE case's keys are made once per run (sbbench.Curve)."""
     results = []
-    for label, source, opts in CASES:
+    keys = None
+    for label, source, opts, curve in CASES:
         broker = None
+        if curve and not keys:
+            keys = sbbench.Curve(work)
         if source == "source_poll":
             pg.sql(dbname, "SELECT syncbroker.disable_notify()")
         elif source == "source_notify":
             pg.sql(dbname, "SELECT syncbroker.enable_notify()")  # the owner's step
         if source:
             broker = sbbench.Broker(work, pg.broker_conninfo(dbname), ["public.bench_live"], source,
-                                    opts, debounce_ms=0)
+                                    opts, debounce_ms=0, curve=keys if curve else None)
         try:
             for rate in rates:
                 sbbench.log(f"latency: {label} at {rate} changes/s for {seconds} s")
                 res = run_one(pg, dbname, label, rate, seconds, rawdir,
-                              broker.pub if broker else None, prefix)
+                              broker.pub if broker else None, prefix, keys if curve else None)
                 sbbench.log(f"  p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms, "
                             f"max {res['max_ms']:.2f} ms, achieved {res['achieved']:.0f}/s, "
                             f"missing {res['missing']}")
@@ -245,6 +252,26 @@ def verdict(results):
             f"{n['p99_ms']:.2f} ms vs {f['p99_ms']:.2f} ms = {ratio:.2f}x.")
 
 
+def curve_table(results):
+    """source_notify with CURVE on both sockets beside the same case in plain text, per rate,
+    as ratios (same run, same database)."""
+    by = {(r["case"], r["rate"]): r for r in results}
+    rows = []
+    for rate in sorted({r["rate"] for r in results}):
+        plain, curve = by.get(("source_notify", rate)), by.get((CURVE, rate))
+        if not plain or not curve:
+            continue
+        ratio = [f"{curve[k] / plain[k]:.2f}x" if plain[k] > 0 else "-"
+                 for k in ("p50_ms", "p99_ms")]
+        rows.append([rate, f"{plain['p50_ms']:.2f} / {plain['p99_ms']:.2f}",
+                     f"{curve['p50_ms']:.2f} / {curve['p99_ms']:.2f}", *ratio,
+                     f"{curve['received']}/{curve['written']}"])
+    if not rows:
+        return "CURVE vs plain: not measured."
+    return sbbench.md_table(["changes/s", "plain p50 / p99 ms", "CURVE p50 / p99 ms",
+                             "p50 CURVE vs plain", "p99 CURVE vs plain", "CURVE delivered"], rows)
+
+
 def plot(results, rawdir, outdir, prefix="latency"):
     """One CDF per rate, every case: <prefix>-cdf-<rate>.png."""
     made = []
@@ -279,7 +306,9 @@ def explain(pg, seconds):
             "subscriber receive time - the time the INSERT was sent (one CLOCK_MONOTONIC in one "
             "process: bench/bench_latency.c), so it includes the commit; the last column is the "
             "writer's own INSERT+COMMIT round trip. Broker: debounce_ms = 0, transport_zmq over "
-            "TCP on 127.0.0.1, a fresh broker per case. Floors: a bare libpq LISTEN on an "
+            "TCP on 127.0.0.1, a fresh broker per case; `source_notify, CURVE` is the same "
+            "broker with CURVE on both sockets (docs/security.md; keys made by the run, the "
+            "client allowed every table). Floors: a bare libpq LISTEN on an "
             "untracked table whose plain `AFTER INSERT ... FOR EACH ROW` trigger calls "
             "pg_notify(id) (the reference of the ratios), and a bare `pg_recvlogical` with the "
             "wal2json output plugin (format-version 2) on a plain table, its output piped into "

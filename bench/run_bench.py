@@ -60,41 +60,70 @@ def tool(name):
 
 # ---- b. throughput ------------------------------------------------------------------------
 
-def throughput(work, p, out):
-    """source_synthetic -> core -> transport_zmq -> N subscribers, and bare PUB->SUB."""
+def broker_throughput(work, p, curve=None):
+    """source_synthetic -> core -> transport_zmq -> N subscribers, per count in p["subs"]; with
+    curve (an sbbench.Curve) CURVE on both sockets."""
     broker = sbbench.Broker(work, "host=127.0.0.1 port=1 dbname=none", ["public.synth"],
-                            "source_synthetic", {}, debounce_ms=0, heartbeat_ms=1000)
-    rows = []
+                            "source_synthetic", {}, debounce_ms=0, heartbeat_ms=1000, curve=curve)
+    results = []
     try:
-        results = []
         for n in p["subs"]:
-            sbbench.log(f"throughput: broker -> {n} subscribers for {p['tp_s']} s")
+            sbbench.log(f"throughput: broker{' (CURVE)' if curve else ''} -> {n} subscribers "
+                        f"for {p['tp_s']} s")
             r = subprocess.run([exe("bench_throughput"), "--pub", broker.pub, "--service",
-                                broker.service, "--subs", str(n), "--seconds", str(p["tp_s"])],
+                                broker.service, "--subs", str(n), "--seconds", str(p["tp_s"]),
+                                *(curve.client_args() if curve else [])],
                                capture_output=True, text=True, check=True)
             results.append(sbbench.parse_result(r.stdout))
     finally:
         broker.stop()
-    series = []
-    for res in results:
+    return results
+
+
+def floor_throughput(p, res, curve=None):
+    """A bare libzmq PUB with the broker's message sizes to res["subs"] subscribers; with
+    curve, a CURVE server (no ZAP handler) and CURVE subscribers."""
+    n = res["subs"]
+    sbbench.log(f"throughput: floor (bare libzmq{', CURVE' if curve else ''}) -> {n} subscribers")
+    keys = curve.client_args() + ["--floor-key", curve.server_secret] if curve else []
+    r = subprocess.run([exe("bench_throughput"), "--floor", "--subs", str(n), "--seconds",
+                        str(p["tp_s"]), "--topic-len", str(round(res["topic_len"])),
+                        "--body-len", str(round(res["body_len"])), *keys],
+                       capture_output=True, text=True, check=True)
+    return sbbench.parse_result(r.stdout)
+
+
+def ratio(a, b):
+    return f"{a / b * 100:.0f}%" if b else "-"
+
+
+def missed(res):
+    """What the broker published that the mean subscriber did not get, as a percentage."""
+    return f"{max(0.0, 1 - res['per_sub'] / res['published']) * 100:.0f}%" \
+        if res["published"] > 0 else "-"
+
+
+def throughput(work, p, out):
+    """The broker and the bare PUB->SUB floor, each in plain text and with CURVE."""
+    curve = sbbench.Curve(work)
+    plain, with_curve = broker_throughput(work, p), broker_throughput(work, p, curve)
+    rows, curve_rows, series = [], [], []
+    for res, cres in zip(plain, with_curve):
         n = res["subs"]
-        sbbench.log(f"throughput: floor (bare libzmq) -> {n} subscribers")
-        r = subprocess.run([exe("bench_throughput"), "--floor", "--subs", str(n), "--seconds",
-                            str(p["tp_s"]), "--topic-len", str(round(res["topic_len"])),
-                            "--body-len", str(round(res["body_len"]))],
-                           capture_output=True, text=True, check=True)
-        fl = sbbench.parse_result(r.stdout)
-        ratio = res["per_sub"] / fl["per_sub"] if fl["per_sub"] else float("nan")
-        loss = max(0.0, 1 - res["per_sub"] / res["published"]) if res["published"] > 0 \
-            else float("nan")
+        fl, cfl = floor_throughput(p, res), floor_throughput(p, res, curve)
         rows.append([n, f"{res['published']:.0f}", f"{res['per_sub']:.0f}", f"{res['min_sub']:.0f}",
-                     f"{loss * 100:.0f}%", f"{fl['published']:.0f}", f"{fl['per_sub']:.0f}",
-                     f"{ratio * 100:.0f}%", f"{res['topic_len']:.0f} + {res['body_len']:.0f}"])
-        series.append((n, res["per_sub"], fl["per_sub"]))
+                     missed(res), f"{fl['published']:.0f}", f"{fl['per_sub']:.0f}",
+                     ratio(res["per_sub"], fl["per_sub"]),
+                     f"{res['topic_len']:.0f} + {res['body_len']:.0f}"])
+        curve_rows.append([n, f"{res['per_sub']:.0f}", f"{cres['per_sub']:.0f}",
+                           ratio(cres["per_sub"], res["per_sub"]), missed(cres),
+                           f"{fl['per_sub']:.0f}", f"{cfl['per_sub']:.0f}",
+                           ratio(cfl["per_sub"], fl["per_sub"])])
+        series.append((n, res["per_sub"], fl["per_sub"], cres["per_sub"], cfl["per_sub"]))
     data = os.path.join(out, "raw", "throughput.dat")
     with open(data, "w") as f:
-        for n, b, fl in series:
-            f.write(f"{n} {b:.0f} {fl:.0f}\n")
+        for n, *figures in series:
+            f.write(f"{n} " + " ".join(f"{x:.0f}" for x in figures) + "\n")
     png = os.path.join(out, "throughput.png")
     plots = []
     if sbbench.gnuplot(f"""set terminal png noenhanced size 900,560
@@ -105,19 +134,29 @@ set ylabel 'msgs/s per subscriber (log scale)'
 set logscale xy
 set grid
 plot '{data}' using 1:2 with linespoints lw 2 title 'syncbroker (source_synthetic, debounce 0)', \\
-     '{data}' using 1:3 with linespoints lw 2 title 'floor: bare libzmq PUB->SUB'
+     '{data}' using 1:3 with linespoints lw 2 title 'floor: bare libzmq PUB->SUB', \\
+     '{data}' using 1:4 with linespoints lw 2 dt 2 title 'syncbroker, CURVE', \\
+     '{data}' using 1:5 with linespoints lw 2 dt 2 title 'floor, CURVE'
 """):
         plots.append("throughput.png")
     table = sbbench.md_table(["subscribers", "broker published/s", "delivered/s per sub (mean)",
                               "min sub", "missed (over sndhwm)", "floor sent/s",
                               "floor delivered/s per sub", "delivered ratio vs floor",
                               "bytes topic + body"], rows)
+    table += "\n\nCURVE on both sockets against plain text (same run, same sizes):\n\n"
+    table += sbbench.md_table(["subscribers", "plain delivered/s per sub",
+                               "CURVE delivered/s per sub", "CURVE vs plain",
+                               "CURVE missed (over sndhwm)", "floor plain per sub",
+                               "floor CURVE per sub", "floor CURVE vs plain"], curve_rows)
     text = ("One receiving thread polls every SUB socket (bench/bench_throughput.c) in both cases, "
             "so the receiver's cost is shared; on 2 cores the receiver competes with the "
             "publisher. `missed` = events the broker published that the mean subscriber did not "
             "get (ZeroMQ drops beyond `sndhwm` per subscriber; clients recover with `since`). The floor's "
             "publisher sends unthrottled, so its `sent/s` includes what ZeroMQ dropped; the "
-            "comparison is delivered/s per subscriber.")
+            "comparison is delivered/s per subscriber. With CURVE (docs/security.md; keys made by "
+            "the run, the bench client allowed every table) every message is encrypted once per "
+            "subscriber; the CURVE floor is the same bare PUB as a CURVE server, its subscribers "
+            "CURVE clients: what libzmq's encryption alone costs.")
     return table, text, plots
 
 
@@ -396,7 +435,8 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # atexit stops PostgreSQL and brokers
 
     if not args.no_build:
-        sbbench.build(["bench_latency", "bench_throughput", "source_synthetic", "sync-tail"])
+        sbbench.build(["bench_latency", "bench_throughput", "source_synthetic", "sync-tail",
+                       "sync-keygen"])
     out = args.out or sbbench.results_dir()
     os.makedirs(os.path.join(out, "raw"), exist_ok=True)
     load_before = sbbench.loadavg()
@@ -419,6 +459,8 @@ def main():
         plots = latency_bench.plot(lat, os.path.join(out, "raw"), out, "run-latency")
         sections += ["## a. Latency", "", latency_bench.explain(pg, p["lat_s"]), "",
                      latency_bench.table(lat), "", latency_bench.verdict(lat), "",
+                     "CURVE on both sockets against plain text (same run):", "",
+                     latency_bench.curve_table(lat), "",
                      "The last row is the usual alternative to Syncbroker: a client polling "
                      "`updated_at` every 3 s (2 writers, every 10th write a delete). It never sees "
                      "a delete, and a row whose transaction commits after a newer updated_at was "

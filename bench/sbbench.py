@@ -53,11 +53,55 @@ def PgCluster(workdir, fast=False):
     return pg
 
 
-def request(endpoint, body, timeout=10.0):
-    """One service request over a DEALER; returns the reply's frames, decoded."""
+def key_line(path):
+    """The Z85 key of a key file (docs/security.md, "Key files"): its line that is neither
+    blank nor a comment."""
+    with open(path) as f:
+        return next(ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#"))
+
+
+class Curve:
+    """Key pairs made by this run with sync-keygen: the broker's, and one client `bench`
+    allowed every table and `stats` (admin) in a clients file. What a CURVE broker's
+    transport section needs, and what its clients do, as docs/security.md sets them up."""
+
+    def __init__(self, workdir):
+        self.dir = tempfile.mkdtemp(prefix="curve-", dir=workdir)  # sync-keygen never overwrites
+        for name in ("broker", "bench"):
+            subprocess.run([os.path.join(build_dir(), "clients", "sync-keygen"), name],
+                           cwd=self.dir, check=True, capture_output=True)
+        self.server_secret = os.path.join(self.dir, "broker.key")
+        self.server_key = os.path.join(self.dir, "broker.pub")
+        self.key = os.path.join(self.dir, "bench.key")
+        self.clients_file = os.path.join(self.dir, "clients.ini")
+        with open(self.clients_file, "w") as f:
+            f.write(f"[bench]\nkey = {key_line(os.path.join(self.dir, 'bench.pub'))}\n"
+                    "tables = *\nadmin = on\n")
+
+    def transport_options(self):
+        return {"curve_secret_key_file": self.server_secret,
+                "curve_public_key_file": self.server_key, "clients_file": self.clients_file}
+
+    def client_args(self):
+        """The bench clients' and the tools' options."""
+        return ["--server-key", self.server_key, "--key", self.key]
+
+    def client(self, sock):
+        """Makes a pyzmq socket a CURVE client of the broker (before connect)."""
+        secret = key_line(self.key).encode()
+        sock.curve_secretkey = secret
+        sock.curve_publickey = zmq.curve_public(secret)
+        sock.curve_serverkey = key_line(self.server_key).encode()
+
+
+def request(endpoint, body, timeout=10.0, curve=None):
+    """One service request over a DEALER (a CURVE client with curve); returns the reply's
+    frames, decoded."""
     ctx = zmq.Context.instance()
     s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
+    if curve:
+        curve.client(s)
     s.connect(endpoint)
     try:
         s.send_multipart([b"", msgpack.packb(body)])
@@ -70,17 +114,20 @@ def request(endpoint, body, timeout=10.0):
 
 
 class Broker:
-    """syncbroker from the benchmark build, on its own ports, stderr to a file in workdir."""
+    """syncbroker from the benchmark build, on its own ports, stderr to a file in workdir;
+    with curve (a Curve), both sockets run CURVE and its requests here use the bench key."""
 
     def __init__(self, workdir, conninfo, tables, source, source_opts=None, debounce_ms=0,
-                 heartbeat_ms=200, plugin_dir=None, extra_transport=None):
+                 heartbeat_ms=200, plugin_dir=None, extra_transport=None, curve=None):
         bdir = build_dir()
+        self.curve = curve
         self.pub = f"tcp://127.0.0.1:{free_port()}"
         self.service = f"tcp://127.0.0.1:{free_port()}"
         name = f"broker-{source}-{int(time.monotonic() * 1000)}"
         self.config = os.path.join(workdir, f"{name}.ini")
         self.logfile = os.path.join(workdir, f"{name}.log")
         transport = {"plugin": "transport_zmq", "pub": self.pub, "service": self.service}
+        transport.update(curve.transport_options() if curve else {})
         transport.update(extra_transport or {})
         sections = {
             "broker": {"plugin_dir": plugin_dir or os.path.join(bdir, "plugins"),
@@ -106,7 +153,7 @@ class Broker:
                 raise RuntimeError(f"syncbroker exited {self.proc.returncode}: "
                                    f"{open(self.logfile).read()[-2000:]}")
             try:
-                return request(self.service, {"op": "ping"}, timeout=0.5)
+                return request(self.service, {"op": "ping"}, timeout=0.5, curve=curve)
             except TimeoutError:
                 return None
         wait_until(answers, 30, "syncbroker to answer ping")
@@ -116,7 +163,7 @@ class Broker:
         return self.proc.pid
 
     def stats(self):
-        return request(self.service, {"op": "stats"})[0]
+        return request(self.service, {"op": "stats"}, curve=self.curve)[0]
 
     def stop(self):
         if self.proc.returncode is not None:
