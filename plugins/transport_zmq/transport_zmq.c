@@ -194,6 +194,7 @@ static int tz_create(const sb_host_api *api, sb_host *host, const sb_option_valu
 static void tz_stop(void *state)
 {
     tz *t = state;
+    tz_rebind_cancel(t);
     tz_service_stop(t);
     tz_pub_stop(t);
 }

@@ -11,6 +11,7 @@
  *   frames.c         tz_frames, an owned list of message frames
  *   peer.c           what is held for each client: reply bytes in ZeroMQ, its connection
  *   clients.c        who a connection is: clients_file, the principal behind a User-Id
+ *   reload.c         SIGHUP: clients_file again, re-binding both sockets when a key went
  *
  * Everything runs on the broker's loop thread, except the frees of sent frames (tz_acct).
  */
@@ -176,6 +177,13 @@ struct tz {
     tz_editors *editors;
     size_t neditors, capeditors;
 
+    /* reload.c: a re-bind retries a bind that finds its port still held by the old listener
+     * (closed in libzmq's I/O thread, soon) on this timer, backing off */
+    sb_timer *rebind_timer;
+    uint64_t rebind_delay_ms, rebind_started_ms;
+    bool rebinding;     /* from the sockets' close until both are bound again */
+    unsigned pub_opens; /* events sockets opened so far: names each one's monitor endpoint */
+
     /* counters for the stats op */
     uint64_t requests, errors, replies_dropped, publish_failed, snapshots_cancelled;
     int64_t subscribers;   /* connections with "@hb" admitted: one per protocol client */
@@ -214,6 +222,10 @@ int tz_bind_socket(tz *t, int type, const char *what, const char *endpoint, int 
 int tz_new_socket(tz *t, int type, const char *what, int hwm, void **out);
 int tz_bind(tz *t, void *s, const char *what, const char *endpoint);
 int tz_pub_start(tz *t);
+/* Close the events socket, the ZAP handler and the monitor, forgetting every connection; the
+ * latest heartbeat and the editors stay (a re-bind keeps serving them). */
+void tz_pub_close(tz *t);
+/* tz_pub_close, and forget the heartbeat and the editors. */
 void tz_pub_stop(tz *t);
 int tz_publish(void *state, const sb_message *m);
 /* Decode the latest heartbeat into *up (a map; release with msgpack_unpacked_destroy).
@@ -238,6 +250,16 @@ int tz_user_id_parse(tz *t, const char *uid, uint64_t *conn, const tz_principal 
 /* Whether who may read the table at index `table` of api->tables(). NULL (plain mode) may
  * read everything. */
 bool tz_principal_reads(const tz_principal *who, int table);
+
+/* reload.c */
+/* Close both sockets (running snapshots and held replies are cancelled, every connection
+ * dropped) and bind them again on the addresses they had (a port picked by * stays), so
+ * that every client reconnects and authenticates again. The epoch, the latest heartbeat and
+ * the editors stay. A port still held by the old listener is retried on a timer. 0, or
+ * SB_ERR_ZMQ when a socket cannot be made again (logged; the transport has none then). */
+int tz_rebind(tz *t);
+/* Cancel a re-bind's retry (stop). */
+void tz_rebind_cancel(tz *t);
 
 /* service.c */
 int tz_service_start(tz *t);
