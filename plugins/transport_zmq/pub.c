@@ -17,7 +17,6 @@
 #define TZ_LINGER_MS 100    /* a stop() may flush for this long, then drops */
 #define TZ_DRAIN_BUDGET 256 /* subscription messages read per wake-up */
 #define TZ_PUB_RCVBUF 65536 /* SO_RCVBUF of an events connection */
-#define TZ_ZAP_DOMAIN "syncbroker-events"
 
 static void on_pub(void *ud, unsigned revents)
 {
@@ -45,26 +44,33 @@ int tz_new_socket(tz *t, int type, const char *what, int hwm, void **out)
     }
     int linger = TZ_LINGER_MS;
     int one = 1;
+    /* The ZAP domain makes every handshake ask subs.c's handler, which decides (with CURVE)
+     * and names the connection (User-Id). */
+    const char *domain = type == ZMQ_XPUB ? TZ_ZAP_EVENTS : TZ_ZAP_SERVICE;
     int rc = zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     if (rc == 0)
         rc = zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    if (rc == 0)
+        rc = zmq_setsockopt(s, ZMQ_ZAP_DOMAIN, domain, strlen(domain));
+    /* Both sockets are CURVE servers when CURVE is on; a NULL client's handshake fails. */
+    if (rc == 0 && t->clients)
+        rc = zmq_setsockopt(s, ZMQ_CURVE_SERVER, &one, sizeof one);
+    if (rc == 0 && t->clients)
+        rc = zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, t->curve_secret, sizeof t->curve_secret);
     if (rc == 0 && type == ZMQ_XPUB) {
-        /* Manual: subs.c admits each subscription. The ZAP domain makes every handshake ask
-         * subs.c's handler, which names the connection. libzmq stores each subscription it
-         * reads from a connection's pipe, and reads on as long as the pipe refills, which a
-         * flooding peer does faster than we judge. With RCVHWM 2 the pipe holds one message
-         * (the other place is taken for good by the credential message libzmq writes first
-         * and never counts as read: pipe.cpp; with 1 nothing would ever pass), so libzmq
-         * reads about one per recv and a cut stops the flood. A peer never needs
-         * more than a small receive buffer either (it only subscribes). A subscription
-         * longer than max_subscription_len disconnects (ZeroMQ). */
+        /* Manual: subs.c admits each subscription, knowing its connection by the User-Id.
+         * libzmq stores each subscription it reads from a connection's pipe, and reads on as
+         * long as the pipe refills, which a flooding peer does faster than we judge. With RCVHWM 2
+         * the pipe holds one message (the other place is taken for good by the credential message
+         * libzmq writes first and never counts as read: pipe.cpp; with 1 nothing would ever pass),
+         * so libzmq reads about one per recv and a cut stops the flood. A peer never needs more
+         * than a small receive buffer either (it only subscribes). A subscription longer than
+         * max_subscription_len disconnects (ZeroMQ). */
         int64_t cap = (int64_t)t->max_subscription_len + 1;
         int rcvbuf = TZ_PUB_RCVBUF, two = 2;
         rc = zmq_setsockopt(s, ZMQ_XPUB_MANUAL, &one, sizeof one);
         if (rc == 0)
             rc = zmq_setsockopt(s, ZMQ_RCVHWM, &two, sizeof two);
-        if (rc == 0)
-            rc = zmq_setsockopt(s, ZMQ_ZAP_DOMAIN, TZ_ZAP_DOMAIN, strlen(TZ_ZAP_DOMAIN));
         if (rc == 0)
             rc = zmq_setsockopt(s, ZMQ_RCVBUF, &rcvbuf, sizeof rcvbuf);
         if (rc == 0)

@@ -237,7 +237,7 @@ static void flush_pending(tz *t)
 static bool read_request(tz *t)
 {
     tz_frames frames = {0};
-    bool more = true, overflow = false, first = true;
+    bool more = true, overflow = false, first = true, known = false;
     while (more) {
         zmq_msg_t part;
         zmq_msg_init(&part);
@@ -248,16 +248,16 @@ static bool read_request(tz *t)
             tz_frames_clear(&frames);
             return !first;
         }
-        /* ZeroMQ does not tell the connection on every frame: take the first that does. */
+        /* ZeroMQ does not tell the connection on every frame (a routing id prefetched by
+         * ZMQ_EVENTS has no metadata): take the first that does, its socket fd and the
+         * User-Id our ZAP handler gave the connection. */
         if (first || t->conn_fd < 0)
             t->conn_fd = zmq_msg_get(&part, ZMQ_SRCFD);
-        if (first) {
-            uint64_t conn;
-            /* Every frame carries the connection's User-Id; without one (plain mode, before
-             * the ZAP handler judged the socket) nothing is restricted. */
-            if (tz_user_id_parse(t, zmq_msg_gets(&part, "User-Id"), &conn, &t->req_who) < 0)
-                t->req_who = NULL;
-        }
+        if (first)
+            t->req_who = NULL;
+        uint64_t conn;
+        if (!known)
+            known = tz_user_id_parse(t, zmq_msg_gets(&part, "User-Id"), &conn, &t->req_who) == 0;
         first = false;
         more = zmq_msg_more(&part);
         if (frames.n >= TZ_MAX_FRAMES || overflow ||
@@ -265,11 +265,15 @@ static bool read_request(tz *t)
             overflow = true;
         zmq_msg_close(&part);
     }
-    if (overflow || frames.n < 2) {
+    /* Without a User-Id (an inproc peer: no handshake) plain mode restricts nothing, and
+     * CURVE does not serve it. */
+    bool stranger = !known && t->clients;
+    if (overflow || frames.n < 2 || stranger) {
         /* Without a trustworthy envelope there is nobody to answer. */
         t->requests++;
         t->errors++;
-        t->api->log(t->host, SB_LOG_DEBUG, "request with %zu+ frames dropped", frames.n);
+        t->api->log(t->host, SB_LOG_DEBUG, "request with %zu+ frames%s dropped", frames.n,
+                    stranger ? " from an unauthenticated peer" : "");
         tz_frames_clear(&frames);
         return true;
     }

@@ -4,12 +4,13 @@
  *
  * The XPUB runs with ZMQ_XPUB_MANUAL: a subscription reaches the distribution trie only when
  * we confirm it with ZMQ_SUBSCRIBE, which applies to the pipe of the message received last
- * (xpub.cpp: xrecv sets _last_pipe, xsetsockopt adds to it). To know who sent it, the NULL
- * handshake of every events connection asks our ZAP handler (ZMQ_ZAP_DOMAIN on the XPUB; the
- * handler is a ROUTER on inproc://zeromq.zap.01 in the broker's context), which answers 200
- * with a connection id no other connection gets. libzmq attaches it to every message of that
- * connection as "User-Id", beside the connection's socket (ZMQ_SRCFD; stream_engine_base.cpp
- * init_properties and zap_client.cpp).
+ * (xpub.cpp: xrecv sets _last_pipe, xsetsockopt adds to it). To know who sent it, the
+ * handshake of every connection asks our ZAP handler (ZMQ_ZAP_DOMAIN on both sockets; the
+ * handler is a ROUTER on inproc://zeromq.zap.01 in the broker's context), which decides (with
+ * CURVE: whether the client's key is in clients_file) and answers 200 with a connection id no
+ * other connection gets, and with CURVE the client's principal (clients.c). libzmq attaches
+ * it to every message of that connection as "User-Id", beside the connection's socket
+ * (ZMQ_SRCFD; stream_engine_base.cpp init_properties and zap_client.cpp).
  *
  * Refusing alone bounds nothing: libzmq keeps every subscription a peer sends in a trie of its
  * own until the peer leaves, admitted or not (xpub.cpp, _manual_subscriptions). A connection
@@ -408,16 +409,60 @@ static int send_frames(void *s, zmq_msg_t *f, size_t n)
     return SB_OK;
 }
 
-/* Request: [routing id]["" ]["1.0"][request id][domain][address][identity][mechanism]...
- * Reply: [routing id][""]["1.0"][request id][status][text][user id][metadata]. Every NULL
- * handshake is let in (the next issue decides here); the user id names the connection. */
+/* Who the handshake of req (n frames, n >= 8) is: NULL with its User-Id written into uid,
+ * or why it is refused. In plain mode everyone is let in; with CURVE only a key of
+ * clients_file, whose index the User-Id carries. A connection id is never handed out twice. */
+static const char *zap_judge(tz *t, zmq_msg_t *req, size_t n, char *uid, size_t len)
+{
+    unsigned long long conn = (unsigned long long)t->next_conn;
+    size_t index;
+    if (!t->clients) {
+        t->next_conn++;
+        snprintf(uid, len, "%llu", conn);
+        return NULL;
+    }
+    /* libzmq itself fails a NULL or PLAIN client's handshake on a CURVE server before it asks
+     * ZAP; a request of another mechanism can only come from another socket in the context. */
+    if (zmq_msg_size(&req[7]) != 5 || memcmp(zmq_msg_data(&req[7]), "CURVE", 5) != 0)
+        return "not a CURVE handshake";
+    if (n < 9 || zmq_msg_size(&req[8]) != 32)
+        return "no CURVE client key";
+    if (!tz_clients_find(t->clients, zmq_msg_data(&req[8]), &index))
+        return "unknown client key";
+    t->next_conn++;
+    snprintf(uid, len, "%llu/%zu", conn, index);
+    return NULL;
+}
+
+/* One line a second at most per socket: a refused client may come back again and again. */
+static void log_refusal(tz *t, zmq_msg_t *req, size_t n, const char *why)
+{
+    bool service = zmq_msg_size(&req[4]) == strlen(TZ_ZAP_SERVICE) &&
+                   memcmp(zmq_msg_data(&req[4]), TZ_ZAP_SERVICE, strlen(TZ_ZAP_SERVICE)) == 0;
+    if (!may_log(t, &t->zap_logged_ms[service]))
+        return;
+    char addr[TZ_LOG_TOPIC], key[SB_KEY_Z85_LEN + 1] = "-";
+    if (n >= 9 && zmq_msg_size(&req[8]) == 32)
+        zmq_z85_encode(key, zmq_msg_data(&req[8]), 32);
+    t->api->log(t->host, SB_LOG_WARN,
+                "%s connection from %s refused: %s %s (at most one such line a second per socket)",
+                service ? "service" : "events",
+                quote(zmq_msg_data(&req[5]), zmq_msg_size(&req[5]), addr, sizeof addr), why, key);
+}
+
+/* Request: [routing id][""]["1.0"][request id][domain][address][identity][mechanism][key]...
+ * (the key with CURVE). Reply: [routing id][""]["1.0"][request id][status][text][user id]
+ * [metadata]. */
 static void zap_answer(tz *t, zmq_msg_t *req, size_t n)
 {
     if (n < 8 || zmq_msg_size(&req[1]) != 0 || zmq_msg_size(&req[2]) != 3 ||
         memcmp(zmq_msg_data(&req[2]), "1.0", 3) != 0)
         return; /* not from libzmq: no answer */
-    char id[24];
-    snprintf(id, sizeof id, "%llu", (unsigned long long)t->next_conn++);
+    char uid[48] = "";
+    const char *why = zap_judge(t, req, n, uid, sizeof uid);
+    if (why)
+        log_refusal(t, req, n, why);
+    const char *status = why ? "400" : "200", *text = why ? why : "OK";
     zmq_msg_t rep[8];
     zmq_msg_init(&rep[0]);
     zmq_msg_copy(&rep[0], &req[0]);
@@ -426,10 +471,11 @@ static void zap_answer(tz *t, zmq_msg_t *req, size_t n)
     zmq_msg_copy(&rep[2], &req[2]);
     zmq_msg_init(&rep[3]);
     zmq_msg_copy(&rep[3], &req[3]);
-    zmq_msg_init_data(&rep[4], "200", 3, NULL, NULL);
-    zmq_msg_init_data(&rep[5], "OK", 2, NULL, NULL);
-    zmq_msg_init_size(&rep[6], strlen(id));
-    memcpy(zmq_msg_data(&rep[6]), id, strlen(id));
+    zmq_msg_init_data(&rep[4], (void *)status, 3, NULL, NULL);
+    zmq_msg_init_size(&rep[5], strlen(text));
+    memcpy(zmq_msg_data(&rep[5]), text, strlen(text));
+    zmq_msg_init_size(&rep[6], strlen(uid));
+    memcpy(zmq_msg_data(&rep[6]), uid, strlen(uid));
     zmq_msg_init(&rep[7]);
     if (send_frames(t->zap, rep, 8) < 0)
         t->api->log(t->host, SB_LOG_WARN, "cannot answer a ZAP request: %s", zmq_strerror(errno));

@@ -33,6 +33,9 @@ enum {
     OPT_MAX_SUBSCRIPTIONS,
     OPT_MAX_SUBSCRIPTION_BYTES,
     OPT_MAX_SUBSCRIPTION_LEN,
+    OPT_CURVE_SECRET_KEY_FILE,
+    OPT_CURVE_PUBLIC_KEY_FILE,
+    OPT_CLIENTS_FILE,
 };
 
 static const sb_option_spec options[] = {
@@ -71,6 +74,12 @@ static const sb_option_spec options[] = {
      "bytes of topic admitted per events connection; as many more refused disconnect it"},
     {"max_subscription_len", SB_OPT_INT, "1024", 16, 65536,
      "longest subscription in bytes; a longer one disconnects its connection"},
+    {"curve_secret_key_file", SB_OPT_STRING, "", 0, 0,
+     "the broker's CURVE secret key (sync-keygen; mode 0600): set, both sockets use CURVE"},
+    {"curve_public_key_file", SB_OPT_STRING, "", 0, 0,
+     "the broker's CURVE public key, which clients are given (required with CURVE)"},
+    {"clients_file", SB_OPT_STRING, "", 0, 0,
+     "the clients allowed in, their keys and tables (required with CURVE; docs/security.md)"},
     {NULL, 0, NULL, 0, 0, NULL},
 };
 
@@ -135,10 +144,67 @@ static bool endpoint_is_local(const char *endpoint)
     return strcasecmp(name, "localhost") == 0;
 }
 
+/* Read the broker's key pair and the clients file into t (CURVE is on when the secret key
+ * file is set). Each problem is a config error naming its option; returns how many. */
+static int curve_configure(tz *t, const sb_option_value *opts)
+{
+    const sb_host_api *api = t->api;
+    bool on = opts[OPT_CURVE_SECRET_KEY_FILE].str[0] != '\0';
+    int bad = 0;
+    for (int i = OPT_CURVE_PUBLIC_KEY_FILE; i <= OPT_CLIENTS_FILE; i++) {
+        if (on && !opts[i].str[0]) {
+            SB_CONFIG_ERROR(api, t->host, NULL, options[i].name,
+                            "required with curve_secret_key_file (CURVE is on)");
+            bad++;
+        } else if (!on && opts[i].str[0]) {
+            SB_CONFIG_ERROR(api, t->host, NULL, options[i].name,
+                            "set without curve_secret_key_file: CURVE is on only with it");
+            bad++;
+        }
+    }
+    if (!on || bad)
+        return bad;
+    char err[512], pub[SB_KEY_Z85_LEN + 1], derived[SB_KEY_Z85_LEN + 1];
+    if (sb_keyfile_read(opts[OPT_CURVE_SECRET_KEY_FILE].str, SB_KEY_SECRET, t->curve_secret, err,
+                        sizeof err) < 0) {
+        SB_CONFIG_ERROR(api, t->host, NULL, "curve_secret_key_file", "%s", err);
+        bad++;
+    }
+    if (sb_keyfile_read(opts[OPT_CURVE_PUBLIC_KEY_FILE].str, SB_KEY_PUBLIC, pub, err, sizeof err) <
+        0) {
+        SB_CONFIG_ERROR(api, t->host, NULL, "curve_public_key_file", "%s", err);
+        bad++;
+    } else if (!bad && (zmq_curve_public(derived, t->curve_secret) < 0 || strcmp(derived, pub))) {
+        /* Clients given this public key could never complete a handshake. */
+        SB_CONFIG_ERROR(api, t->host, NULL, "curve_public_key_file",
+                        "%s is not the public key of %s", opts[OPT_CURVE_PUBLIC_KEY_FILE].str,
+                        opts[OPT_CURVE_SECRET_KEY_FILE].str);
+        bad++;
+    }
+    if (tz_clients_load(t, opts[OPT_CLIENTS_FILE].str, &t->clients, err, sizeof err) < 0) {
+        SB_CONFIG_ERROR(api, t->host, NULL, "clients_file", "%s", err);
+        bad++;
+    }
+    return bad;
+}
+
+static void tz_destroy(void *state)
+{
+    tz *t = state;
+    tz_clients_free(t->clients);
+    /* volatile: a plain memset before free() may be optimised away. */
+    for (volatile char *p = t->curve_secret; p < t->curve_secret + sizeof t->curve_secret; p++)
+        *p = 0;
+    free(t->pub_endpoint);
+    free(t->service_endpoint);
+    free(t);
+}
+
 static int tz_create(const sb_host_api *api, sb_host *host, const sb_option_value *opts,
                      void **state)
 {
     int bad = 0;
+    bool curve = opts[OPT_CURVE_SECRET_KEY_FILE].str[0] != '\0';
     for (int i = OPT_PUB; i <= OPT_SERVICE; i++) {
         char buf[128];
         const char *why = endpoint_problem(opts[i].str, buf, sizeof buf);
@@ -146,10 +212,11 @@ static int tz_create(const sb_host_api *api, sb_host *host, const sb_option_valu
             SB_CONFIG_ERROR(api, host, NULL, options[i].name, "'%s' is not an endpoint: %s",
                             opts[i].str, why);
             bad++;
-        } else if (!endpoint_is_local(opts[i].str) && !opts[OPT_ALLOW_PLAINTEXT].flag) {
+        } else if (!endpoint_is_local(opts[i].str) && !curve && !opts[OPT_ALLOW_PLAINTEXT].flag) {
             SB_CONFIG_ERROR(api, host, NULL, options[i].name,
-                            "'%s' is not a loopback address and this transport does not encrypt: "
-                            "set allow_plaintext = on to bind it in plain text anyway",
+                            "'%s' is not a loopback address and this transport does not encrypt "
+                            "without curve_secret_key_file (docs/security.md): set "
+                            "allow_plaintext = on to bind it in plain text anyway",
                             opts[i].str);
             bad++;
         }
@@ -161,15 +228,17 @@ static int tz_create(const sb_host_api *api, sb_host *host, const sb_option_valu
         return SB_ERR_NOMEM;
     t->api = api;
     t->host = host;
+    if (curve_configure(t, opts) > 0) {
+        tz_destroy(t);
+        return SB_ERR_CONFIG;
+    }
     t->reply = tz_service_reply;
     t->conn_fd = -1; /* no request's connection yet (0 is stdin, not "none") */
     /* Option strings belong to the broker (and may go on reload): keep copies. */
     t->pub_endpoint = strdup(opts[OPT_PUB].str);
     t->service_endpoint = strdup(opts[OPT_SERVICE].str);
     if (!t->pub_endpoint || !t->service_endpoint) {
-        free(t->pub_endpoint);
-        free(t->service_endpoint);
-        free(t);
+        tz_destroy(t);
         return SB_ERR_NOMEM;
     }
     t->sndhwm = (int)opts[OPT_SNDHWM].num;
@@ -202,28 +271,24 @@ static void tz_stop(void *state)
 static int tz_start(void *state)
 {
     tz *t = state;
-    /* create() refused these unless allow_plaintext = on: say so at every start. */
+    /* Without CURVE create() refused these unless allow_plaintext = on: say so at every
+     * start. */
     const char *endpoints[] = {t->pub_endpoint, t->service_endpoint};
     for (int i = OPT_PUB; i <= OPT_SERVICE; i++)
-        if (!endpoint_is_local(endpoints[i]))
+        if (!t->clients && !endpoint_is_local(endpoints[i]))
             t->api->log(t->host, SB_LOG_WARN,
                         "%s = %s is bound in plain text beyond loopback (allow_plaintext = on): "
                         "whoever reaches it reads every event and may send requests",
                         options[i].name, endpoints[i]);
+    if (t->clients)
+        t->api->log(t->host, SB_LOG_INFO, "CURVE on both sockets: %zu client(s) allowed",
+                    t->clients->n);
     int rc = tz_pub_start(t);
     if (rc == SB_OK)
         rc = tz_service_start(t);
     if (rc < 0)
         tz_stop(t);
     return rc;
-}
-
-static void tz_destroy(void *state)
-{
-    tz *t = state;
-    free(t->pub_endpoint);
-    free(t->service_endpoint);
-    free(t);
 }
 
 static const sb_plugin descriptor = {

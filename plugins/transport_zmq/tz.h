@@ -18,6 +18,8 @@
 #ifndef TZ_H
 #define TZ_H
 
+#include "sb_keyfile.h"
+
 #include <msgpack.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -97,6 +99,15 @@ typedef struct tz_principal {
     bool admin;            /* may ask for stats */
 } tz_principal;
 
+/* The allowed clients of clients_file, in file order: a principal's index is its place here
+ * (the User-Id names it by index). Each principal is its own allocation, owned by the list,
+ * so that a reload may hand principals from one list to the next. */
+typedef struct tz_clients {
+    tz_principal **v;
+    size_t n, cap;
+    size_t ntables; /* the length of every may_read */
+} tz_clients;
+
 /* ---- the plugin instance ------------------------------------------------------------- */
 
 typedef struct tz tz;
@@ -173,6 +184,12 @@ struct tz {
     tz_fd_slot *fds;
     size_t nfds;
 
+    /* CURVE: the allowed clients (owned; NULL in plain mode, so NULL means CURVE is off) and
+     * the broker's secret key (Z85; wiped at destroy) */
+    tz_clients *clients;
+    char curve_secret[SB_KEY_Z85_LEN + 1];
+    uint64_t zap_logged_ms[2]; /* now_ms() of the last handshake refusal logged: events, service */
+
     /* the latest presence message of every entity that has editors (editors.c) */
     tz_editors *editors;
     size_t neditors, capeditors;
@@ -233,6 +250,9 @@ int tz_publish(void *state, const sb_message *m);
 int tz_last_heartbeat(tz *t, msgpack_unpacked *up);
 
 /* subs.c */
+/* The ZAP domains of the two sockets: every handshake on them asks subs.c's ZAP handler. */
+#define TZ_ZAP_EVENTS "syncbroker-events"
+#define TZ_ZAP_SERVICE "syncbroker-service"
 /* Bind the ZAP handler and monitor pub's disconnects: before pub is bound. */
 int tz_subs_start(tz *t, void *pub);
 /* Close both and forget every connection (after pub is closed). */
@@ -250,6 +270,18 @@ int tz_user_id_parse(tz *t, const char *uid, uint64_t *conn, const tz_principal 
 /* Whether who may read the table at index `table` of api->tables(). NULL (plain mode) may
  * read everything. */
 bool tz_principal_reads(const tz_principal *who, int table);
+/* Read clients_file `path` (docs/security.md, "The clients file"), checking tables against
+ * api->tables(). 0 with *out a new list (the caller's; tz_clients_free), or a negative sb_err
+ * (SB_ERR_IO unreadable, SB_ERR_CONFIG bad content, SB_ERR_NOMEM) with the first error in err,
+ * naming path and line. */
+int tz_clients_load(tz *t, const char *path, tz_clients **out, char *err, size_t errlen);
+/* Free c, its principals and their names (NULL is ignored). */
+void tz_clients_free(tz_clients *c);
+/* The principal whose public key is key (32 bytes) and its index in c, or NULL. */
+const tz_principal *tz_clients_find(const tz_clients *c, const unsigned char *key, size_t *index);
+/* True when next holds every principal of cur unchanged (name, key, tables, admin) at the same
+ * index: only additions after them. A reload then keeps the connections. */
+bool tz_clients_extends(const tz_clients *cur, const tz_clients *next);
 
 /* reload.c */
 /* Close both sockets (running snapshots and held replies are cancelled, every connection

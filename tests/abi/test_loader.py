@@ -353,8 +353,9 @@ def test_endpoint_accepted(tmp_path, plugin_dir, pub):
     assert f"pub = {pub}\n" in r.stdout
 
 
-PLAIN = ("is not a loopback address and this transport does not encrypt: set allow_plaintext = "
-         "on to bind it in plain text anyway")
+PLAIN = ("is not a loopback address and this transport does not encrypt without "
+         "curve_secret_key_file (docs/security.md): set allow_plaintext = on to bind it in plain "
+         "text anyway")
 
 
 @pytest.mark.parametrize("key, value", [

@@ -48,8 +48,10 @@ class Broker:
     login role sb_broker, only a member of syncbroker_reader; the tests' `conn` is the
     superuser."""
 
-    def __init__(self, pg, workdir, dbname, tables, source, debounce_ms, heartbeat_ms, extra):
+    def __init__(self, pg, workdir, dbname, tables, source, debounce_ms, heartbeat_ms, extra,
+                 curve=None):
         self.tables = list(tables)
+        self.curve = curve  # the keys ping() uses (sbpeer.use_curve), for a CURVE broker
         self.pub = f"tcp://127.0.0.1:{free_port()}"
         self.service = f"tcp://127.0.0.1:{free_port()}"
         sections = {
@@ -96,7 +98,8 @@ class Broker:
             if self.proc.poll() is not None:
                 raise AssertionError(f"syncbroker exited {self.proc.returncode}:\n{self.log}")
             try:
-                return sbpeer.request(self.service, {"op": "ping"}, timeout=0.5)[0]
+                return sbpeer.request(self.service, {"op": "ping"}, timeout=0.5,
+                                      curve=self.curve)[0]
             except TimeoutError:
                 return None
         self.hello = wait_until(answers, 60 if wrapper else 30, "syncbroker to answer ping")
@@ -107,7 +110,7 @@ class Broker:
             return f.read()
 
     def ping(self, timeout=5):
-        return sbpeer.request(self.service, {"op": "ping"}, timeout=timeout)[0]
+        return sbpeer.request(self.service, {"op": "ping"}, timeout=timeout, curve=self.curve)[0]
 
     def stop(self, check=True):
         """SIGTERM; a clean stop exits 0 within 10 s (SIGKILL otherwise)."""
@@ -164,16 +167,19 @@ class Broker:
 
 @pytest.fixture
 def broker(pg, tmp_path):
-    """Factory: broker(db, tables=[...], source=..., debounce_ms=0, heartbeat_ms=200, extra=...)."""
+    """Factory: broker(db, tables=[...], source=..., debounce_ms=0, heartbeat_ms=200, extra=...,
+    curve=...)."""
     started = []
 
-    def make(dbname, tables, source="source_poll", debounce_ms=0, heartbeat_ms=200, extra=None):
+    def make(dbname, tables, source="source_poll", debounce_ms=0, heartbeat_ms=200, extra=None,
+             curve=None):
         workdir = tmp_path / f"broker{len(started)}"
         workdir.mkdir()
         if source == "source_notify":
             # The owner's one-time step for source_notify (the broker runs no DDL).
             pg.sql(dbname, "SELECT syncbroker.enable_notify()")
-        b = Broker(pg, str(workdir), dbname, tables, source, debounce_ms, heartbeat_ms, extra)
+        b = Broker(pg, str(workdir), dbname, tables, source, debounce_ms, heartbeat_ms, extra,
+                   curve)
         started.append(b)
         return b
 

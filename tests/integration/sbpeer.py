@@ -15,11 +15,22 @@ def unpack(frame):
     return msgpack.unpackb(frame, raw=False, strict_map_key=False)
 
 
-def request(endpoint, body, timeout=5.0, socket_type=zmq.REQ):
+def use_curve(sock, curve):
+    """Makes sock a CURVE client when curve is given: a dict of Z85 keys, "server" (the
+    broker's public key), "public" and "secret" (the client's pair)."""
+    if curve:
+        sock.curve_serverkey = curve["server"]
+        sock.curve_publickey = curve["public"]
+        sock.curve_secretkey = curve["secret"]
+
+
+def request(endpoint, body, timeout=5.0, socket_type=zmq.REQ, curve=None):
     """Sends one request (a dict is packed, bytes go as they are) and returns the decoded reply
-    frames (a frame that is not msgpack comes back as bytes). Raises TimeoutError."""
+    frames (a frame that is not msgpack comes back as bytes). Raises TimeoutError. curve: see
+    use_curve."""
     sock = CTX.socket(socket_type)
     sock.setsockopt(zmq.LINGER, 0)
+    use_curve(sock, curve)
     sock.connect(endpoint)
     try:
         payload = body if isinstance(body, bytes) else msgpack.packb(body, use_bin_type=True)
@@ -51,10 +62,11 @@ def key_tuple(key):
 class Subscriber:
     """SUB socket: data topics first, '@hb' last (its first heartbeat proves the rest live)."""
 
-    def __init__(self, endpoint, topics=("",)):
+    def __init__(self, endpoint, topics=("",), curve=None):
         self.sock = CTX.socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, 0)
+        use_curve(self.sock, curve)
         self.sock.connect(endpoint)
         for topic in topics:
             self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #define WAIT_MS 5000
@@ -1554,6 +1555,129 @@ static void test_bind_failure_and_check_mode(void **state)
     assert_int_equal(fake_host_watch_count(f->fh), 0);
 }
 
+/* Write text to a new temporary file; its path into path (unlink it after). */
+static void temp_file(char *path, size_t cap, const char *text)
+{
+    snprintf(path, cap, "/tmp/sb-tz-clients-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+}
+
+/* Load text as a clients file: the rc, the list into *out (on success), the error into err. */
+static int load_clients(tz *t, const char *text, tz_clients **out, char *err, size_t errlen)
+{
+    char path[64];
+    temp_file(path, sizeof path, text);
+    int rc = tz_clients_load(t, path, out, err, errlen);
+    unlink(path);
+    if (rc == SB_OK)
+        assert_string_equal(err, ""); /* untouched */
+    return rc;
+}
+
+#define KEY_A "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+#define KEY_B "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID"
+
+static void test_clients_file(void **state)
+{
+    fixture *f = *state;
+    sb_option_value opts[32];
+    assert_true(fake_host_options(f->p->options, NULL, opts, 32) > 0);
+    void *st = NULL;
+    assert_int_equal(f->p->create(fake_host_api(), fake_host_handle(f->fh), opts, &st), 0);
+    tz *t = st;
+    tz_clients *c = NULL, *more = NULL;
+    char err[512] = "";
+    assert_int_equal(load_clients(t,
+                                  "# desks\n[desk-a]\nkey = " KEY_A "   ; its key\n"
+                                  "tables = public.rooms\n\n[desk.b_2]\nkey=" KEY_B "\n"
+                                  "tables = public.rooms,\n  public.bookings\nadmin = on\n",
+                                  &c, err, sizeof err),
+                     SB_OK);
+    assert_int_equal(c->n, 2);
+    assert_string_equal(c->v[0]->name, "desk-a");
+    assert_false(c->v[0]->admin);
+    assert_true(tz_principal_reads(c->v[0], 1));
+    assert_false(tz_principal_reads(c->v[0], 0));
+    assert_true(c->v[1]->admin && tz_principal_reads(c->v[1], 0) && tz_principal_reads(c->v[1], 1));
+    unsigned char raw[32];
+    size_t index = 9;
+    assert_non_null(zmq_z85_decode(raw, KEY_B));
+    assert_ptr_equal(tz_clients_find(c, raw, &index), c->v[1]);
+    assert_int_equal(index, 1);
+    raw[0] ^= 1;
+    assert_null(tz_clients_find(c, raw, &index));
+
+    /* The User-Id names the principal by index, only with CURVE. */
+    uint64_t conn;
+    const tz_principal *who;
+    assert_int_equal(tz_user_id_parse(t, "7", &conn, &who), SB_OK);
+    assert_null(who);
+    assert_int_equal(tz_user_id_parse(t, "7/1", &conn, &who), SB_ERR_INVAL);
+    t->clients = c;
+    assert_int_equal(tz_user_id_parse(t, "7/1", &conn, &who), SB_OK);
+    assert_int_equal(conn, 7);
+    assert_ptr_equal(who, c->v[1]);
+    assert_int_equal(tz_user_id_parse(t, "7", &conn, &who), SB_ERR_INVAL);
+    assert_int_equal(tz_user_id_parse(t, "7/2", &conn, &who), SB_ERR_INVAL);
+    assert_int_equal(tz_user_id_parse(t, "7/+1", &conn, &who), SB_ERR_INVAL);
+    assert_int_equal(tz_user_id_parse(t, "7/1x", &conn, &who), SB_ERR_INVAL);
+    t->clients = NULL;
+
+    /* Only additions extend a list. */
+    assert_int_equal(load_clients(t,
+                                  "[desk-a]\nkey = " KEY_A "\ntables = public.rooms\n"
+                                  "[desk.b_2]\nkey=" KEY_B "\ntables = *\n",
+                                  &more, err, sizeof err),
+                     SB_OK);
+    assert_true(tz_clients_extends(c, c));
+    assert_false(tz_clients_extends(c, more)); /* desk.b_2 changed its tables */
+    tz_principal *removed = c->v[1];
+    c->n = 1;
+    assert_true(tz_clients_extends(c, more));
+    assert_false(tz_clients_extends(more, c));
+    c->n = 2;
+    assert_ptr_equal(c->v[1], removed);
+    tz_clients_free(more);
+    tz_clients_free(c);
+
+    /* Each error names the file and the line. */
+    static const struct {
+        const char *text, *error;
+    } bad[] = {
+        {"[desk-a]\nkey = " KEY_A "\ntables = public.nope\n",
+         ":3: 'public.nope' is not one of the tables"},
+        {"[desk-a]\nkey = short\ntables = *\n", ":2: 'short' is not a CURVE public key"},
+        {"[desk a]\nkey = " KEY_A "\ntables = *\n", ":1: 'desk a' is not a client name"},
+        {"[desk-a]\nkey = " KEY_A "\ntables = *\n[desk-a]\nkey = " KEY_B "\ntables = *\n",
+         ":4: [desk-a] appears twice (first on line 1)"},
+        {"[desk-a]\nkey = " KEY_A "\ntables = *\n[desk-b]\nkey = " KEY_A "\ntables = *\n",
+         ":5: the key of [desk-a] again (line 1)"},
+        {"[desk-a]\nkey = " KEY_A "\ntables = *\nwho = me\n", ":4: unknown key 'who'"},
+        {"[desk-a]\ntables = *\n", ":1: [desk-a] has no key"},
+        {"[desk-a]\nkey = " KEY_A "\n", ":1: [desk-a] has no tables"},
+        {"[desk-a]\nkey = " KEY_A "\ntables = public.rooms, public.rooms\n",
+         ":3: 'public.rooms' is listed twice"},
+        {"[desk-a]\nkey = " KEY_A "\ntables = *\nadmin = maybe\n", ":4: admin = 'maybe'"},
+        {"key = " KEY_A "\n", ":1: 'key' before the first [client name] section"},
+        {"[desk-a]\nkey = " KEY_A "\ntables = *\njunk\n", ":4: not a [client name] or key"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        err[0] = '\0';
+        c = NULL;
+        assert_int_equal(load_clients(t, bad[i].text, &c, err, sizeof err), SB_ERR_CONFIG);
+        assert_null(c);
+        if (!strstr(err, bad[i].error))
+            fail_msg("case %zu: '%s' lacks '%s'", i, err, bad[i].error);
+        assert_non_null(strstr(err, "/tmp/sb-tz-clients-"));
+    }
+    assert_int_equal(tz_clients_load(t, "/nonexistent/clients", &c, err, sizeof err), SB_ERR_IO);
+    assert_non_null(strstr(err, "/nonexistent/clients: "));
+    f->p->destroy(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1590,6 +1714,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bind_failure_and_check_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rebind_keeps_ports_and_clients_reconnect, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_clients_file, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
