@@ -89,20 +89,26 @@ static void retry(void *ud)
     opened(t, open_sockets(t));
 }
 
-int tz_rebind(tz *t)
+int tz_rebind(tz *t, tz_clients *clients)
 {
     int rc = SB_OK;
     if (t->pub)
         rc = pin_endpoint(t->pub, &t->pub_endpoint);
     if (rc == SB_OK && t->router)
         rc = pin_endpoint(t->router, &t->service_endpoint);
-    if (rc < 0)
+    if (rc < 0) {
+        tz_clients_free(clients);
         return rc;
+    }
     /* zmq_unbind first would not help: the listener closes in the I/O thread either way
      * (measured: the first bind finds the port in use about as often). */
     tz_service_stop(t);
     tz_pub_close(t);
     tz_rebind_cancel(t);
+    if (clients) {
+        tz_clients_free(t->clients);
+        t->clients = clients;
+    }
     t->rebinding = true;
     t->rebind_delay_ms = TZ_REBIND_FIRST_MS;
     t->rebind_started_ms = t->api->now_ms(t->host);
@@ -114,4 +120,59 @@ void tz_rebind_cancel(tz *t)
     t->api->timer_stop(t->rebind_timer);
     t->rebind_timer = NULL;
     t->rebinding = false;
+}
+
+/* Names of cur's clients whose key next does not have, comma-separated into buf ("" none). */
+static const char *removed_names(const tz_clients *cur, const tz_clients *next, char *buf,
+                                 size_t len)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < cur->n && used < len; i++) {
+        size_t index;
+        if (!tz_clients_find(next, cur->v[i]->key, &index)) {
+            int n = snprintf(buf + used, len - used, "%s%s", used ? ", " : "", cur->v[i]->name);
+            used += n > 0 ? (size_t)n : 0;
+        }
+    }
+    return buf;
+}
+
+int tz_reload(void *state)
+{
+    tz *t = state;
+    if (!t->clients)
+        return SB_OK; /* plain mode: no file of its own */
+    char err[512];
+    tz_clients *next;
+    int rc = tz_clients_load(t, t->clients_path, &next, err, sizeof err);
+    if (rc < 0) {
+        t->api->log(t->host, SB_LOG_ERROR,
+                    "clients_file not reloaded, the %zu clients loaded before stay allowed: %s",
+                    t->clients->n, err);
+        return rc;
+    }
+    tz_clients *cur = t->clients;
+    if (tz_clients_extends(cur, next)) {
+        /* The running principals stay (connections and snapshots point at them); next's
+         * equal copies go with cur. */
+        for (size_t i = 0; i < cur->n; i++) {
+            tz_principal *keep = cur->v[i];
+            cur->v[i] = next->v[i];
+            next->v[i] = keep;
+        }
+        t->api->log(t->host, SB_LOG_INFO, "clients_file %s reloaded: %zu clients, %zu added%s",
+                    t->clients_path, next->n, next->n - cur->n,
+                    next->n > cur->n ? "; connections kept" : " (unchanged)");
+        tz_clients_free(cur);
+        t->clients = next;
+        return SB_OK;
+    }
+    char names[256];
+    removed_names(cur, next, names, sizeof names);
+    t->api->log(t->host, SB_LOG_INFO,
+                "clients_file %s reloaded: %zu clients, %s%s: re-binding both sockets, every "
+                "client reconnects",
+                t->clients_path, next->n, names[0] ? "removed: " : "a client changed", names);
+    return tz_rebind(t, next);
 }

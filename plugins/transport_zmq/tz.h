@@ -187,6 +187,7 @@ struct tz {
     /* CURVE: the allowed clients (owned; NULL in plain mode, so NULL means CURVE is off) and
      * the broker's secret key (Z85; wiped at destroy) */
     tz_clients *clients;
+    char *clients_path; /* clients_file, re-read on SIGHUP (reload.c); NULL in plain mode */
     char curve_secret[SB_KEY_Z85_LEN + 1];
     uint64_t zap_logged_ms[2]; /* now_ms() of the last handshake refusal logged: events, service */
 
@@ -286,10 +287,15 @@ bool tz_clients_extends(const tz_clients *cur, const tz_clients *next);
 /* reload.c */
 /* Close both sockets (running snapshots and held replies are cancelled, every connection
  * dropped) and bind them again on the addresses they had (a port picked by * stays), so
- * that every client reconnects and authenticates again. The epoch, the latest heartbeat and
- * the editors stay. A port still held by the old listener is retried on a timer. 0, or
- * SB_ERR_ZMQ when a socket cannot be made again (logged; the transport has none then). */
-int tz_rebind(tz *t);
+ * that every client reconnects and authenticates again. clients, when not NULL, takes the
+ * place of t->clients (taken over) once nothing points at the old principals any more. The
+ * epoch, the latest heartbeat and the editors stay. A port still held by the old listener
+ * is retried on a timer. 0, or the error a socket failed with (logged; then it is missing). */
+int tz_rebind(tz *t, tz_clients *clients);
+/* The reload() callback (SIGHUP): re-read clients_file. A file that does not load keeps the
+ * running list (SB_ERR_CONFIG or SB_ERR_IO, its file:line logged); only additions are taken
+ * as they are; a key removed or a client changed takes a re-bind. Plain mode: nothing. */
+int tz_reload(void *state);
 /* Cancel a re-bind's retry (stop). */
 void tz_rebind_cancel(tz *t);
 

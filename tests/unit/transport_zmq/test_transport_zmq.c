@@ -1495,7 +1495,7 @@ static void test_rebind_keeps_ports_and_clients_reconnect(void **state)
     char pub[256], service[256];
     snprintf(pub, sizeof pub, "%s", f->pub);
     snprintf(service, sizeof service, "%s", f->service);
-    assert_int_equal(tz_rebind(f->t), 0);
+    assert_int_equal(tz_rebind(f->t, NULL), 0);
     assert_true(fake_host_snapshot_get(f->fh, 0)->cancelled);
     assert_int_equal(f->t->nsnaps, 0);
     assert_true(fake_host_run_until(f->fh, rebound, f->t, WAIT_MS));
