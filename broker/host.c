@@ -226,6 +226,18 @@ int sb_host_start(sb_host *h)
     return rc;
 }
 
+int sb_host_reload(sb_host *h)
+{
+    /* A 1.0 or 1.1 descriptor may end before reload: neither its minor nor its size says it
+     * has one, and nothing beyond its size is read. */
+    if (!h->started || h->desc->abi_minor < 2 || !SB_API_HAS(h->desc, sb_plugin, reload))
+        return SB_ERR_UNSUPPORTED;
+    int rc = h->desc->reload(h->state);
+    if (rc)
+        sb_log(SB_LOG_ERROR, h->section, "reload failed: %s; running state kept", sb_strerror(rc));
+    return rc;
+}
+
 void sb_host_stop(sb_host *h)
 {
     if (!h || !h->started)

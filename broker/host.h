@@ -35,6 +35,9 @@ int sb_host_open(sb_core *core, sb_loop *loop, void *zmq_ctx, const sb_config *c
                  const sb_config_section *sec, sb_host **out);
 int sb_host_create(sb_host *h);
 int sb_host_start(sb_host *h);
+/* SIGHUP: the plugin's reload() (ABI 1.2) if it is started and has one; a failure is
+ * logged here. 0, SB_ERR_UNSUPPORTED (nothing to reload), or the plugin's error. */
+int sb_host_reload(sb_host *h);
 /* Stop the instance and drop its leftover watches and timers. */
 void sb_host_stop(sb_host *h);
 /* Destroy the instance (if created) and close the library. NULL is ignored. */

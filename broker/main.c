@@ -182,10 +182,9 @@ static void warn_unreloadable(const sb_config *old, const sb_config *new)
                "reload: [database] and plugin sections changed; they take effect on restart");
 }
 
-static void reload(broker *b)
+static void reload_config(broker *b)
 {
     sb_config *fresh;
-    sb_log(SB_LOG_INFO, "broker", "SIGHUP: reloading %s", b->cfg->path);
     if (sb_config_load(b->cfg->path, &fresh)) {
         sb_log(SB_LOG_ERROR, "broker", "reload failed; keeping the running configuration");
         return;
@@ -199,6 +198,17 @@ static void reload(broker *b)
     b->cfg->heartbeat_ms = fresh->heartbeat_ms;
     b->cfg->log_level = fresh->log_level;
     sb_config_free(fresh);
+}
+
+/* SIGHUP: the config file's reloadable values, then each plugin's own files (a plugin's
+ * reload does not depend on the config file: a typo there must not keep a revoked client
+ * key in force). */
+static void reload(broker *b)
+{
+    sb_log(SB_LOG_INFO, "broker", "SIGHUP: reloading %s", b->cfg->path);
+    reload_config(b);
+    for (size_t i = 0; i < b->nhosts; i++)
+        sb_host_reload(b->hosts[i]);
 }
 
 static void run(broker *b)

@@ -1,5 +1,5 @@
 /*
- * syncbroker/plugin.h - the Syncbroker plugin ABI, version 1.1.
+ * syncbroker/plugin.h - the Syncbroker plugin ABI, version 1.2.
  *
  * A plugin is a shared object that exports one function, sb_plugin_entry(), returning a
  * pointer to a constant sb_plugin descriptor. The broker checks the descriptor before it
@@ -34,7 +34,7 @@ extern "C" {
 #endif
 
 #define SB_PLUGIN_ABI_MAJOR 1
-#define SB_PLUGIN_ABI_MINOR 1
+#define SB_PLUGIN_ABI_MINOR 2
 
 /* Name of the one exported symbol; see SB_PLUGIN_DECLARE below. */
 #define SB_PLUGIN_ENTRY_SYMBOL "sb_plugin_entry"
@@ -410,6 +410,20 @@ typedef struct sb_plugin {
      * only the file was checked then); 0 when start() would find nothing to refuse. NULL:
      * the plugin has nothing to check beyond its options. */
     int (*check)(void *state);
+
+    /* --- added in ABI 1.2; optional, for every kind ----------------------------------- */
+
+    /* SIGHUP: re-read what the plugin reads from files of its own (transport_zmq: its
+     * clients_file). Its options are not handed again: a changed config section takes effect
+     * on restart only. Called on the loop, between two iterations, after the broker re-read
+     * its own config file (whether or not that succeeded), for each started plugin in config
+     * order; never during another callback. Only for a plugin that declares abi_minor >= 2
+     * and whose size covers this member: a 1.0 or 1.1 plugin is left alone. The plugin logs
+     * what changed; it returns 0 when the new state is in force, or an sb_err when it kept
+     * its running state (the broker logs "reload failed: <error>; running state kept"; say
+     * why before, e.g. with the file and line). It must not stop: a reload that fails leaves
+     * the instance serving as before. NULL: nothing to reload. */
+    int (*reload)(void *state);
 } sb_plugin;
 
 /* Size of the v1.0 descriptor: the loader refuses anything smaller; members after publish

@@ -97,6 +97,8 @@ int tz_new_socket(tz *t, int type, const char *what, int hwm, void **out)
 int tz_bind(tz *t, void *s, const char *what, const char *endpoint)
 {
     if (zmq_bind(s, endpoint) < 0) {
+        if (errno == EADDRINUSE && t->rebinding)
+            return SB_ERR_BUSY; /* the old listener's port, not yet released: retried */
         t->api->log(t->host, SB_LOG_ERROR, "cannot bind the %s socket to %s: %s", what, endpoint,
                     zmq_strerror(errno));
         return SB_ERR_ZMQ;
@@ -135,7 +137,7 @@ int tz_pub_start(tz *t)
     return rc;
 }
 
-void tz_pub_stop(tz *t)
+void tz_pub_close(tz *t)
 {
     t->api->unwatch(t->pub_watch);
     t->pub_watch = NULL;
@@ -143,6 +145,11 @@ void tz_pub_stop(tz *t)
         zmq_close(t->pub);
     t->pub = NULL;
     tz_subs_stop(t);
+}
+
+void tz_pub_stop(tz *t)
+{
+    tz_pub_close(t);
     free(t->last_hb);
     t->last_hb = NULL;
     t->last_hb_len = 0;

@@ -702,7 +702,9 @@ int tz_subs_start(tz *t, void *pub)
     void *ctx = t->api->zmq_context(t->host);
     int zero = 0;
     char endpoint[64];
-    snprintf(endpoint, sizeof endpoint, "inproc://sb-tz-monitor-%p", (void *)t);
+    /* A new name each time: the endpoint of a closed socket's monitor goes with the monitor,
+     * in libzmq's reaper thread, later. */
+    snprintf(endpoint, sizeof endpoint, "inproc://sb-tz-monitor-%p-%u", (void *)t, t->pub_opens++);
     t->zap = zmq_socket(ctx, ZMQ_ROUTER);
     if (!t->zap || zmq_setsockopt(t->zap, ZMQ_LINGER, &zero, sizeof zero) < 0)
         return fail(t, "cannot create the ZAP handler");
@@ -733,8 +735,12 @@ void tz_subs_stop(tz *t)
     t->zap_watch = t->monitor_watch = NULL;
     if (t->monitor)
         zmq_close(t->monitor);
-    if (t->zap)
+    /* Unbound first: an inproc unbind is immediate, a close is not, and a re-bind binds
+     * the ZAP endpoint again at once. */
+    if (t->zap) {
+        zmq_unbind(t->zap, TZ_ZAP_ENDPOINT);
         zmq_close(t->zap);
+    }
     t->monitor = t->zap = NULL;
     for (size_t i = 0; i < t->nfds; i++)
         peer_release(t, &t->fds[i]);

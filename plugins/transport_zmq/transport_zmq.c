@@ -184,6 +184,8 @@ static int curve_configure(tz *t, const sb_option_value *opts)
     if (tz_clients_load(t, opts[OPT_CLIENTS_FILE].str, &t->clients, err, sizeof err) < 0) {
         SB_CONFIG_ERROR(api, t->host, NULL, "clients_file", "%s", err);
         bad++;
+    } else if (!(t->clients_path = strdup(opts[OPT_CLIENTS_FILE].str))) {
+        bad++; /* SIGHUP re-reads it */
     }
     return bad;
 }
@@ -192,6 +194,7 @@ static void tz_destroy(void *state)
 {
     tz *t = state;
     tz_clients_free(t->clients);
+    free(t->clients_path);
     /* volatile: a plain memset before free() may be optimised away. */
     for (volatile char *p = t->curve_secret; p < t->curve_secret + sizeof t->curve_secret; p++)
         *p = 0;
@@ -263,6 +266,7 @@ static int tz_create(const sb_host_api *api, sb_host *host, const sb_option_valu
 static void tz_stop(void *state)
 {
     tz *t = state;
+    tz_rebind_cancel(t);
     tz_service_stop(t);
     tz_pub_stop(t);
 }
@@ -292,7 +296,7 @@ static int tz_start(void *state)
 
 static const sb_plugin descriptor = {
     .abi_major = 1, /* literal: the ABI this file was written for */
-    .abi_minor = 1,
+    .abi_minor = 2,
     .size = sizeof(sb_plugin),
     .kind = SB_PLUGIN_TRANSPORT,
     .name = "transport_zmq",
@@ -304,6 +308,7 @@ static const sb_plugin descriptor = {
     .stop = tz_stop,
     .destroy = tz_destroy,
     .publish = tz_publish,
+    .reload = tz_reload,
 };
 
 SB_PLUGIN_DECLARE(descriptor)

@@ -11,6 +11,7 @@
  *   frames.c         tz_frames, an owned list of message frames
  *   peer.c           what is held for each client: reply bytes in ZeroMQ, its connection
  *   clients.c        who a connection is: clients_file, the principal behind a User-Id
+ *   reload.c         SIGHUP: clients_file again, re-binding both sockets when a key went
  *
  * Everything runs on the broker's loop thread, except the frees of sent frames (tz_acct).
  */
@@ -186,12 +187,20 @@ struct tz {
     /* CURVE: the allowed clients (owned; NULL in plain mode, so NULL means CURVE is off) and
      * the broker's secret key (Z85; wiped at destroy) */
     tz_clients *clients;
+    char *clients_path; /* clients_file, re-read on SIGHUP (reload.c); NULL in plain mode */
     char curve_secret[SB_KEY_Z85_LEN + 1];
     uint64_t zap_logged_ms[2]; /* now_ms() of the last handshake refusal logged: events, service */
 
     /* the latest presence message of every entity that has editors (editors.c) */
     tz_editors *editors;
     size_t neditors, capeditors;
+
+    /* reload.c: a re-bind retries a bind that finds its port still held by the old listener
+     * (closed in libzmq's I/O thread, soon) on this timer, backing off */
+    sb_timer *rebind_timer;
+    uint64_t rebind_delay_ms, rebind_started_ms;
+    bool rebinding;     /* from the sockets' close until both are bound again */
+    unsigned pub_opens; /* events sockets opened so far: names each one's monitor endpoint */
 
     /* counters for the stats op */
     uint64_t requests, errors, replies_dropped, publish_failed, snapshots_cancelled;
@@ -231,6 +240,10 @@ int tz_bind_socket(tz *t, int type, const char *what, const char *endpoint, int 
 int tz_new_socket(tz *t, int type, const char *what, int hwm, void **out);
 int tz_bind(tz *t, void *s, const char *what, const char *endpoint);
 int tz_pub_start(tz *t);
+/* Close the events socket, the ZAP handler and the monitor, forgetting every connection; the
+ * latest heartbeat and the editors stay (a re-bind keeps serving them). */
+void tz_pub_close(tz *t);
+/* tz_pub_close, and forget the heartbeat and the editors. */
 void tz_pub_stop(tz *t);
 int tz_publish(void *state, const sb_message *m);
 /* Re-encode the heartbeat body (len bytes) for who into out (initialised by the caller): the
@@ -296,6 +309,21 @@ const tz_principal *tz_clients_find(const tz_clients *c, const unsigned char *ke
 /* True when next holds every principal of cur unchanged (name, key, tables, admin) at the same
  * index: only additions after them. A reload then keeps the connections. */
 bool tz_clients_extends(const tz_clients *cur, const tz_clients *next);
+
+/* reload.c */
+/* Close both sockets (running snapshots and held replies are cancelled, every connection
+ * dropped) and bind them again on the addresses they had (a port picked by * stays), so
+ * that every client reconnects and authenticates again. clients, when not NULL, takes the
+ * place of t->clients (taken over) once nothing points at the old principals any more. The
+ * epoch, the latest heartbeat and the editors stay. A port still held by the old listener
+ * is retried on a timer. 0, or the error a socket failed with (logged; then it is missing). */
+int tz_rebind(tz *t, tz_clients *clients);
+/* The reload() callback (SIGHUP): re-read clients_file. A file that does not load keeps the
+ * running list (SB_ERR_CONFIG or SB_ERR_IO, its file:line logged); only additions are taken
+ * as they are; a key removed or a client changed takes a re-bind. Plain mode: nothing. */
+int tz_reload(void *state);
+/* Cancel a re-bind's retry (stop). */
+void tz_rebind_cancel(tz *t);
 
 /* service.c */
 int tz_service_start(tz *t);

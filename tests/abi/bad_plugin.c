@@ -8,16 +8,27 @@
 /* What check() reports through; one instance per process is all --check makes. */
 static const sb_host_api *host_api;
 static sb_host *host_handle;
+static int64_t level; /* option `level` */
 
 static int bad_create(const sb_host_api *api, sb_host *host, const sb_option_value *opts,
                       void **state)
 {
-    (void)opts;
     host_api = api;
     host_handle = host;
     *state = NULL;
+    level = opts[0].num;
     return SB_OK;
 }
+#if defined(BAD_RELOAD) || defined(BAD_V11)
+/* BAD_RELOAD says it was called (and fails when level = 5); BAD_V11 has the same reload()
+ * in a 1.1 descriptor (minor 1, a 1.1 size), where the broker must not look. */
+static int bad_reload(void *state)
+{
+    (void)state;
+    host_api->log(host_handle, SB_LOG_INFO, "reload called");
+    return level == 5 ? SB_ERR_BUSY : SB_OK;
+}
+#endif
 #if defined(BAD_CHECK) || defined(BAD_V10)
 /* BAD_CHECK refuses in check(); BAD_V10 has the same check() beyond a 1.0 descriptor's size,
  * where the broker must not look. */
@@ -61,11 +72,19 @@ static const sb_plugin descriptor = {
 #else
     .abi_major = 1,
 #endif
+#ifdef BAD_RELOAD
+    .abi_minor = 2,
+#elif defined(BAD_V11)
+    .abi_minor = 1,
+#else
     .abi_minor = 0,
+#endif
 #ifdef BAD_SIZE
     .size = 24,
 #elif defined(BAD_V10)
     .size = SB_PLUGIN_V1_SIZE,
+#elif defined(BAD_V11)
+    .size = offsetof(sb_plugin, reload),
 #else
     .size = sizeof(sb_plugin),
 #endif
@@ -82,6 +101,9 @@ static const sb_plugin descriptor = {
     .publish = bad_publish,
 #if defined(BAD_CHECK) || defined(BAD_V10)
     .check = bad_check,
+#endif
+#if defined(BAD_RELOAD) || defined(BAD_V11)
+    .reload = bad_reload,
 #endif
 };
 

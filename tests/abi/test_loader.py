@@ -3,6 +3,7 @@ line and key (and, for ABI problems, both versions), and syncbroker exits 1 befo
 binds. Runs the real daemon; needs no database (--check tries the configured one, port 1,
 and says it checked the file only)."""
 import os
+import signal
 import socket
 import subprocess
 
@@ -88,7 +89,7 @@ def test_check_prints_resolved_config(tmp_path, plugin_dir):
 @pytest.mark.parametrize("variant, message", [
     ("abi_not_elf", "cannot load"),
     ("abi_no_entry", "no entry symbol sb_plugin_entry()"),
-    ("abi_abi_major", "built for plugin ABI 2.0, this broker speaks ABI 1.1"),
+    ("abi_abi_major", "built for plugin ABI 2.0, this broker speaks ABI 1.2"),
     ("abi_size", "descriptor is 24 bytes"),
     ("abi_null_start", "mandatory callback 'start' is NULL"),
     ("abi_null_descriptor", "sb_plugin_entry() returned NULL"),
@@ -469,6 +470,49 @@ def test_refused_before_anything_binds(tmp_path, plugin_dir):
 
 def test_version_and_usage():
     r = subprocess.run([BROKER, "--version"], capture_output=True, text=True)
-    assert r.returncode == 0 and "plugin ABI 1.1" in r.stdout
+    assert r.returncode == 0 and "plugin ABI 1.2" in r.stdout
     r = subprocess.run([BROKER, "--frobnicate"], capture_output=True, text=True)
     assert r.returncode == 1 and "unknown argument" in r.stderr
+
+
+def start_and_reload(cfg):
+    """Start the broker, SIGHUP it once it is ready, SIGTERM it once the reload began (the
+    plugins' reloads run right after that line, before the next signal is read); its log."""
+    proc = subprocess.Popen([BROKER, "-c", str(cfg)], stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        for want, sig in (("ready", signal.SIGHUP), ("SIGHUP: reloading", signal.SIGTERM)):
+            for line in proc.stderr:
+                lines.append(line)
+                if want in line:
+                    proc.send_signal(sig)
+                    break
+        lines.append(proc.communicate(timeout=30)[1])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = "".join(lines)
+    assert proc.returncode == 0, log
+    assert "AddressSanitizer" not in log and "runtime error" not in log, log
+    return log
+
+
+def test_reload_called_on_sighup(tmp_path, plugin_dir):
+    log = start_and_reload(write_config(tmp_path, plugin_dir, transport="abi_reload",
+                                        extra="name = x\n"))
+    assert "[transport.t] reload called" in log, log
+    assert "reload failed" not in log, log
+
+
+def test_reload_failure_is_logged_and_the_broker_carries_on(tmp_path, plugin_dir):
+    log = start_and_reload(write_config(tmp_path, plugin_dir, transport="abi_reload",
+                                        extra="name = x\nlevel = 5\n"))
+    assert "[transport.t] reload failed: busy; running state kept" in log, log
+
+
+def test_reload_beyond_a_1_1_descriptor_is_not_called(tmp_path, plugin_dir):
+    """A plugin built for ABI 1.1 (no reload member) loads, and SIGHUP leaves it alone."""
+    log = start_and_reload(write_config(tmp_path, plugin_dir, transport="abi_v11",
+                                        extra="name = x\n"))
+    assert "SIGHUP: reloading" in log and "reload called" not in log, log

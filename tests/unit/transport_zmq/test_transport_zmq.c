@@ -32,6 +32,7 @@ typedef struct fixture {
     tz *t;
     char pub[256], service[256];
     void *socks[16]; /* client sockets, closed at teardown */
+    void *watched;   /* a client socket a predicate looks at */
     size_t nsocks;
 } fixture;
 
@@ -1751,6 +1752,73 @@ static void test_rights_heartbeat_per_principal(void **state)
     assert_int_equal(tz_hb_topic(NULL, topic, sizeof topic), 3);
 }
 
+static bool rebound(void *ud)
+{
+    return !((tz *)ud)->rebinding;
+}
+
+/* The client socket f->watched is polled too: libzmq resends a SUB's subscriptions after a
+ * reconnect only once its application thread touches the socket, as a client's loop does. */
+static bool one_subscriber_polled(void *ud)
+{
+    fixture *f = ud;
+    fake_host_zsock_readable(f->watched);
+    return one_subscriber(f);
+}
+
+/* A re-bind closes every connection and binds the same ports again; running snapshots are
+ * cancelled; libzmq reconnects the clients, which carry on; the heartbeat stays. */
+static void test_rebind_keeps_ports_and_clients_reconnect(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, NULL, NULL), 0);
+    void *sub = client(f, ZMQ_SUB, f->pub);
+    assert_int_equal(zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "@hb", 3), 0);
+    assert_true(fake_host_run_until(f->fh, one_subscriber, f, WAIT_MS));
+    void *req = client(f, ZMQ_REQ, f->service);
+    void *dealer = client(f, ZMQ_DEALER, f->service);
+    SEND_REQ(dealer, 1, "op", 's', "snapshot");
+    assert_true(fake_host_run_until(f->fh, one_snapshot_started, f, WAIT_MS));
+    publish_heartbeat(f, 7, 0, 0);
+    tz_frames r;
+    recv_reply(f, sub, &r);
+    tz_frames_clear(&r);
+
+    char pub[256], service[256];
+    snprintf(pub, sizeof pub, "%s", f->pub);
+    snprintf(service, sizeof service, "%s", f->service);
+    assert_int_equal(tz_rebind(f->t, NULL), 0);
+    assert_true(fake_host_snapshot_get(f->fh, 0)->cancelled);
+    assert_int_equal(f->t->nsnaps, 0);
+    assert_true(fake_host_run_until(f->fh, rebound, f->t, WAIT_MS));
+    assert_non_null(fake_host_log_find(f->fh, "re-bound after"));
+    /* Bound twice, on the same addresses. */
+    size_t binds = 0;
+    for (size_t i = 0; i < fake_host_log_count(f->fh); i++) {
+        const char *line = fake_host_log_line(f->fh, i);
+        const char *at = strstr(line, " listening on ");
+        if (at) {
+            binds++;
+            assert_string_equal(at + 14, strstr(line, "events") ? pub : service);
+        }
+    }
+    assert_int_equal(binds, 4);
+
+    /* The SUB subscribes again on its own and gets the next heartbeat; the REQ is served. */
+    f->watched = sub;
+    assert_true(fake_host_run_until(f->fh, one_subscriber_polled, f, WAIT_MS));
+    publish_heartbeat(f, 8, 0, 0);
+    recv_reply(f, sub, &r);
+    tz_frames_clear(&r);
+    SEND_REQ(req, 1, "op", 's', "ping");
+    recv_reply(f, req, &r);
+    msgpack_unpacked up;
+    const msgpack_object *m = decode(&r, 0, &up);
+    assert_int_equal(get_uint(m, "hb_ms"), 5000); /* the heartbeat kept over the re-bind */
+    msgpack_unpacked_destroy(&up);
+    tz_frames_clear(&r);
+}
+
 static void test_bind_failure_and_check_mode(void **state)
 {
     fixture *f = *state;
@@ -1942,6 +2010,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rights_subscriptions_narrowed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rights_heartbeat_per_principal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bind_failure_and_check_mode, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rebind_keeps_ports_and_clients_reconnect, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_clients_file, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
