@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 
 import pytest
 
@@ -403,9 +404,23 @@ def test_allow_plaintext_starts_with_a_warning(tmp_path, plugin_dir):
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
     finally:
         proc.terminate()
-        rest = proc.communicate(timeout=10)[1]
+        rest = rest_of(proc, 10)
     assert proc.returncode == 0, rest
     assert "AddressSanitizer" not in rest and "runtime error" not in rest, rest
+
+
+def rest_of(proc, timeout):
+    """The rest of proc's stderr once it exits (killed after timeout s). Read through the same
+    file object the caller iterated: communicate() would read the pipe itself and lose what
+    that object had read ahead (a line written right after the one the caller waited for)."""
+    guard = threading.Timer(timeout, proc.kill)
+    guard.start()
+    try:
+        rest = proc.stderr.read()
+        proc.wait()
+    finally:
+        guard.cancel()
+    return rest
 
 
 def free_port():
@@ -487,7 +502,7 @@ def start_and_reload(cfg):
                 if want in line:
                     proc.send_signal(sig)
                     break
-        lines.append(proc.communicate(timeout=30)[1])
+        lines.append(rest_of(proc, 30))
     finally:
         if proc.poll() is None:
             proc.kill()
