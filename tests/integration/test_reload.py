@@ -3,15 +3,20 @@ file"): unchanged or only added clients keep every connection; a removed key is 
 sockets are bound again on the same ports) while the others reconnect on their own and carry
 on in the same epoch, `since` covering the moment; a file that does not load keeps the running
 list and names the line."""
+import os
 import signal
+import sys
 import time
 
 import pytest
 import zmq
 
 import sbpeer
-from conftest import wait_until
-from test_curve import Setup, dealer, is_heartbeat
+from conftest import BUILD_DIR, wait_until
+from test_curve import Setup, dealer, is_heartbeat, write_key
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "faults"))
+from faultkit import FaultClient  # noqa: E402
 
 TABLES = ["public.bookings", "public.stays"]
 
@@ -101,11 +106,17 @@ def test_unchanged_or_added_keeps_every_connection(broker, hotel, desks, change)
             w.close()
 
 
-def test_removed_key_is_cut_off_and_the_others_carry_on(broker, hotel, conn, desks):
+def test_removed_key_is_cut_off_and_the_others_carry_on(broker, hotel, conn, desks, tmp_path):
     b, watched = start(broker, hotel, desks)
     a, cut = watched["desk-a"], watched["desk-b"]
     b_req = dealer(b.service, desks.desks["desk-b"])
+    # desk-a also as a libsyncclient client (its key files as sync-keygen writes them).
+    key = write_key(tmp_path / "desk-a.key", desks.known["secret"], True)
+    lib = FaultClient(os.path.join(BUILD_DIR, "tests", "faults", "sb_fault_client"), b,
+                      "desk-a", str(tmp_path), keys=(desks.public_file, key))
     try:
+        lib.wait_event("online", timeout=60)
+        mark = lib.mark()
         with conn.cursor() as cur:
             cur.execute("INSERT INTO public.bookings (id, guest) VALUES (1, 'Ada')")
         before = a.heartbeats(1)[0]
@@ -129,6 +140,11 @@ def test_removed_key_is_cut_off_and_the_others_carry_on(broker, hotel, conn, des
         assert "error" not in frames[0], frames
         guests = [f.get("row", {}).get("guest") for f in frames[1:] if isinstance(f, dict)]
         assert "Bo" in guests, frames
+        # The library client carries on as well: the row written after the cut arrives, and
+        # it took no snapshot for it (its `since`, if it saw a gap, covered the moment).
+        wait_until(lambda: lib.get("public.bookings", ["2"]) is not None, 30,
+                   "the libsyncclient desk to hold the row written after the re-bind")
+        assert not lib.events("reset", mark), lib.describe()
 
         # desk-b: its connection went, what it had queued is drained, and from then on it
         # gets no heartbeat while desk-a gets several; its request is never answered.
@@ -148,9 +164,11 @@ def test_removed_key_is_cut_off_and_the_others_carry_on(broker, hotel, conn, des
         assert not b_req.poll(0), "a removed key's request was answered"
         assert b.ping()["epoch"] == b.hello["epoch"]
     finally:
+        problem = lib.stop()
         b_req.close()
         for w in watched.values():
             w.close()
+    assert problem is None, problem
 
 
 def test_bad_clients_file_keeps_the_running_one(broker, hotel, desks):
