@@ -43,6 +43,21 @@ def conn(pg, db):
     c.close()
 
 
+def terminate(proc, timeout=10):
+    """SIGTERM proc (started with start_new_session); SIGKILL its group if it is still there
+    after timeout s. False when it had to be killed."""
+    if proc.poll() is not None:
+        return True
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return False
+
+
 class Broker:
     """The real syncbroker on its own ports, stderr captured to a file. It connects as the
     login role sb_broker, only a member of syncbroker_reader; the tests' `conn` is the
@@ -117,15 +132,8 @@ class Broker:
         if self.proc is None:
             return
         proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                if check:
-                    raise AssertionError(f"syncbroker ignored SIGTERM for 10 s:\n{self.log[-4000:]}")
+        if not terminate(proc) and check:
+            raise AssertionError(f"syncbroker ignored SIGTERM for 10 s:\n{self.log[-4000:]}")
         if check:
             assert proc.returncode == 0, f"syncbroker exited {proc.returncode}:\n{self.log[-4000:]}"
 

@@ -21,7 +21,7 @@ import textwrap
 
 import zmq
 
-from conftest import BUILD_DIR, SANITIZER_MARKS, SOURCE_DIR, free_port, wait_until
+from conftest import BUILD_DIR, SANITIZER_MARKS, SOURCE_DIR, free_port, terminate, wait_until
 
 DOC = os.path.join(SOURCE_DIR, "docs", "security.md")
 SECTION = "## Two desks on two machines"
@@ -243,13 +243,7 @@ def test_two_desks_walkthrough(pg, db, conn, tmp_path):
                 proc.wait()
         if "broker" in started:
             proc, out, err = started["broker"]
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            terminate(proc)
             log = open(err).read() + open(out).read()
             no_sanitizer_report(log, "the broker")
             assert proc.returncode == 0, f"the broker exited {proc.returncode}:\n{log[-4000:]}"
