@@ -5,19 +5,32 @@ import socket
 import struct
 
 
+def _recv_exact(s, n, what):
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError(f"the broker closed the connection during {what}")
+        data += chunk
+    return data
+
+
 def connect(endpoint, socket_type=b"DEALER"):
-    """A connected TCP socket past the greeting and READY handshake, as socket_type."""
+    """A connected TCP socket past the greeting and READY handshake, as socket_type. It waits
+    for the broker's READY, as libzmq does: the broker's ZAP handler decides first, and a
+    message sent before that is a protocol error to libzmq, which drops the connection."""
     host, port = endpoint[len("tcp://"):].rsplit(":", 1)
     s = socket.create_connection((host, int(port)))
     s.sendall(b"\xff" + b"\x00" * 8 + b"\x7f\x03\x00" + b"NULL".ljust(20, b"\x00") + b"\x00" * 32)
     ready = b"\x05READY\x0bSocket-Type" + struct.pack(">I", len(socket_type)) + socket_type
     s.sendall(bytes([0x04, len(ready)]) + ready)
-    greeting = b""
-    while len(greeting) < 64:
-        chunk = s.recv(64 - len(greeting))
-        if not chunk:
-            raise ConnectionError("the broker closed the connection during the greeting")
-        greeting += chunk
+    _recv_exact(s, 64, "the greeting")
+    flags = _recv_exact(s, 1, "the handshake")[0]
+    size = (struct.unpack(">Q", _recv_exact(s, 8, "the handshake"))[0] if flags & 0x02
+            else _recv_exact(s, 1, "the handshake")[0])
+    command = _recv_exact(s, size, "the handshake")
+    if not flags & 0x04 or not command.startswith(b"\x05READY"):
+        raise ConnectionError(f"the broker answered the handshake with {command[:40]!r}")
     return s
 
 
@@ -29,8 +42,8 @@ def frame(data, more=False):
 
 
 class Counter:
-    """Counts whole messages in the bytes a peer receives (the broker's READY command and
-    greeting included, which are skipped)."""
+    """Counts whole messages in the bytes a peer receives after connect() (commands, which
+    are not messages, are skipped)."""
 
     def __init__(self):
         self.buf = b""
