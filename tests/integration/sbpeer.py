@@ -157,6 +157,7 @@ class Replica:
         self.epoch = None
         self.seq = 0          # newest seq applied (or the snapshot's)
         self.tseq = {}
+        self.known_at = {}    # table -> a seq up to which its events are all applied
         self.gaps = []        # (table, expected tseq, got): each one forced a since/snapshot
         self.resyncs = 0      # snapshots taken after the first
         self.sinces = 0       # since requests sent (a capped reply's continuations count)
@@ -187,6 +188,7 @@ class Replica:
         # tseq tracking starts at the snapshot's (brokers before that field: at the next event)
         self.tseq = {t: v for t, v in head.get("tseq", {}).items() if t in self.tables}
         self.epoch, self.seq = head["epoch"], head["seq"]
+        self.known_at = {t: self.seq for t in self.tables}
         count = 0
         for frame in frames[1:]:
             for item in frame:
@@ -206,13 +208,14 @@ class Replica:
         self.snapshot()
 
     def since(self):
-        """Replays what came after self.seq, following a capped reply's `more` from its
-        `upto` until a complete one. False when the broker refuses (resync, future) or a
-        `more` contradicts itself (upto missing, not advancing, or not where the messages
-        end): a snapshot must follow."""
-        self.tseq = {}
+        """Replays what came after the seq up to which every followed table is known complete
+        (not self.seq: events of one table may have been lost before a later event of another
+        was applied), following a capped reply's `more` from its `upto` until a complete one.
+        Replayed events go by version, so what was applied already changes nothing. False when
+        the broker refuses (resync, future) or a `more` contradicts itself (upto missing, not
+        advancing, or not where the messages end): a snapshot must follow."""
+        asked = min((self.known_at.get(t, 0) for t in self.tables), default=self.seq)
         while True:
-            asked = self.seq
             frames = request(self.service, {"op": "since", "epoch": self.epoch, "seq": asked},
                              curve=self.curve)
             self.sinces += 1
@@ -221,14 +224,17 @@ class Replica:
                 return False
             for missed in frames[1:]:
                 if missed.get("table") in self.tables and "op" in missed:
-                    self._apply_change(missed)
+                    self._apply_change(missed, replayed=True)
             if not head.get("more"):
+                last = head.get("seq", self.seq)
+                self.seq = max(self.seq, last)
+                self.known_at = {t: self.seq for t in self.tables}
                 return True
             upto = head.get("upto")
             if (not isinstance(upto, int) or upto <= asked or len(frames) < 2
                     or frames[-1].get("seq") != upto):
                 return False
-            self.seq = max(self.seq, upto)  # every message up to upto was seen
+            asked = upto  # every message up to upto was seen
 
     def apply(self, ev):
         if "op" not in ev or ev.get("table") not in self.tables:
@@ -244,12 +250,14 @@ class Replica:
                 return
         self._apply_change(ev)
 
-    def _apply_change(self, ev):
-        if ev["seq"] <= self.seq:
+    def _apply_change(self, ev, replayed=False):
+        if ev["seq"] <= self.seq and not replayed:
             return
-        self.seq = ev["seq"]
+        self.seq = max(self.seq, ev["seq"])
         table = ev["table"]
-        self.tseq[table] = ev["tseq"]
+        self.tseq[table] = max(self.tseq.get(table, 0), ev["tseq"])
+        if not replayed:
+            self.known_at[table] = ev["seq"]
         if ev["op"] == "truncate":
             for k in [k for k in self.versions if k[0] == table]:
                 self.rows.pop(k, None)
@@ -272,6 +280,8 @@ class Replica:
                 self.gaps.append((table, last + 1, hb["tseq"][table]))
                 self.resync(hb)
                 return
+        for table in self.tseq:  # none is behind: each is complete up to the heartbeat
+            self.known_at[table] = max(self.known_at.get(table, 0), hb["seq"])
 
     def pump(self, timeout=0.1):
         """Applies whatever arrives within timeout; returns how many messages came."""

@@ -149,7 +149,8 @@ def test_replica_follows_more(full, conn):
     replica = Replica(b.pub, b.service, [BOOKINGS])
     try:
         replica.start()
-        replica.seq = start  # as if it had missed all of fill()'s events
+        # as if it had missed all of fill()'s events
+        replica.seq, replica.known_at = start, {BOOKINGS: start}
         replica.rows, replica.versions = {}, {}
         assert replica.since()
         assert replica.sinces >= 16 and replica.resyncs == 0
