@@ -298,26 +298,28 @@ static pentity *entity_get(sb_presence_set *ps, const entity_ref *r, uint32_t np
     return e;
 }
 
+/* Room for one more in the entry array *v of n used and *cap allocated (first: the first
+ * capacity, doubled after). 0 or SB_ERR_NOMEM (the array is unchanged). */
+static int room_for_one(pentry ***v, size_t n, size_t *cap, size_t first)
+{
+    if (n < *cap)
+        return SB_OK;
+    size_t want = *cap ? *cap * 2 : first;
+    pentry **grown = realloc(*v, want * sizeof *grown);
+    if (!grown)
+        return SB_ERR_NOMEM;
+    *v = grown;
+    *cap = want;
+    return SB_OK;
+}
+
 /* A new entry for client c on entity e (both held by the set). */
 static int add_entry(sb_presence_set *ps, pentity *e, pclient *c, const char *state,
                      int64_t wall_ms, uint64_t expires)
 {
-    if (e->n == e->cap) {
-        size_t cap = e->cap ? e->cap * 2 : 4;
-        pentry **grown = realloc(e->ed, cap * sizeof *grown);
-        if (!grown)
-            return SB_ERR_NOMEM;
-        e->ed = grown;
-        e->cap = cap;
-    }
-    if (ps->n == ps->cap) {
-        size_t cap = ps->cap ? ps->cap * 2 : 64;
-        pentry **grown = realloc(ps->heap, cap * sizeof *grown);
-        if (!grown)
-            return SB_ERR_NOMEM;
-        ps->heap = grown;
-        ps->cap = cap;
-    }
+    if (room_for_one(&e->ed, e->n, &e->cap, 4) != SB_OK ||
+        room_for_one(&ps->heap, ps->n, &ps->cap, 64) != SB_OK)
+        return SB_ERR_NOMEM;
     pentry *x = malloc(sizeof *x);
     if (!x)
         return SB_ERR_NOMEM;

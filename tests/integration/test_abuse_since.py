@@ -21,16 +21,12 @@ from sbpeer import CTX, Replica, request, typed_rows, unpack
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "faults"))
 from faultkit import FaultClient  # noqa: E402
+from sbwriter import q
 
 BOOKINGS = "public.bookings"
 SMALL = BIG = 5000
 CAP_EVENTS, CAP_BYTES = 1000, 1 << 20  # the transport's defaults
 BIG_NOTE = "repeat(md5(g::text), 64)"  # 2 kB
-
-
-def q(conn, sql, args=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
 
 
 def fill(conn, first=1):

@@ -9,6 +9,7 @@ import zmq
 
 from conftest import wait_until
 from sbpeer import CTX, Subscriber, request, typed_rows
+from sbwriter import q
 
 BOOKINGS = "public.bookings"
 FLOOD_TOPICS = 400_000
@@ -55,11 +56,6 @@ while time.monotonic() < deadline:
     s.close()
 print(conns, flush=True)
 """
-
-
-def q(conn, sql, args=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
 
 
 def stats(b):

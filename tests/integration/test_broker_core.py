@@ -8,14 +8,9 @@ import time
 
 from conftest import BUILD_DIR, wait_until
 from sbpeer import Subscriber, request, write_version
+from sbwriter import q
 
 BOOKINGS = "public.bookings"
-
-
-def q(conn, sql, args=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
-        return cur.fetchall() if cur.description else None
 
 
 def events_of(msgs, key):

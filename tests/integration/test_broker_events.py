@@ -3,15 +3,10 @@ source plugins."""
 import time
 
 from sbpeer import Subscriber, write_version
+from sbwriter import q
 
 BOOKINGS = "public.bookings"
 STAYS = "public.stays"
-
-
-def q(conn, sql, args=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
-        return cur.fetchall() if cur.description else None
 
 
 def wait_event(sub, pred, timeout=10):

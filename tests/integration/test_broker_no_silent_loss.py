@@ -10,14 +10,9 @@ import pytest
 
 from conftest import BUILD_DIR, wait_until
 from sbpeer import Replica, typed_rows
+from sbwriter import q
 
 BOOKINGS = "public.bookings"
-
-
-def q(conn, sql, args=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
-        return cur.fetchall() if cur.description else None
 
 
 def fault_injection_built():

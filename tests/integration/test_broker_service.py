@@ -8,13 +8,9 @@ import pytest
 import zmq
 
 from sbpeer import Subscriber, request
+from sbwriter import q
 
 BOOKINGS = "public.bookings"
-
-
-def q(conn, sql, args=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
 
 
 def pack(obj):

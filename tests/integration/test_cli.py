@@ -8,14 +8,10 @@ import subprocess
 import threading
 
 from conftest import BUILD_DIR, free_port, wait_until
+from sbwriter import q
 
 BOOKINGS = "public.bookings"
 TOOLS = os.path.join(BUILD_DIR, "clients")
-
-
-def q(conn, sql, args=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
 
 
 def tool(name):

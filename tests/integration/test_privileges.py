@@ -11,15 +11,10 @@ from psycopg2 import errors
 from conftest import BUILD_DIR
 from sbcluster import BROKER_ROLE
 from sbpeer import Subscriber, request
+from sbwriter import q
 
 BOOKINGS = "public.bookings"
 ROOMS = "public.rooms"
-
-
-def q(conn, sql, args=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
-        return cur.fetchall() if cur.description else None
 
 
 def login_role(conn, name):

@@ -11,14 +11,10 @@ import zmq
 
 from conftest import wait_until
 from sbpeer import CTX, unpack
+from sbwriter import q
 
 BOOKINGS = "public.bookings"
 ROOMS = "public.rooms"
-
-
-def q(conn, sql, args=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
 
 
 def write_key(path, key, secret):

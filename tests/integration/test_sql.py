@@ -7,6 +7,8 @@ import time
 import psycopg2
 import pytest
 
+from sbwriter import q
+
 CURSOR_SQL = """
 WITH s AS (SELECT pg_current_snapshot() AS cur)
 SELECT s.cur::text, c.relid, c.pk, c.op, c.version, c.origin,
@@ -16,12 +18,6 @@ FROM s LEFT JOIN syncbroker.change c
  AND NOT pg_visible_in_snapshot(c.xid, %(prev)s::pg_snapshot)
  AND c.relid = ANY(%(relids)s::oid[])
 ORDER BY c.version"""
-
-
-def q(conn, sql, args=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
-        return cur.fetchall() if cur.description else None
 
 
 def changes(conn, table):
