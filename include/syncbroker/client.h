@@ -23,7 +23,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <syncbroker/plugin.h> /* enum sb_err, sb_strerror(), sb_op, sb_log_level */
+#include <syncbroker/types.h> /* enum sb_err, sb_strerror(), sb_op, sb_log_level */
 
 #ifdef __cplusplus
 extern "C" {

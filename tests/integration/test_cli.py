@@ -76,7 +76,7 @@ def test_check_names_the_holder_of_the_reader(pg, hotel, conn, tmp_path):
     holder = pg.connect(hotel, application_name="syncbroker@desk-7 pid 4242")
     try:
         with holder.cursor() as cur:
-            # The lock a running broker holds for its reader (plugins/common/sb_reader_lock.h).
+            # The lock a running broker holds for its reader (plugins/pgsource/sb_reader_lock.h).
             cur.execute("SELECT pg_try_advisory_lock(1935831652, hashtext('frontdesk')),"
                         " pg_backend_pid()")
             locked, pid = cur.fetchone()

@@ -7,7 +7,7 @@
 #include <cmocka.h>
 
 #include "sb_keyfile.h"
-#include "syncbroker/plugin.h"
+#include "syncbroker/types.h"
 
 #include <fcntl.h>
 #include <stdio.h>

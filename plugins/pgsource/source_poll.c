@@ -1,6 +1,6 @@
 /*
  * source_poll - reads the change log every poll_interval_ms with the gap-free cursor
- * (docs/capture.md). The engine is plugins/common/sb_source.c; this file only chooses
+ * (docs/capture.md). The engine is sb_source.c; this file only chooses
  * how the cursor is woken.
  */
 #include "sb_source.h"

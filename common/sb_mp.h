@@ -21,7 +21,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <syncbroker/plugin.h>
+#include <syncbroker/types.h>
 
 /* msgpack-c refuses more than 32 nested containers (MSGPACK_EMBED_STACK_SIZE). */
 #define SB_MP_MAX_DEPTH 32

@@ -1,7 +1,7 @@
 /*
  * source_notify - reads the change log with the gap-free cursor (docs/capture.md) when
  * PostgreSQL sends a NOTIFY on channel "syncbroker", with a slow poll as a safety net. The
- * engine is plugins/common/sb_source.c; this file only chooses how the cursor is woken.
+ * engine is sb_source.c; this file only chooses how the cursor is woken.
  */
 #include "sb_source.h"
 

@@ -3,7 +3,7 @@
  */
 #include "sb_keyfile.h"
 
-#include "syncbroker/plugin.h"
+#include "syncbroker/types.h"
 
 #include <errno.h>
 #include <fcntl.h>

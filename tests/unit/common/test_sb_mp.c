@@ -1,5 +1,5 @@
 /*
- * test_sb_mp.c - the msgpack validator, readers and pack helpers of plugins/common/sb_mp.h.
+ * test_sb_mp.c - the msgpack validator, readers and pack helpers of common/sb_mp.h.
  */
 #include <setjmp.h>
 #include <stdarg.h>
