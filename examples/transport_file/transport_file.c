@@ -20,7 +20,7 @@ static const sb_option_spec options[] = {
 };
 
 typedef struct file_transport {
-    const sb_host_api *api;
+    const sb_transport_api *api;
     sb_host *host;
     char *path;
     bool flush;
@@ -28,7 +28,7 @@ typedef struct file_transport {
     unsigned long lines;
 } file_transport;
 
-static int file_create(const sb_host_api *api, sb_host *host, const sb_option_value *opts,
+static int file_create(const sb_transport_api *api, sb_host *host, const sb_option_value *opts,
                        void **state)
 {
     file_transport *t = calloc(1, sizeof *t);
@@ -57,10 +57,10 @@ static int file_start(void *state)
     file_transport *t = state;
     t->out = fopen(t->path, "a");
     if (!t->out) {
-        t->api->log(t->host, SB_LOG_ERROR, "cannot open %s", t->path);
+        t->api->base.log(t->host, SB_LOG_ERROR, "cannot open %s", t->path);
         return SB_ERR_IO;
     }
-    t->api->log(t->host, SB_LOG_INFO, "writing messages to %s", t->path);
+    t->api->base.log(t->host, SB_LOG_INFO, "writing messages to %s", t->path);
     return SB_OK;
 }
 
@@ -83,7 +83,7 @@ static void file_stop(void *state)
     if (t->out)
         fclose(t->out);
     t->out = NULL;
-    t->api->log(t->host, SB_LOG_INFO, "wrote %lu lines", t->lines);
+    t->api->base.log(t->host, SB_LOG_INFO, "wrote %lu lines", t->lines);
 }
 
 static void file_destroy(void *state)
@@ -93,15 +93,10 @@ static void file_destroy(void *state)
     free(t);
 }
 
-static const sb_plugin descriptor = {
-    .abi_major = 1, /* literal: the ABI this file was written for */
-    .abi_minor = 0,
-    .size = sizeof(sb_plugin),
-    .kind = SB_PLUGIN_TRANSPORT,
-    .name = "transport_file",
-    .version = "1.0.0",
-    .description = "append one line per published message to a file",
-    .options = options,
+/* The header macro fills in the ABI version this file is compiled against. */
+static const sb_transport_plugin descriptor = {
+    .header = SB_TRANSPORT_PLUGIN_HEADER(
+        "transport_file", "1.0.0", "append one line per published message to a file", options),
     .create = file_create,
     .start = file_start,
     .stop = file_stop,

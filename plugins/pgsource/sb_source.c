@@ -25,7 +25,7 @@ static const char *const app_roles[APP_N] = {"syncbroker", "syncbroker-snapshot"
                                              "syncbroker-check"};
 
 typedef struct sb_source {
-    const sb_host_api *api;
+    const sb_source_api *api;
     sb_host *host;
     sb_wake_mode mode;
     uint32_t poll_ms, prune_ms, reconnect_min_ms, reconnect_max_ms, connect_timeout_ms;
@@ -33,7 +33,9 @@ typedef struct sb_source {
     char *reader;         /* owned copy of the option */
     char retention_s[24]; /* tombstone_retention_s as a query parameter */
     char reader_timeout_s[24];
-    sb_table *tables; /* one per configured table; owned (names borrowed from the host) */
+    const char *conninfo;           /* [database] conninfo; the broker's */
+    const char *const *table_names; /* setup->tables; the broker's */
+    sb_table *tables; /* one per configured table, in setup order; owned (names the broker's) */
     size_t ntables;
     char *names;  /* text[] literal of the configured names; owned */
     sb_pg *main;  /* cursor, fetches, LISTEN */
@@ -201,9 +203,9 @@ static void setup_next(sb_source *s);
 static void setup_failed(sb_source *s)
 {
     s->setup_running = false;
-    s->setup_retry_at = s->api->now_ms(s->host) + s->reconnect_max_ms;
+    s->setup_retry_at = s->api->base.now_ms(s->host) + s->reconnect_max_ms;
     if (s->setup_err[0] && strcmp(s->setup_err, s->last_setup_err) != 0) {
-        s->api->log(s->host, SB_LOG_ERROR, "%s (retrying)", s->setup_err);
+        s->api->base.log(s->host, SB_LOG_ERROR, "%s (retrying)", s->setup_err);
         memcpy(s->last_setup_err, s->setup_err, sizeof s->setup_err);
     }
 }
@@ -232,7 +234,8 @@ static void setup_next(sb_source *s)
     if (s->setup_step == NSTEPS) {
         s->setup_running = false;
         s->setup_done = true;
-        s->api->log(s->host, SB_LOG_INFO, "PostgreSQL reachable: tables resolved, reading changes");
+        s->api->base.log(s->host, SB_LOG_INFO,
+                         "PostgreSQL reachable: tables resolved, reading changes");
         after_connect(s);
         return;
     }
@@ -292,10 +295,11 @@ static void on_position_lost(void *ud)
     sb_source *s = ud;
     s->setup_done = false;
     s->resync_pending = true;
-    s->api->log(s->host, SB_LOG_WARN,
-                "reader '%s': the position is no longer guarded by its reader row; registering "
-                "a new one (clients will resynchronise once)",
-                s->reader);
+    s->api->base.log(
+        s->host, SB_LOG_WARN,
+        "reader '%s': the position is no longer guarded by its reader row; registering "
+        "a new one (clients will resynchronise once)",
+        s->reader);
 }
 
 static void on_listen(void *ud, const PGresult *res, int status)
@@ -303,8 +307,8 @@ static void on_listen(void *ud, const PGresult *res, int status)
     sb_source *s = ud;
     char msg[256];
     if (res && PQresultStatus(res) != PGRES_COMMAND_OK)
-        s->api->log(s->host, SB_LOG_WARN, "LISTEN %s failed: %s (the %u ms poll still runs)",
-                    SB_NOTIFY_CHANNEL, sb_pg_errmsg(res, msg, sizeof msg), s->poll_ms);
+        s->api->base.log(s->host, SB_LOG_WARN, "LISTEN %s failed: %s (the %u ms poll still runs)",
+                         SB_NOTIFY_CHANNEL, sb_pg_errmsg(res, msg, sizeof msg), s->poll_ms);
     (void)status;
 }
 
@@ -369,13 +373,13 @@ static void on_lock_result(void *ud, const PGresult *res, int status)
     char err[sizeof s->lock_err];
     if (lock_taken(s, res, err, sizeof err)) {
         if (s->lock_err[0] || s->lock_lost)
-            s->api->log(s->host, SB_LOG_INFO, "took the lock of reader '%s'%s", s->reader,
-                        s->lock_lost ? " back: reading goes on" : "");
+            s->api->base.log(s->host, SB_LOG_INFO, "took the lock of reader '%s'%s", s->reader,
+                             s->lock_lost ? " back: reading goes on" : "");
         s->lock_err[0] = '\0';
         s->lock_lost = false;
         s->locked = true;
     } else if (strcmp(err, s->lock_err) != 0) {
-        s->api->log(s->host, SB_LOG_ERROR, "%s (retrying)", err);
+        s->api->base.log(s->host, SB_LOG_ERROR, "%s (retrying)", err);
         memcpy(s->lock_err, err, sizeof err);
     }
 }
@@ -400,10 +404,11 @@ static void on_lock_lost(void *ud)
 {
     sb_source *s = ud;
     if (s->locked)
-        s->api->log(s->host, SB_LOG_WARN,
-                    "lost the session holding the lock of reader '%s': reading paused until it is "
-                    "taken back (the position is kept)",
-                    s->reader);
+        s->api->base.log(
+            s->host, SB_LOG_WARN,
+            "lost the session holding the lock of reader '%s': reading paused until it is "
+            "taken back (the position is kept)",
+            s->reader);
     s->lock_lost |= s->locked;
     s->locked = false;
 }
@@ -421,7 +426,7 @@ static void on_poll(void *ud)
     sb_source *s = ud;
     take_lock(s);
     if (!s->setup_done) {
-        if (!s->setup_running && s->api->now_ms(s->host) >= s->setup_retry_at)
+        if (!s->setup_running && s->api->base.now_ms(s->host) >= s->setup_retry_at)
             setup_start(s);
         return;
     }
@@ -440,8 +445,8 @@ static void on_prune_result(void *ud, const PGresult *res, int status)
         }
         s->prune_errors++;
         if (sb_retry_should_log(s->prune_errors, true))
-            s->api->log(s->host, SB_LOG_WARN, "pruning the change log failed: %s",
-                        sb_pg_errmsg(res, msg, sizeof msg));
+            s->api->base.log(s->host, SB_LOG_WARN, "pruning the change log failed: %s",
+                             sb_pg_errmsg(res, msg, sizeof msg));
         return;
     }
     (void)status;
@@ -479,27 +484,29 @@ static void source_free(sb_source *s)
     free(s);
 }
 
-int sb_source_create(const sb_host_api *api, sb_host *host, const sb_option_value *opts,
+int sb_source_create(const sb_source_api *api, sb_host *host, const sb_source_setup *setup,
                      sb_wake_mode mode, void **state)
 {
-    size_t n = 0;
-    const char *const *names = api->tables(host, &n);
+    const sb_option_value *opts = setup->options;
+    const char *conninfo = setup->database[SB_SRC_DB_CONNINFO].str;
+    size_t n = setup->ntables;
+    const char *const *names = setup->tables;
     for (size_t i = 0; i < n; i++) {
         if (!sb_table_name_valid(names[i])) {
-            api->log(host, SB_LOG_ERROR,
-                     "table '%s' in [database] tables: expected schema.name in lowercase "
-                     "letters, digits, _ and $",
-                     names[i]);
+            api->base.log(host, SB_LOG_ERROR,
+                          "table '%s' in [database] tables: expected schema.name in lowercase "
+                          "letters, digits, _ and $",
+                          names[i]);
             return SB_ERR_CONFIG;
         }
     }
-    int crc = sb_check_conninfo(api, host);
+    int crc = sb_check_conninfo(api, host, conninfo);
     if (crc != SB_OK)
         return crc;
     if (opts[SB_SRC_OPT_RECONNECT_MIN_MS].num > opts[SB_SRC_OPT_RECONNECT_MAX_MS].num) {
-        api->log(host, SB_LOG_ERROR, "reconnect_min_ms (%lld) exceeds reconnect_max_ms (%lld)",
-                 (long long)opts[SB_SRC_OPT_RECONNECT_MIN_MS].num,
-                 (long long)opts[SB_SRC_OPT_RECONNECT_MAX_MS].num);
+        api->base.log(host, SB_LOG_ERROR, "reconnect_min_ms (%lld) exceeds reconnect_max_ms (%lld)",
+                      (long long)opts[SB_SRC_OPT_RECONNECT_MIN_MS].num,
+                      (long long)opts[SB_SRC_OPT_RECONNECT_MAX_MS].num);
         return SB_ERR_CONFIG;
     }
     sb_source *s = calloc(1, sizeof *s);
@@ -515,6 +522,8 @@ int sb_source_create(const sb_host_api *api, sb_host *host, const sb_option_valu
         .reconnect_max_ms = (uint32_t)opts[SB_SRC_OPT_RECONNECT_MAX_MS].num,
         .connect_timeout_ms = (uint32_t)opts[SB_SRC_OPT_CONNECT_TIMEOUT_MS].num,
         .batch_rows = (size_t)opts[SB_SRC_OPT_BATCH_ROWS].num,
+        .conninfo = conninfo,
+        .table_names = names,
         .ntables = n,
     };
     snprintf(s->retention_s, sizeof s->retention_s, "%lld",
@@ -530,7 +539,7 @@ int sb_source_create(const sb_host_api *api, sb_host *host, const sb_option_valu
     }
     memcpy(s->reader, opts[SB_SRC_OPT_READER].str, rlen);
     for (size_t i = 0; i < n; i++)
-        s->tables[i].name = names[i];
+        s->tables[i] = (sb_table){.name = names[i], .index = (uint32_t)i};
     *state = s;
     return SB_OK;
 }
@@ -549,7 +558,7 @@ static sb_pg_config pg_config(const sb_source *s, int app, const char *label)
 {
     return (sb_pg_config){.api = s->api,
                           .host = s->host,
-                          .conninfo = s->api->conninfo(s->host),
+                          .conninfo = s->conninfo,
                           .app_name = s->app_names[app],
                           .label = label,
                           .reconnect_min_ms = s->reconnect_min_ms,
@@ -575,7 +584,7 @@ static int lock_blocking(sb_source *s, const sb_pg_config *cfg)
         PQfinish(conn);
         if (!answered)
             return SB_ERR_DB;
-        s->api->log(s->host, SB_LOG_ERROR, "%s", err);
+        s->api->base.log(s->host, SB_LOG_ERROR, "%s", err);
         return SB_ERR_CONFIG;
     }
     s->locked = true;
@@ -625,7 +634,7 @@ int sb_source_start(void *state)
     if (conn && s->locked) {
         rc = setup_blocking(s, conn);
         if (rc == SB_ERR_CONFIG) {
-            s->api->log(s->host, SB_LOG_ERROR, "%s", s->setup_err);
+            s->api->base.log(s->host, SB_LOG_ERROR, "%s", s->setup_err);
             PQfinish(conn);
             return rc;
         }
@@ -636,17 +645,18 @@ int sb_source_start(void *state)
             s->setup_done = true;
         }
     } else if (!conn) {
-        s->api->log(s->host, SB_LOG_WARN,
-                    "PostgreSQL is not reachable (%s); retrying in the background", err);
+        s->api->base.log(s->host, SB_LOG_WARN,
+                         "PostgreSQL is not reachable (%s); retrying in the background", err);
     }
-    if (s->api->timer_start(s->host, s->poll_ms, s->poll_ms, on_poll, s, &s->poll_timer) < 0 ||
-        s->api->timer_start(s->host, s->prune_ms, s->prune_ms, on_prune, s, &s->prune_timer) < 0) {
+    if (s->api->base.timer_start(s->host, s->poll_ms, s->poll_ms, on_poll, s, &s->poll_timer) < 0 ||
+        s->api->base.timer_start(s->host, s->prune_ms, s->prune_ms, on_prune, s, &s->prune_timer) <
+            0) {
         PQfinish(conn);
         return SB_ERR_NOMEM;
     }
-    s->api->log(s->host, SB_LOG_INFO, "%zu tables; %s every %u ms", s->ntables,
-                s->mode == SB_WAKE_NOTIFY ? "woken by NOTIFY, safety-net read" : "reading",
-                s->poll_ms);
+    s->api->base.log(s->host, SB_LOG_INFO, "%zu tables; %s every %u ms", s->ntables,
+                     s->mode == SB_WAKE_NOTIFY ? "woken by NOTIFY, safety-net read" : "reading",
+                     s->poll_ms);
     if (conn)
         sb_pg_adopt(s->main, conn); /* when that fails, it reconnects in the background */
     else
@@ -661,7 +671,7 @@ int sb_source_check(void *state)
     sb_source *s = state;
     name_sessions(s);
     sb_pg_config cfg = pg_config(s, APP_CHECK, "check connection");
-    return sb_check_database(&cfg, s->reader);
+    return sb_check_database(&cfg, s->table_names, s->ntables, s->reader);
 }
 
 void sb_source_stop(void *state)
@@ -670,8 +680,8 @@ void sb_source_stop(void *state)
     if (!s->started || s->stopped)
         return;
     s->stopped = true;
-    s->api->timer_stop(s->poll_timer);
-    s->api->timer_stop(s->prune_timer);
+    s->api->base.timer_stop(s->poll_timer);
+    s->api->base.timer_stop(s->prune_timer);
     s->poll_timer = s->prune_timer = NULL;
     sb_snapshot_close(s->snap);
     sb_pg_close(s->main); /* pending queries end with SB_ERR_STATE: no host calls */
@@ -686,20 +696,20 @@ void sb_source_destroy(void *state)
         source_free(s);
 }
 
-int sb_source_fetch(void *state, uint64_t req, const char *table, const sb_key *keys, size_t nkeys)
+int sb_source_fetch(void *state, uint64_t req, uint32_t table, const sb_key *keys, size_t nkeys)
 {
     sb_source *s = state;
     if (!s->started || s->stopped)
         return SB_ERR_STATE;
-    const sb_table *t = sb_table_find(s->tables, s->ntables, table);
-    if (!t)
+    if (table >= s->ntables)
         return SB_ERR_NOTFOUND;
+    const sb_table *t = &s->tables[table];
     if (!s->setup_done || !sb_pg_ready(s->main))
         return SB_ERR_BUSY;
     return sb_fetch_start(s->main, s->api, s->host, t, req, keys, nkeys);
 }
 
-int sb_source_snapshot(void *state, uint64_t req, const char *const *tables, size_t n)
+int sb_source_snapshot(void *state, uint64_t req, const uint32_t *tables, size_t n)
 {
     sb_source *s = state;
     if (!s->started || s->stopped)
@@ -710,7 +720,8 @@ int sb_source_snapshot(void *state, uint64_t req, const char *const *tables, siz
         return SB_ERR_NOMEM;
     int rc = SB_OK;
     for (size_t i = 0; i < count && rc == SB_OK; i++) {
-        list[i] = n ? sb_table_find(s->tables, s->ntables, tables[i]) : &s->tables[i];
+        size_t k = n ? tables[i] : i;
+        list[i] = k < s->ntables ? &s->tables[k] : NULL;
         if (!list[i])
             rc = SB_ERR_NOTFOUND;
     }
