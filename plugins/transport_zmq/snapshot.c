@@ -205,15 +205,12 @@ static void take_cut(tz_snap *s, const sb_snapshot_event *ev)
 {
     s->cut = true;
     s->seq = ev->seq;
-    s->tseq = ev->tseq ? calloc(s->ntables ? s->ntables : 1, sizeof *s->tseq) : NULL;
-    for (size_t i = 0; s->tseq && i < s->ntables; i++) {
-        if (s->tables[i] >= ev->ntables) {
-            free(s->tseq);
-            s->tseq = NULL;
-        } else {
-            s->tseq[i] = ev->tseq[s->tables[i]];
-        }
-    }
+    bool given = ev->tseq != NULL;
+    for (size_t i = 0; i < s->ntables; i++)
+        given = given && s->tables[i] < ev->ntables;
+    s->tseq = given ? calloc(s->ntables ? s->ntables : 1, sizeof *s->tseq) : NULL;
+    for (size_t i = 0; s->tseq && i < s->ntables; i++)
+        s->tseq[i] = ev->tseq[s->tables[i]];
 }
 
 static void take_rows(tz_snap *s, const sb_row *rows, size_t n)
@@ -231,7 +228,6 @@ static void take_rows(tz_snap *s, const sb_row *rows, size_t n)
 static int on_snapshot(void *ud, uint64_t req, const sb_snapshot_event *ev)
 {
     tz_snap *s = ud;
-    tz *t = s->t;
     (void)req; /* s knows its request */
     size_t frames = s->frames.n;
     switch (ev->kind) {
@@ -241,7 +237,7 @@ static int on_snapshot(void *ud, uint64_t req, const sb_snapshot_event *ev)
     case SB_SNAPSHOT_ROWS:
         take_rows(s, ev->rows, ev->n);
         if (s->frames.n > frames)
-            within_bounds(t, s); /* false: s is cancelled and gone */
+            within_bounds(s->t, s); /* false: s is cancelled and gone */
         return SB_OK;
     case SB_SNAPSHOT_DONE:
         if (s->status == SB_OK)

@@ -172,7 +172,7 @@ struct tz {
     size_t turn_bytes;
 
     /* The body of the latest heartbeat published (malloc'd; NULL before the first one):
-     * ping answers its period and protocol version, a snapshot its per-table tseq. */
+     * ping answers its period and protocol version from it. */
     unsigned char *last_hb;
     size_t last_hb_len;
 

@@ -442,6 +442,34 @@ static void test_snapshot_dealer_tables_sync_answer(void **state)
     tz_frames_clear(&r);
 }
 
+/* A cut that comes after the call (a source that sets it) gives the reply's seq and tseq. */
+static void test_snapshot_late_cut(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, NULL, NULL), 0);
+    fake_host_script_snapshot(f->fh, SB_OK, 12);
+    fake_host_script_snapshot_tseq(f->fh, (const uint64_t[]){5, 6}, 2);
+    void *req = client(f, ZMQ_REQ, f->service);
+    const char *want[] = {"public.rooms", "public.bookings", NULL};
+    SEND_REQ(req, 2, "op", 's', "snapshot", "tables", 'a', want);
+    assert_true(fake_host_run_until(f->fh, one_snapshot_started, f, WAIT_MS));
+    assert_false(fake_host_snapshot_get(f->fh, 0)->cut);
+    fake_host_snapshot_done(f->fh, 0, SB_OK); /* the cut, then the end */
+    tz_frames r;
+    recv_reply(f, req, &r);
+    assert_int_equal(r.n, 1);
+    msgpack_unpacked up;
+    const msgpack_object *h = decode(&r, 0, &up);
+    assert_int_equal(get_uint(h, "seq"), 12);
+    assert_int_equal(get_uint(h, "rows"), 0);
+    const msgpack_object *tseq = sb_mp_map_get(h, "tseq");
+    assert_int_equal(tseq->via.map.size, 2);
+    assert_int_equal(get_uint(tseq, "public.rooms"), 6);
+    assert_int_equal(get_uint(tseq, "public.bookings"), 5);
+    msgpack_unpacked_destroy(&up);
+    tz_frames_clear(&r);
+}
+
 static bool two_snapshots_started(void *ud)
 {
     return fake_host_snapshot_count(((fixture *)ud)->fh) >= 2;
@@ -2003,6 +2031,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ping, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_req_multi_frame, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_dealer_tables_sync_answer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_late_cut, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_snapshots_keep_their_own_rows, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_errors, setup, teardown),
