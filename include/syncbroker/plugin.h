@@ -284,8 +284,8 @@ typedef struct sb_stats {
 } sb_stats;
 
 /* What a transport's snapshot callback receives, per request and in this order: CUT once,
- * ROWS any number of times, DONE once. A snapshot that fails before its cut is taken gets
- * DONE alone (status < 0). Nothing follows DONE or a cancel(). */
+ * ROWS any number of times, DONE once. A snapshot that fails may end with DONE (status < 0)
+ * at any point, also before CUT. Nothing follows DONE or a cancel(). */
 typedef enum sb_snapshot_event_kind {
     SB_SNAPSHOT_CUT = 1,  /* the reply's position: seq, and tseq per table */
     SB_SNAPSHOT_ROWS = 2, /* a batch of rows */
