@@ -456,11 +456,11 @@ static snapshot_req *send_cut(sb_core *core, snapshot_req *s)
     return find_snapshot(core, id);
 }
 
-/* Finish s with DONE(status): CUT first if it was taken. */
+/* Finish s with DONE(status), after its CUT when it succeeded. */
 static void finish_snapshot(sb_core *core, snapshot_req *s, int status)
 {
     uint64_t id = s->req;
-    if (s->cut && !(s = send_cut(core, s)))
+    if (status == SB_OK && !(s = send_cut(core, s)))
         return;
     sb_snapshot_fn fn = s->fn;
     void *ud = s->ud;
