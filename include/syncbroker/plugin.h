@@ -390,6 +390,10 @@ typedef struct sb_source_api {
 
     /* The source gained (active) or lost its lease; reason is logged (see RULES). */
     void (*lease)(sb_host *h, bool active, const char *reason);
+
+    /* Fill the core's counters: `pending` is the source's back-pressure signal (a source
+     * that can choose its pace reads less while the core holds many entities). */
+    void (*stats)(sb_host *h, sb_stats *out);
 } sb_source_api;
 
 /* What a transport may call. */
