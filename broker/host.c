@@ -105,6 +105,11 @@ static bool live(sb_host *h, const char *call)
 
 /* ---- sb_source_api ---------------------------------------------------------------- */
 
+static void api_stats(sb_host *h, sb_stats *out)
+{
+    sb_core_stats(h->core, out);
+}
+
 static int api_emit(sb_host *h, const sb_change *changes, size_t n)
 {
     return live(h, "emit") ? sb_core_emit(h->core, changes, n) : SB_ERR_STATE;
@@ -154,6 +159,7 @@ static const sb_source_api source_api = {
     .resync = api_resync,
     .snapshot_cut = api_snapshot_cut,
     .lease = api_lease,
+    .stats = api_stats,
 };
 
 /* ---- sb_transport_api ------------------------------------------------------------- */
@@ -196,11 +202,6 @@ static int api_since(sb_host *h, const char *epoch, uint64_t seq, sb_replay_fn f
 static int api_presence(sb_host *h, const sb_presence *p)
 {
     return live(h, "presence") ? sb_core_presence(h->core, p) : SB_ERR_STATE;
-}
-
-static void api_stats(sb_host *h, sb_stats *out)
-{
-    sb_core_stats(h->core, out);
 }
 
 static const sb_transport_api transport_api = {
