@@ -284,8 +284,8 @@ typedef struct sb_stats {
 } sb_stats;
 
 /* What a transport's snapshot callback receives, per request and in this order: CUT once,
- * ROWS any number of times, DONE once. A snapshot that fails before its cut is taken gets
- * DONE alone (status < 0). Nothing follows DONE or a cancel(). */
+ * ROWS any number of times, DONE once. A snapshot that fails may end with DONE (status < 0)
+ * at any point, also before CUT. Nothing follows DONE or a cancel(). */
 typedef enum sb_snapshot_event_kind {
     SB_SNAPSHOT_CUT = 1,  /* the reply's position: seq, and tseq per table */
     SB_SNAPSHOT_ROWS = 2, /* a batch of rows */
@@ -390,6 +390,10 @@ typedef struct sb_source_api {
 
     /* The source gained (active) or lost its lease; reason is logged (see RULES). */
     void (*lease)(sb_host *h, bool active, const char *reason);
+
+    /* Fill the core's counters: `pending` is the source's back-pressure signal (a source
+     * that can choose its pace reads less while the core holds many entities). */
+    void (*stats)(sb_host *h, sb_stats *out);
 } sb_source_api;
 
 /* What a transport may call. */
