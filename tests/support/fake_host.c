@@ -476,6 +476,7 @@ static const sb_source_api fake_source_api = {
     .resync = api_resync,
     .snapshot_cut = api_snapshot_cut,
     .lease = api_lease,
+    .stats = api_stats,
 };
 
 static const sb_transport_api fake_transport_api = {
