@@ -22,7 +22,7 @@ static const sb_option_spec options[] = {
 typedef struct file_transport {
     const sb_transport_api *api;
     sb_host *host;
-    char *path;
+    const char *path; /* the option's value: the broker's, valid until destroy() */
     bool flush;
     FILE *out;
     unsigned long lines;
@@ -37,17 +37,7 @@ static int file_create(const sb_transport_api *api, sb_host *host, const sb_opti
     t->api = api;
     t->host = host;
     t->flush = opts[OPT_FLUSH].flag;
-    /* Option strings belong to the broker: keep a copy. */
-    size_t len = 0;
-    while (opts[OPT_PATH].str[len])
-        len++;
-    t->path = malloc(len + 1);
-    if (!t->path) {
-        free(t);
-        return SB_ERR_NOMEM;
-    }
-    for (size_t i = 0; i <= len; i++)
-        t->path[i] = opts[OPT_PATH].str[i];
+    t->path = opts[OPT_PATH].str;
     *state = t;
     return SB_OK;
 }
@@ -68,11 +58,11 @@ static int file_publish(void *state, const sb_message *m)
 {
     file_transport *t = state;
     static const char *const kinds[] = {"?", "event", "heartbeat", "presence"};
-    fprintf(t->out, "%llu %s %.*s %zu\n", (unsigned long long)m->seq,
-            m->kind <= SB_MSG_PRESENCE ? kinds[m->kind] : "?", (int)m->topic_len, m->topic,
-            m->body_len);
-    if (t->flush)
-        fflush(t->out);
+    if (fprintf(t->out, "%llu %s %.*s %zu\n", (unsigned long long)m->seq,
+                m->kind <= SB_MSG_PRESENCE ? kinds[m->kind] : "?", (int)m->topic_len, m->topic,
+                m->body_len) < 0 ||
+        (t->flush && fflush(t->out) != 0))
+        return SB_ERR_IO; /* not written: the core logs it */
     t->lines++;
     return SB_OK;
 }
@@ -88,9 +78,7 @@ static void file_stop(void *state)
 
 static void file_destroy(void *state)
 {
-    file_transport *t = state;
-    free(t->path);
-    free(t);
+    free(state);
 }
 
 /* The header macro fills in the ABI version this file is compiled against. */
