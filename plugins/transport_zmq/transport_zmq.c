@@ -237,7 +237,7 @@ static int tz_create(const sb_transport_api *api, sb_host *host, const sb_option
     }
     t->reply = tz_service_reply;
     t->conn_fd = -1; /* no request's connection yet (0 is stdin, not "none") */
-    /* Option strings belong to the broker (and may go on reload): keep copies. */
+    /* Copies: a re-bind replaces a port picked by * with the one bound (reload.c). */
     t->pub_endpoint = strdup(opts[OPT_PUB].str);
     t->service_endpoint = strdup(opts[OPT_SERVICE].str);
     if (!t->pub_endpoint || !t->service_endpoint) {
