@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <zmq.h>
 
@@ -622,7 +623,7 @@ int fake_host_options(const sb_option_spec *spec, const char *const *overrides,
     for (size_t i = 0; i < n; i++) {
         const char *s = out[i].str;
         if (!s)
-            continue;
+            return -1; /* required and not given */
         if (spec[i].type == SB_OPT_INT) {
             char *end;
             errno = 0;
@@ -630,8 +631,15 @@ int fake_host_options(const sb_option_spec *spec, const char *const *overrides,
             if (errno || *end || end == s || out[i].num < spec[i].min || out[i].num > spec[i].max)
                 return -1;
         } else if (spec[i].type == SB_OPT_BOOL) {
-            out[i].flag =
-                !strcmp(s, "true") || !strcmp(s, "yes") || !strcmp(s, "on") || !strcmp(s, "1");
+            /* As plugin.h says the broker reads them: these words, any case. */
+            static const char *const words[] = {"true",  "yes", "on",  "1",
+                                                "false", "no",  "off", "0"};
+            size_t w = 0;
+            while (w < 8 && strcasecmp(s, words[w]) != 0)
+                w++;
+            if (w == 8)
+                return -1;
+            out[i].flag = w < 4;
         }
     }
     return (int)n;

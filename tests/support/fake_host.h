@@ -43,7 +43,8 @@ void *fake_host_zmq_context(fake_host *fh);
 /* Resolve a plugin's option spec like the broker does: defaults, overridden by
  * "name=value" strings (NULL-terminated list, may be NULL). out needs one entry per spec
  * entry; strings point into spec/overrides. Returns the number of entries, or -1 for an
- * override naming an unknown key or a bad number. */
+ * override naming an unknown key, a bad number or a bad boolean, or a required key not
+ * given. */
 int fake_host_options(const sb_option_spec *spec, const char *const *overrides,
                       sb_option_value *out, size_t cap);
 
