@@ -96,11 +96,11 @@
  *   meanwhile. lease(h, true, why) says it is active again: the core starts a new epoch
  *   (fencing: clients resynchronise with a snapshot, which covers what was dropped) and
  *   resumes. The core logs both.
- * - published(state, P): if the source has it, the core calls it at most once per heartbeat
- *   period (when P grew) and when it drains, with the highest P such that every change the source
- * emitted with 0 < position <= P was published or superseded by a published event (nothing at or
- *   below P is pending). Positions must grow in emit order; 0 means "no position". A
- *   logical-replication source confirms its flush position with it.
+ * - published(state, P): if the source has it, the core calls it at most once per
+ *   heartbeat period (when P grew) and when it drains, with the highest P such that every
+ *   change the source emitted with 0 < position <= P was published or superseded by a
+ *   published event (nothing at or below P is pending). Positions must grow in emit order;
+ *   0 means "no position". A logical-replication source confirms its flush position with it.
  *
  * check() and reload() (both kinds, optional):
  * - check(): `syncbroker --check` calls create(), then check() instead of start(), then
