@@ -124,7 +124,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h> /* snprintf, for SB_CONFIG_ERROR */
+#include <stdio.h> /* as in ABI 1: plugins written against it may rely on it */
 #include <syncbroker/types.h>
 
 #ifdef __cplusplus
