@@ -96,11 +96,11 @@
  *   meanwhile. lease(h, true, why) says it is active again: the core starts a new epoch
  *   (fencing: clients resynchronise with a snapshot, which covers what was dropped) and
  *   resumes. The core logs both.
- * - published(state, P): if the source has it, the core calls it at most once per heartbeat
- *   period (when P grew) and when it drains, with the highest P such that every change the source
- * emitted with 0 < position <= P was published or superseded by a published event (nothing at or
- *   below P is pending). Positions must grow in emit order; 0 means "no position". A
- *   logical-replication source confirms its flush position with it.
+ * - published(state, P): if the source has it, the core calls it at most once per
+ *   heartbeat period (when P grew) and when it drains, with the highest P such that every
+ *   change the source emitted with 0 < position <= P was published or superseded by a
+ *   published event (nothing at or below P is pending). Positions must grow in emit order;
+ *   0 means "no position". A logical-replication source confirms its flush position with it.
  *
  * check() and reload() (both kinds, optional):
  * - check(): `syncbroker --check` calls create(), then check() instead of start(), then
@@ -124,7 +124,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h> /* snprintf, for SB_CONFIG_ERROR */
+#include <stdio.h> /* as in ABI 1: plugins written against it may rely on it */
 #include <syncbroker/types.h>
 
 #ifdef __cplusplus
@@ -368,9 +368,11 @@ typedef struct sb_source_api {
     sb_host_base base;
 
     /* Hand the core a batch of changes read together, in commit order per entity. Copied.
-     * 0, or SB_ERR_INVAL when a change was refused (unknown table index or op; no row while
-     * the source has no fetch(): logged once), SB_ERR_NOMEM when one could not be queued
-     * (the core then starts a new epoch itself). The rest of the batch is taken either way. */
+     * Returns 0; SB_ERR_INVAL when a change was refused: an unknown table index or op (the
+     * core starts a new epoch, as for a lost change) or, from a source without fetch(), a
+     * change without its row (logged once); SB_ERR_NOMEM when one could not be queued (new
+     * epoch too). The rest of the batch is taken either way. While the lease is lost the
+     * changes are dropped and 0 is returned. */
     int (*emit)(sb_host *h, const sb_change *changes, size_t n);
 
     /* Answer a fetch() or snapshot() request: a batch of rows (copied), any number of times.

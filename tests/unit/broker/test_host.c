@@ -177,6 +177,15 @@ static const struct {
     const char *name;
 } v1_plugin = {1, 2, 128, SB_PLUGIN_SOURCE, "src"};
 
+static const sb_source_plugin unknown_kind = {
+    .header = {.abi_major = SB_ABI_MAJOR,
+               .abi_minor = SB_ABI_MINOR,
+               .size = sizeof(sb_source_plugin),
+               .kind = 7,
+               .name = "src"},
+    SOURCE_CALLBACKS,
+};
+
 static const sb_source_plugin too_small = {
     .header = {.abi_major = SB_ABI_MAJOR,
                .abi_minor = SB_ABI_MINOR,
@@ -246,8 +255,8 @@ static void unload(fixture *f)
 static int open_source(fixture *f, const void *desc, const char **log, sb_host **out)
 {
     capture();
-    int rc = sb_host_open_descriptor(f->core, f->loop, NULL, f->cfg, &f->cfg->sections[0], desc,
-                                     out);
+    int rc =
+        sb_host_open_descriptor(f->core, f->loop, NULL, f->cfg, &f->cfg->sections[0], desc, out);
     *log = captured_text();
     return rc;
 }
@@ -271,6 +280,8 @@ static void refusals_name_line_path_and_versions(void **state)
                        "or build the plugin against the 2.0 header");
     assert_int_equal(open_source(f, &other_major, &log, &h), SB_ERR_ABI);
     assert_logged(log, "built for ABI 3.1; this broker has 2.0");
+    assert_int_equal(open_source(f, &unknown_kind, &log, &h), SB_ERR_ABI);
+    assert_logged(log, "unknown plugin kind 7 (plugin ABI 2.0, broker ABI 2.0)");
     assert_int_equal(open_source(f, &too_small, &log, &h), SB_ERR_ABI);
     assert_logged(log, "a source of ABI 2.0 is at least");
     assert_int_equal(open_source(f, &no_cancel, &log, &h), SB_ERR_ABI);
@@ -309,7 +320,8 @@ static void database_keys_resolved_against_the_source(void **state)
     f = load("conninfo = host=x\ncolour = blue\nbatch = 0\n");
     assert_int_equal(open_source(f, &good_source, &log, &h), SB_ERR_CONFIG);
     assert_logged(log, "/test/sb.ini:5: [database] colour: unknown key for plugin src");
-    assert_logged(log, "/test/sb.ini:6: [database] batch: '0' is not an integer between 1 and 1000");
+    assert_logged(log,
+                  "/test/sb.ini:6: [database] batch: '0' is not an integer between 1 and 1000");
     unload(f);
 
     f = load("");
