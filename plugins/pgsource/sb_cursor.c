@@ -142,8 +142,9 @@ static int convert_row(sb_cursor_batch *b, sb_table *tables, size_t ntables, con
     ch->table = t->index;
     ch->key = (sb_key){.parts = (const char *const *)parts, .nparts = nparts};
     ch->version = strtoull(PQgetvalue(res, r, SB_CURSOR_COL_VERSION), NULL, 10);
-    /* The change log's id is the version (version_seq numbers every change row); no row:
-     * the core fetches it when it publishes. */
+    /* The change log's id is the version (version_seq numbers every change row). It grows
+     * within a read, not across reads (a long transaction's changes come later with lower
+     * ids), so the source has no published() to take it back. No row: the core fetches it. */
     ch->position = ch->version;
     ch->origin =
         PQgetisnull(res, r, SB_CURSOR_COL_ORIGIN) ? NULL : PQgetvalue(res, r, SB_CURSOR_COL_ORIGIN);
