@@ -283,6 +283,30 @@ static void test_bad_names_refused_at_create(void **state)
     fake_host_free(fh);
 }
 
+/* [database] conninfo reaches the source as its database option, and one libpq cannot parse
+ * is refused at create, naming that key (the broker adds the file and line). */
+static void test_bad_conninfo_refused_at_create(void **state)
+{
+    (void)state;
+    fake_host *fh = fake_host_new();
+    const char *t[] = {"public.bookings"};
+    fake_host_set_tables(fh, t, 1);
+    sb_option_value opts[SB_SRC_NOPTS + 1], dbopts[SB_SRC_NDB + 1];
+    assert_int_equal(fake_host_options(spec, NULL, opts, SB_SRC_NOPTS + 1), SB_SRC_NOPTS);
+    char buf[64];
+    database_options(dbopts, buf, sizeof buf, "host=127.0.0.1 nonsense");
+    sb_source_setup setup = fake_host_setup(fh, opts, dbopts);
+    void *st = NULL;
+    assert_int_equal(
+        sb_source_create(fake_host_source_api(), fake_host_handle(fh), &setup, SB_WAKE_POLL, &st),
+        SB_ERR_CONFIG);
+    assert_null(st);
+    const char *line = fake_host_log_find(fh, "[database] conninfo: not a libpq connection string");
+    assert_non_null(line);
+    assert_non_null(strstr(line, "nonsense"));
+    fake_host_free(fh);
+}
+
 /* A transaction that started first but commits last is still delivered (no id watermark). */
 static void test_long_transaction_not_lost(void **state)
 {
@@ -612,6 +636,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unknown_or_untracked_table_fails_start),
         cmocka_unit_test(test_bad_names_refused_at_create),
+        cmocka_unit_test(test_bad_conninfo_refused_at_create),
         cmocka_unit_test(test_long_transaction_not_lost),
         cmocka_unit_test(test_notify_wakes_the_cursor),
         cmocka_unit_test(test_notify_off_refuses_start),
