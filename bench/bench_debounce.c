@@ -127,7 +127,7 @@ static result run_case(size_t nkeys, uint64_t window_ms, double seconds)
         uint64_t now_ms = t / 1000000u;
         for (int i = 0; i < BATCH; i++) {
             snprintf(keybuf, sizeof keybuf, "%llu", (unsigned long long)(key++ % nkeys));
-            sb_change c = {.table = "t",
+            sb_change c = {.table = 0,
                            .key = {parts, 1},
                            .op = SB_OP_UPDATE,
                            .version = ++version,

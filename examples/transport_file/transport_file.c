@@ -20,15 +20,15 @@ static const sb_option_spec options[] = {
 };
 
 typedef struct file_transport {
-    const sb_host_api *api;
+    const sb_transport_api *api;
     sb_host *host;
-    char *path;
+    const char *path; /* the option's value: the broker's, valid until destroy() */
     bool flush;
     FILE *out;
     unsigned long lines;
 } file_transport;
 
-static int file_create(const sb_host_api *api, sb_host *host, const sb_option_value *opts,
+static int file_create(const sb_transport_api *api, sb_host *host, const sb_option_value *opts,
                        void **state)
 {
     file_transport *t = calloc(1, sizeof *t);
@@ -37,17 +37,7 @@ static int file_create(const sb_host_api *api, sb_host *host, const sb_option_va
     t->api = api;
     t->host = host;
     t->flush = opts[OPT_FLUSH].flag;
-    /* Option strings belong to the broker: keep a copy. */
-    size_t len = 0;
-    while (opts[OPT_PATH].str[len])
-        len++;
-    t->path = malloc(len + 1);
-    if (!t->path) {
-        free(t);
-        return SB_ERR_NOMEM;
-    }
-    for (size_t i = 0; i <= len; i++)
-        t->path[i] = opts[OPT_PATH].str[i];
+    t->path = opts[OPT_PATH].str;
     *state = t;
     return SB_OK;
 }
@@ -57,10 +47,10 @@ static int file_start(void *state)
     file_transport *t = state;
     t->out = fopen(t->path, "a");
     if (!t->out) {
-        t->api->log(t->host, SB_LOG_ERROR, "cannot open %s", t->path);
+        t->api->base.log(t->host, SB_LOG_ERROR, "cannot open %s", t->path);
         return SB_ERR_IO;
     }
-    t->api->log(t->host, SB_LOG_INFO, "writing messages to %s", t->path);
+    t->api->base.log(t->host, SB_LOG_INFO, "writing messages to %s", t->path);
     return SB_OK;
 }
 
@@ -68,11 +58,11 @@ static int file_publish(void *state, const sb_message *m)
 {
     file_transport *t = state;
     static const char *const kinds[] = {"?", "event", "heartbeat", "presence"};
-    fprintf(t->out, "%llu %s %.*s %zu\n", (unsigned long long)m->seq,
-            m->kind <= SB_MSG_PRESENCE ? kinds[m->kind] : "?", (int)m->topic_len, m->topic,
-            m->body_len);
-    if (t->flush)
-        fflush(t->out);
+    if (fprintf(t->out, "%llu %s %.*s %zu\n", (unsigned long long)m->seq,
+                m->kind <= SB_MSG_PRESENCE ? kinds[m->kind] : "?", (int)m->topic_len, m->topic,
+                m->body_len) < 0 ||
+        (t->flush && fflush(t->out) != 0))
+        return SB_ERR_IO; /* not written: the core logs it */
     t->lines++;
     return SB_OK;
 }
@@ -83,25 +73,18 @@ static void file_stop(void *state)
     if (t->out)
         fclose(t->out);
     t->out = NULL;
-    t->api->log(t->host, SB_LOG_INFO, "wrote %lu lines", t->lines);
+    t->api->base.log(t->host, SB_LOG_INFO, "wrote %lu lines", t->lines);
 }
 
 static void file_destroy(void *state)
 {
-    file_transport *t = state;
-    free(t->path);
-    free(t);
+    free(state);
 }
 
-static const sb_plugin descriptor = {
-    .abi_major = 1, /* literal: the ABI this file was written for */
-    .abi_minor = 0,
-    .size = sizeof(sb_plugin),
-    .kind = SB_PLUGIN_TRANSPORT,
-    .name = "transport_file",
-    .version = "1.0.0",
-    .description = "append one line per published message to a file",
-    .options = options,
+/* The header macro fills in the ABI version this file is compiled against. */
+static const sb_transport_plugin descriptor = {
+    .header = SB_TRANSPORT_PLUGIN_HEADER(
+        "transport_file", "1.0.0", "append one line per published message to a file", options),
     .create = file_create,
     .start = file_start,
     .stop = file_stop,

@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-int sb_check_conninfo(const sb_host_api *api, sb_host *host)
+int sb_check_conninfo(const sb_source_api *api, sb_host *host, const char *conninfo)
 {
     char *err = NULL;
-    PQconninfoOption *opts = PQconninfoParse(api->conninfo(host), &err);
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
     if (opts) {
         PQconninfoFree(opts);
         return SB_OK;
@@ -70,8 +70,8 @@ static int check_reader(const sb_pg_config *cfg, PGconn *conn, const char *reade
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         rc = PQstatus(conn) == CONNECTION_BAD ? SB_ERR_DB : SB_OK;
         if (rc == SB_OK) /* not a refusal: start-up takes the lock whoever may read it */
-            cfg->api->log(cfg->host, SB_LOG_WARN, "could not check who holds reader '%s': %s",
-                          reader, sb_pg_errmsg(res, msg, sizeof msg));
+            cfg->api->base.log(cfg->host, SB_LOG_WARN, "could not check who holds reader '%s': %s",
+                               reader, sb_pg_errmsg(res, msg, sizeof msg));
     }
     for (int i = 0; rc == SB_OK && i < PQntuples(res); i++) {
         const char *app = PQgetvalue(res, i, 1);
@@ -85,16 +85,15 @@ static int check_reader(const sb_pg_config *cfg, PGconn *conn, const char *reade
     return rc;
 }
 
-int sb_check_database(const sb_pg_config *cfg, const char *reader)
+int sb_check_database(const sb_pg_config *cfg, const char *const *names, size_t n,
+                      const char *reader)
 {
     char err[512];
     PGconn *conn = sb_pg_connect_blocking(cfg, err, sizeof err);
     if (!conn) {
-        cfg->api->log(cfg->host, SB_LOG_WARN, "PostgreSQL is not reachable: %s", err);
+        cfg->api->base.log(cfg->host, SB_LOG_WARN, "PostgreSQL is not reachable: %s", err);
         return SB_ERR_DB;
     }
-    size_t n = 0;
-    const char *const *names = cfg->api->tables(cfg->host, &n);
     int rc = SB_OK;
     bool stop = false;
     for (size_t i = 0; i < n && !stop && rc != SB_ERR_NOMEM; i++) {
@@ -106,7 +105,8 @@ int sb_check_database(const sb_pg_config *cfg, const char *reader)
         rc = rrc ? rrc : rc;
     }
     if (rc == SB_ERR_DB)
-        cfg->api->log(cfg->host, SB_LOG_WARN, "connection to PostgreSQL lost during the check");
+        cfg->api->base.log(cfg->host, SB_LOG_WARN,
+                           "connection to PostgreSQL lost during the check");
     PQfinish(conn);
     return rc;
 }

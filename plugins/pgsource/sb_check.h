@@ -14,11 +14,13 @@
 
 /* [database] conninfo parses as a libpq connection string (key=value pairs or a URI):
  * 0, SB_ERR_CONFIG (reported) or SB_ERR_NOMEM. */
-int sb_check_conninfo(const sb_host_api *api, sb_host *host);
+int sb_check_conninfo(const sb_source_api *api, sb_host *host, const char *conninfo);
 
-/* Connect once (blocking, cfg's connect timeout) and check the configured tables and the
- * reader `reader`: 0, SB_ERR_CONFIG (each refusal reported), or SB_ERR_DB when PostgreSQL
- * could not be reached or the connection was lost (logged). The connection is closed again. */
-int sb_check_database(const sb_pg_config *cfg, const char *reader);
+/* Connect once (blocking, cfg's connect timeout) and check the n configured tables `names`
+ * and the reader `reader`: 0, SB_ERR_CONFIG (each refusal reported), or SB_ERR_DB when
+ * PostgreSQL could not be reached or the connection was lost (logged). The connection is
+ * closed again. */
+int sb_check_database(const sb_pg_config *cfg, const char *const *names, size_t n,
+                      const char *reader);
 
 #endif /* SB_CHECK_H */

@@ -139,9 +139,13 @@ static int convert_row(sb_cursor_batch *b, sb_table *tables, size_t ntables, con
             return SB_ERR_INVAL;
         }
     }
-    ch->table = t->name;
+    ch->table = t->index;
     ch->key = (sb_key){.parts = (const char *const *)parts, .nparts = nparts};
     ch->version = strtoull(PQgetvalue(res, r, SB_CURSOR_COL_VERSION), NULL, 10);
+    /* The change log's id is the version (version_seq numbers every change row). It grows
+     * within a read, not across reads (a long transaction's changes come later with lower
+     * ids), so the source has no published() to take it back. No row: the core fetches it. */
+    ch->position = ch->version;
     ch->origin =
         PQgetisnull(res, r, SB_CURSOR_COL_ORIGIN) ? NULL : PQgetvalue(res, r, SB_CURSOR_COL_ORIGIN);
     ch->ts_ms = strtoll(PQgetvalue(res, r, SB_CURSOR_COL_TS_MS), NULL, 10);
@@ -183,7 +187,7 @@ static void log_error(sb_cursor *c, sb_log_level level, const char *msg)
 {
     c->errors++;
     if (sb_retry_should_log(c->errors, strcmp(msg, c->last_error) == 0)) {
-        c->cfg.api->log(c->cfg.host, level, "reading changes failed: %s", msg);
+        c->cfg.api->base.log(c->cfg.host, level, "reading changes failed: %s", msg);
         snprintf(c->last_error, sizeof c->last_error, "%s", msg);
     }
 }
@@ -191,7 +195,7 @@ static void log_error(sb_cursor *c, sb_log_level level, const char *msg)
 /* The whole batch arrives in one result: emit it while the result is alive. */
 static void handle_result(sb_cursor *c, const PGresult *res)
 {
-    const sb_host_api *api = c->cfg.api;
+    const sb_source_api *api = c->cfg.api;
     char msg[256];
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         log_error(c, SB_LOG_WARN, sb_pg_errmsg(res, msg, sizeof msg));

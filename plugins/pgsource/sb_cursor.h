@@ -25,7 +25,7 @@
 typedef struct sb_cursor sb_cursor;
 
 typedef struct sb_cursor_config {
-    const sb_host_api *api;
+    const sb_source_api *api;
     sb_host *host;
     sb_table *tables; /* borrowed; resolved before the first read */
     size_t ntables;

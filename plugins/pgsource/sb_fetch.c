@@ -7,7 +7,7 @@
 #include <string.h>
 
 typedef struct fetch_req {
-    const sb_host_api *api;
+    const sb_source_api *api;
     sb_host *host;
     const sb_table *t;
     uint64_t req;
@@ -30,8 +30,8 @@ static void collect(fetch_req *f, const PGresult *res)
 {
     char msg[256];
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        f->api->log(f->host, SB_LOG_WARN, "fetching %zu rows of %s failed: %s", f->n, f->t->name,
-                    sb_pg_errmsg(res, msg, sizeof msg));
+        f->api->base.log(f->host, SB_LOG_WARN, "fetching %zu rows of %s failed: %s", f->n,
+                         f->t->name, sb_pg_errmsg(res, msg, sizeof msg));
         f->status = SB_ERR_DB;
         return;
     }
@@ -46,7 +46,7 @@ static void collect(fetch_req *f, const PGresult *res)
         const char *origin = PQgetisnull(res, r, SB_FETCH_COL_ORIGIN)
                                  ? NULL
                                  : PQgetvalue(res, r, SB_FETCH_COL_ORIGIN);
-        if (sb_rowbatch_add(&f->batch, f->t->name, &f->parts[(ord - 1) * f->t->npk], f->t->npk,
+        if (sb_rowbatch_add(&f->batch, f->t->index, &f->parts[(ord - 1) * f->t->npk], f->t->npk,
                             version, origin, present ? res : NULL, r, SB_FETCH_COL_ROW)) {
             f->status = SB_ERR_NOMEM;
             return;
@@ -86,7 +86,7 @@ static int build_params(const fetch_req *f, char **params)
     return rc;
 }
 
-int sb_fetch_start(sb_pg *pg, const sb_host_api *api, sb_host *host, const sb_table *t,
+int sb_fetch_start(sb_pg *pg, const sb_source_api *api, sb_host *host, const sb_table *t,
                    uint64_t req, const sb_key *keys, size_t n)
 {
     if (n == 0)

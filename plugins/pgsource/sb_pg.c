@@ -98,7 +98,7 @@ int sb_pg_create(const sb_pg_config *cfg, sb_pg **out)
     pg->cfg.app_name = pg->app_name;
     pg->cfg.label = pg->label;
     pg->watch_fd = -1;
-    pg->rnd = (uint32_t)cfg->api->now_ms(cfg->host) ^ (uint32_t)(uintptr_t)pg;
+    pg->rnd = (uint32_t)cfg->api->base.now_ms(cfg->host) ^ (uint32_t)(uintptr_t)pg;
     *out = pg;
     return SB_OK;
 }
@@ -110,20 +110,20 @@ static void on_io(void *ud, unsigned revents);
 /* Watch fd for events; libpq may hand us a different socket at any PQconnectPoll. */
 static int set_watch(sb_pg *pg, int fd, unsigned events)
 {
-    const sb_host_api *api = pg->cfg.api;
+    const sb_source_api *api = pg->cfg.api;
     if (pg->watch && pg->watch_fd != fd) {
-        api->unwatch(pg->watch);
+        api->base.unwatch(pg->watch);
         pg->watch = NULL;
     }
     if (!pg->watch) {
-        int rc = api->watch_fd(pg->cfg.host, fd, events, on_io, pg, &pg->watch);
+        int rc = api->base.watch_fd(pg->cfg.host, fd, events, on_io, pg, &pg->watch);
         if (rc < 0) {
             pg->watch = NULL;
             return rc;
         }
         pg->watch_fd = fd;
     } else if (events != pg->watch_events) {
-        api->watch_set(pg->watch, events);
+        api->base.watch_set(pg->watch, events);
     }
     pg->watch_events = events;
     return SB_OK;
@@ -131,7 +131,7 @@ static int set_watch(sb_pg *pg, int fd, unsigned events)
 
 static void stop_timer(sb_pg *pg)
 {
-    pg->cfg.api->timer_stop(pg->timer);
+    pg->cfg.api->base.timer_stop(pg->timer);
     pg->timer = NULL;
 }
 
@@ -140,7 +140,7 @@ static void stop_timer(sb_pg *pg)
 static void drop_conn(sb_pg *pg)
 {
     pg->gen++;
-    pg->cfg.api->unwatch(pg->watch);
+    pg->cfg.api->base.unwatch(pg->watch);
     pg->watch = NULL;
     pg->watch_fd = -1;
     stop_timer(pg);
@@ -184,7 +184,7 @@ static void on_notice(void *ud, const char *message)
     const sb_pg_config *cfg = ud;
     char msg[512];
     one_line(message, msg, sizeof msg);
-    cfg->api->log(cfg->host, SB_LOG_INFO, "%s: PostgreSQL: %s", cfg->label, msg);
+    cfg->api->base.log(cfg->host, SB_LOG_INFO, "%s: PostgreSQL: %s", cfg->label, msg);
 }
 
 static void start_connect(sb_pg *pg);
@@ -202,10 +202,12 @@ static void schedule_reconnect(sb_pg *pg)
     uint32_t delay = sb_retry_delay_ms(pg->cfg.reconnect_min_ms, pg->cfg.reconnect_max_ms,
                                        pg->attempt++, sb_retry_rand(&pg->rnd));
     pg->state = ST_BACKOFF;
-    if (pg->cfg.api->timer_start(pg->cfg.host, delay, 0, on_reconnect_timer, pg, &pg->timer) < 0) {
+    if (pg->cfg.api->base.timer_start(pg->cfg.host, delay, 0, on_reconnect_timer, pg, &pg->timer) <
+        0) {
         pg->timer = NULL;
         pg->state = ST_IDLE; /* the next sb_pg_connect() tries again */
-        pg->cfg.api->log(pg->cfg.host, SB_LOG_ERROR, "%s: cannot schedule a reconnect", pg->label);
+        pg->cfg.api->base.log(pg->cfg.host, SB_LOG_ERROR, "%s: cannot schedule a reconnect",
+                              pg->label);
     }
 }
 
@@ -216,12 +218,12 @@ static void connect_failed(sb_pg *pg, const char *why)
     pg->failures++;
     if (sb_retry_should_log(pg->failures, strcmp(msg, pg->last_err) == 0)) {
         if (pg->failures > 1)
-            pg->cfg.api->log(pg->cfg.host, SB_LOG_WARN,
-                             "%s: cannot connect to PostgreSQL (%u attempts so far): %s", pg->label,
-                             pg->failures, msg);
+            pg->cfg.api->base.log(pg->cfg.host, SB_LOG_WARN,
+                                  "%s: cannot connect to PostgreSQL (%u attempts so far): %s",
+                                  pg->label, pg->failures, msg);
         else
-            pg->cfg.api->log(pg->cfg.host, SB_LOG_WARN, "%s: cannot connect to PostgreSQL: %s",
-                             pg->label, msg);
+            pg->cfg.api->base.log(pg->cfg.host, SB_LOG_WARN, "%s: cannot connect to PostgreSQL: %s",
+                                  pg->label, msg);
         memcpy(pg->last_err, msg, sizeof msg);
     }
     drop_conn(pg);
@@ -250,12 +252,12 @@ static void connected(sb_pg *pg)
     pg->state = ST_READY;
     pg->attempt = 0;
     if (pg->failures)
-        pg->cfg.api->log(pg->cfg.host, SB_LOG_INFO,
-                         "%s: connected to PostgreSQL after %u failed attempts (backend %d)",
-                         pg->label, pg->failures, PQbackendPID(pg->conn));
+        pg->cfg.api->base.log(pg->cfg.host, SB_LOG_INFO,
+                              "%s: connected to PostgreSQL after %u failed attempts (backend %d)",
+                              pg->label, pg->failures, PQbackendPID(pg->conn));
     else
-        pg->cfg.api->log(pg->cfg.host, SB_LOG_INFO, "%s: connected to PostgreSQL (backend %d)",
-                         pg->label, PQbackendPID(pg->conn));
+        pg->cfg.api->base.log(pg->cfg.host, SB_LOG_INFO, "%s: connected to PostgreSQL (backend %d)",
+                              pg->label, PQbackendPID(pg->conn));
     pg->failures = 0;
     pg->last_err[0] = '\0';
     unsigned gen = pg->gen;
@@ -297,8 +299,8 @@ static void start_connect(sb_pg *pg)
         return;
     }
     PQsetNoticeProcessor(pg->conn, on_notice, &pg->cfg);
-    if (pg->cfg.api->timer_start(pg->cfg.host, pg->cfg.connect_timeout_ms, 0, on_connect_timeout,
-                                 pg, &pg->timer) < 0) {
+    if (pg->cfg.api->base.timer_start(pg->cfg.host, pg->cfg.connect_timeout_ms, 0,
+                                      on_connect_timeout, pg, &pg->timer) < 0) {
         pg->timer = NULL;
         connect_failed(pg, "cannot start the connect timer");
         return;
@@ -357,8 +359,8 @@ static void lost(sb_pg *pg, const char *why)
 {
     char msg[sizeof pg->last_err];
     one_line(why, msg, sizeof msg);
-    pg->cfg.api->log(pg->cfg.host, SB_LOG_WARN, "%s: connection to PostgreSQL lost: %s", pg->label,
-                     msg[0] ? msg : "no reason given");
+    pg->cfg.api->base.log(pg->cfg.host, SB_LOG_WARN, "%s: connection to PostgreSQL lost: %s",
+                          pg->label, msg[0] ? msg : "no reason given");
     pg->attempt = 0;
     drop_conn(pg);
     schedule_reconnect(pg);
@@ -447,8 +449,8 @@ static void dispatch(sb_pg *pg)
             }
             char msg[256];
             one_line(PQerrorMessage(pg->conn), msg, sizeof msg);
-            pg->cfg.api->log(pg->cfg.host, SB_LOG_ERROR, "%s: cannot send a query: %s", pg->label,
-                             msg);
+            pg->cfg.api->base.log(pg->cfg.host, SB_LOG_ERROR, "%s: cannot send a query: %s",
+                                  pg->label, msg);
             pop(pg);
             q->fn(q->ud, NULL, SB_ERR_DB);
             query_free(q);

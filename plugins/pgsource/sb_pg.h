@@ -25,7 +25,7 @@
 typedef struct sb_pg sb_pg;
 
 typedef struct sb_pg_config {
-    const sb_host_api *api;
+    const sb_source_api *api;
     sb_host *host;
     const char *conninfo; /* borrowed: must outlive the sb_pg */
     const char *app_name; /* application_name; copied */

@@ -9,7 +9,7 @@
 #define NO_OFFSET SIZE_MAX
 
 struct sb_rowbatch_entry {
-    const char *table;
+    uint32_t table;
     size_t parts_off; /* nparts NUL-terminated strings back to back */
     uint32_t nparts;
     uint64_t version;
@@ -133,7 +133,7 @@ static int append_cstr(sb_rowbatch *b, const char *s, size_t *off)
     return msgpack_sbuffer_write(&b->bytes, s, strlen(s) + 1);
 }
 
-int sb_rowbatch_add(sb_rowbatch *b, const char *table, const char *const *parts, uint32_t nparts,
+int sb_rowbatch_add(sb_rowbatch *b, uint32_t table, const char *const *parts, uint32_t nparts,
                     uint64_t version, const char *origin, const PGresult *res, int row,
                     int first_col)
 {
@@ -175,7 +175,7 @@ nomem:
     return SB_ERR_NOMEM;
 }
 
-int sb_rowbatch_deliver(sb_rowbatch *b, const sb_host_api *api, sb_host *h, uint64_t req)
+int sb_rowbatch_deliver(sb_rowbatch *b, const sb_source_api *api, sb_host *h, uint64_t req)
 {
     if (b->n == 0)
         return SB_OK;

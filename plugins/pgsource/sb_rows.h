@@ -71,15 +71,15 @@ void sb_rowbatch_init(sb_rowbatch *b);
 void sb_rowbatch_free(sb_rowbatch *b);
 size_t sb_rowbatch_count(const sb_rowbatch *b);
 
-/* Add one answer. `table` is borrowed until delivery (use the configured name, which lives
- * as long as the plugin). The row is row `row` of `res` from column first_col on, or absent
- * when res is NULL. origin may be NULL. SB_ERR_NOMEM. */
-int sb_rowbatch_add(sb_rowbatch *b, const char *table, const char *const *parts, uint32_t nparts,
+/* Add one answer of the table at index `table` of the configured list. The row is row `row`
+ * of `res` from column first_col on, or absent when res is NULL. origin may be NULL.
+ * SB_ERR_NOMEM. */
+int sb_rowbatch_add(sb_rowbatch *b, uint32_t table, const char *const *parts, uint32_t nparts,
                     uint64_t version, const char *origin, const PGresult *res, int row,
                     int first_col);
 
 /* Hand every collected answer to api->rows(h, req, ...) in one call (nothing when empty) and
  * empty the batch. SB_ERR_NOMEM (the batch is then kept). */
-int sb_rowbatch_deliver(sb_rowbatch *b, const sb_host_api *api, sb_host *h, uint64_t req);
+int sb_rowbatch_deliver(sb_rowbatch *b, const sb_source_api *api, sb_host *h, uint64_t req);
 
 #endif /* SB_ROWS_H */

@@ -20,7 +20,7 @@ typedef struct snap_req {
 } snap_req;
 
 struct sb_snapshot {
-    const sb_host_api *api;
+    const sb_source_api *api;
     sb_host *host;
     sb_pg *pg;
     size_t batch_rows;
@@ -132,7 +132,7 @@ static void add_row(sb_snapshot *s, snap_req *r, const sb_table *t, const PGresu
     const char *origin = PQgetisnull(res, 0, SB_SNAPSHOT_COL_ORIGIN)
                              ? NULL
                              : PQgetvalue(res, 0, SB_SNAPSHOT_COL_ORIGIN);
-    if (sb_rowbatch_add(&r->batch, t->name, parts, npk, version, origin, res, 0,
+    if (sb_rowbatch_add(&r->batch, t->index, parts, npk, version, origin, res, 0,
                         SB_SNAPSHOT_COL_KEY + (int)npk)) {
         r->status = SB_ERR_NOMEM;
         return;
@@ -153,8 +153,8 @@ static void on_result(void *ud, const PGresult *res, int status)
                 add_row(s, r, r->tables[k - 1], res);
         } else if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK && !r->status) {
             char msg[256];
-            s->api->log(s->host, SB_LOG_WARN, "snapshot failed: %s",
-                        sb_pg_errmsg(res, msg, sizeof msg));
+            s->api->base.log(s->host, SB_LOG_WARN, "snapshot failed: %s",
+                             sb_pg_errmsg(res, msg, sizeof msg));
             r->status = SB_ERR_DB;
         }
         return;
@@ -210,7 +210,7 @@ int sb_snapshot_request(sb_snapshot *s, uint64_t req, const sb_table *const *tab
     r->req = req;
     r->n = n;
     sb_rowbatch_init(&r->batch);
-    if (!s->head && !s->kick && s->api->timer_start(s->host, 0, 0, on_kick, s, &s->kick) < 0) {
+    if (!s->head && !s->kick && s->api->base.timer_start(s->host, 0, 0, on_kick, s, &s->kick) < 0) {
         s->kick = NULL;
         req_free(r);
         return SB_ERR_NOMEM;
@@ -242,7 +242,7 @@ bool sb_snapshot_cancel(sb_snapshot *s, uint64_t req)
 void sb_snapshot_close(sb_snapshot *s)
 {
     s->closing = true;
-    s->api->timer_stop(s->kick);
+    s->api->base.timer_stop(s->kick);
     s->kick = NULL;
     sb_pg_close(s->pg); /* completes the running request's queries without host calls */
     while (s->head) {

@@ -8,9 +8,10 @@
  * fetches, LISTEN), the snapshot connection, the maintenance connection (pruning), the
  * options and the plugin callbacks.
  *
- * A plugin is SB_SOURCE_PLUGIN(...): a descriptor whose options are SB_SOURCE_OPTIONS(...)
- * and whose create() calls sb_source_create() with its wake mode; every other callback is
- * sb_source_*.
+ * A plugin is SB_SOURCE_PLUGIN(...): a descriptor whose options are SB_SOURCE_OPTIONS(...),
+ * whose [database] keys are SB_SOURCE_DATABASE_OPTIONS (conninfo) and whose create() calls
+ * sb_source_create() with its wake mode; every other callback is sb_source_*. Its changes
+ * carry no row (the core fetches it), and the broker fixes a snapshot's seq before it starts.
  */
 #ifndef SB_SOURCE_H
 #define SB_SOURCE_H
@@ -59,45 +60,52 @@ enum sb_source_opt {
     {NULL, 0, NULL, 0, 0, NULL}
 // clang-format on
 
-int sb_source_create(const sb_host_api *api, sb_host *host, const sb_option_value *opts,
+/* [database] keys a source reads (sb_source_plugin.database_options), in this order in
+ * setup->database. */
+enum sb_source_db_opt { SB_SRC_DB_CONNINFO, SB_SRC_NDB };
+
+// clang-format off
+#define SB_SOURCE_DATABASE_OPTIONS                                                                 \
+    {"conninfo", SB_OPT_STRING, NULL, 0, 0,                                                        \
+     "libpq connection string (key=value pairs or a postgresql:// URI)"},                          \
+    {NULL, 0, NULL, 0, 0, NULL}
+// clang-format on
+
+/* setup->options follow SB_SOURCE_OPTIONS, setup->database SB_SOURCE_DATABASE_OPTIONS. */
+int sb_source_create(const sb_source_api *api, sb_host *host, const sb_source_setup *setup,
                      sb_wake_mode mode, void **state);
 int sb_source_start(void *state);
 void sb_source_stop(void *state);
 void sb_source_destroy(void *state);
-int sb_source_fetch(void *state, uint64_t req, const char *table, const sb_key *keys, size_t nkeys);
-int sb_source_snapshot(void *state, uint64_t req, const char *const *tables, size_t n);
+int sb_source_fetch(void *state, uint64_t req, uint32_t table, const sb_key *keys, size_t nkeys);
+int sb_source_snapshot(void *state, uint64_t req, const uint32_t *tables, size_t n);
 void sb_source_cancel(void *state, uint64_t req);
 /* --check: the tables and the reader, as start() would judge them (sb_check.h). */
 int sb_source_check(void *state);
 
-/* The whole plugin: its option spec, a create() that picks the wake mode, the descriptor
+/* The whole plugin: its option specs, a create() that picks the wake mode, the descriptor
  * and the entry point. Use once per plugin file. */
 #define SB_SOURCE_PLUGIN(plugin_name, wake, poll_default, poll_help, text)                         \
     static const sb_option_spec source_options[] = {                                               \
         SB_SOURCE_OPTIONS(poll_default, poll_help),                                                \
     };                                                                                             \
-    static int source_create(const sb_host_api *api, sb_host *host, const sb_option_value *opts,   \
-                             void **state)                                                         \
+    static const sb_option_spec source_database_options[] = {SB_SOURCE_DATABASE_OPTIONS};          \
+    static int source_create(const sb_source_api *api, sb_host *host,                              \
+                             const sb_source_setup *setup, void **state)                           \
     {                                                                                              \
-        return sb_source_create(api, host, opts, wake, state);                                     \
+        return sb_source_create(api, host, setup, wake, state);                                    \
     }                                                                                              \
-    static const sb_plugin source_descriptor = {                                                   \
-        .abi_major = 1,                                                                            \
-        .abi_minor = 1,                                                                            \
-        .size = sizeof(sb_plugin),                                                                 \
-        .kind = SB_PLUGIN_SOURCE,                                                                  \
-        .name = plugin_name,                                                                       \
-        .version = "1.0.0",                                                                        \
-        .description = text,                                                                       \
-        .options = source_options,                                                                 \
+    static const sb_source_plugin source_descriptor = {                                            \
+        .header = SB_SOURCE_PLUGIN_HEADER(plugin_name, SB_VERSION, text, source_options),          \
+        .database_options = source_database_options,                                               \
         .create = source_create,                                                                   \
         .start = sb_source_start,                                                                  \
         .stop = sb_source_stop,                                                                    \
         .destroy = sb_source_destroy,                                                              \
+        .check = sb_source_check,                                                                  \
         .fetch = sb_source_fetch,                                                                  \
         .snapshot = sb_source_snapshot,                                                            \
         .cancel = sb_source_cancel,                                                                \
-        .check = sb_source_check,                                                                  \
     };                                                                                             \
     SB_PLUGIN_DECLARE(source_descriptor)
 

@@ -191,9 +191,7 @@ void sb_table_clear(sb_table *t)
     free(t->pk_types);
     free(t->fetch_sql);
     free(t->snapshot_sql);
-    const char *name = t->name;
-    memset(t, 0, sizeof *t);
-    t->name = name;
+    *t = (sb_table){.name = t->name, .index = t->index}; /* what the configuration gave */
 }
 
 static int resolve_one(sb_table *t, const PGresult *res, int row, char *err, size_t errlen)
@@ -265,14 +263,6 @@ int sb_table_resolve(sb_table *tables, size_t n, const PGresult *res, char *err,
             return rc;
     }
     return SB_OK;
-}
-
-sb_table *sb_table_find(sb_table *tables, size_t n, const char *name)
-{
-    for (size_t i = 0; name && i < n; i++)
-        if (strcmp(tables[i].name, name) == 0)
-            return &tables[i];
-    return NULL;
 }
 
 sb_table *sb_table_by_relid(sb_table *tables, size_t n, uint32_t relid)

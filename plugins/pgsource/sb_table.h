@@ -13,7 +13,8 @@
 #include <syncbroker/plugin.h> /* sb_err */
 
 typedef struct sb_table {
-    const char *name; /* as configured ("schema.name"); borrowed from the host */
+    const char *name; /* as configured ("schema.name"); borrowed from its owner */
+    uint32_t index;   /* its place in the configured list: the table of its changes and rows */
     uint32_t relid;   /* 0 until resolved */
     uint32_t npk;
     char **pk_cols;     /* npk column names (one sb_pgarray block, owned) */
@@ -53,11 +54,11 @@ char *sb_quote_ident(const char *ident);
  * do; SB_ERR_NOMEM. Tables already resolved are rebuilt. */
 int sb_table_resolve(sb_table *tables, size_t n, const PGresult *res, char *err, size_t errlen);
 
-/* Release what sb_table_resolve() built (the array itself is the caller's). */
+/* Release what sb_table_resolve() built, keeping name and index (the array itself is the
+ * caller's). */
 void sb_table_clear(sb_table *t);
 
-/* The table configured as `name` / with this relid, or NULL. */
-sb_table *sb_table_find(sb_table *tables, size_t n, const char *name);
+/* The table with this relid, or NULL. (Everything else names a table by its index.) */
 sb_table *sb_table_by_relid(sb_table *tables, size_t n, uint32_t relid);
 
 #endif /* SB_TABLE_H */

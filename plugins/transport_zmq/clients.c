@@ -246,7 +246,7 @@ static char *read_line(char *str, int num, void *stream)
 static void parse_tables(load_state *ls, tz_principal *p, const char *value)
 {
     size_t n = 0;
-    const char *const *tables = ls->t->api->tables(ls->t->host, &n);
+    const char *const *tables = ls->t->api->base.tables(ls->t->host, &n);
     if (strcmp(value, "*") == 0) {
         if (ls->tables_line)
             load_error(ls, ls->line, "* with other tables: * already means every table");
@@ -347,7 +347,7 @@ int tz_clients_load(tz *t, const char *path, tz_clients **out, char *err, size_t
     tz_clients *c = calloc(1, sizeof *c);
     if (!c)
         return SB_ERR_NOMEM;
-    t->api->tables(t->host, &c->ntables);
+    t->api->base.tables(t->host, &c->ntables);
     load_state ls = {.t = t, .path = path, .c = c, .err = err, .errlen = errlen};
     ls.f = fopen(path, "re");
     if (!ls.f) {
@@ -386,7 +386,7 @@ static int topic_table(tz *t, const char *topic, size_t len)
     if (len >= pl && memcmp(topic, presence, pl) == 0)
         topic += pl, len -= pl;
     size_t n = 0;
-    const char *const *tables = t->api->tables(t->host, &n);
+    const char *const *tables = t->api->base.tables(t->host, &n);
     for (size_t i = 0; i < n; i++) {
         size_t tl = strlen(tables[i]);
         if (len > tl && topic[tl] == '/' && memcmp(topic, tables[i], tl) == 0)

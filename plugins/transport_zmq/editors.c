@@ -111,8 +111,8 @@ void tz_editors_note(tz *t, const sb_message *m)
     if (e)
         drop(t, e);
     if (rc != SB_OK)
-        t->api->log(t->host, SB_LOG_WARN, "editors of an entity of %s not kept: %s",
-                    table ? table : "?", sb_strerror(rc));
+        t->api->base.log(t->host, SB_LOG_WARN, "editors of an entity of %s not kept: %s",
+                         table ? table : "?", sb_strerror(rc));
     free(id);
     free(table);
     sb_mp_key_free(&key);
@@ -159,7 +159,7 @@ void tz_editors_serve(tz *t, tz_frames *env, const msgpack_object *req)
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         int prc = msgpack_pack_map(&pk, 5);
-        prc |= sb_mp_pack_kv_cstr(&pk, "epoch", t->api->epoch(t->host));
+        prc |= sb_mp_pack_kv_cstr(&pk, "epoch", t->api->base.epoch(t->host));
         prc |= sb_mp_pack_kv_uint(&pk, "seq", s.seq);
         prc |= sb_mp_pack_kv_cstr(&pk, "table", table);
         prc |= sb_mp_pack_cstr(&pk, "key") | sb_mp_pack_key(&pk, &key);

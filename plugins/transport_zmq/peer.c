@@ -74,7 +74,7 @@ void tz_peer_pin_code(tz *t)
     Dl_info info;
     if (!dladdr((void *)frame_free, &info) || !info.dli_fname ||
         !dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE))
-        t->api->log(t->host, SB_LOG_DEBUG, "plugin code not pinned: %s", dlerror());
+        t->api->base.log(t->host, SB_LOG_DEBUG, "plugin code not pinned: %s", dlerror());
 }
 
 static tz_peer *find(tz *t, const tz_frames *msg)

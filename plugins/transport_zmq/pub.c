@@ -38,8 +38,8 @@ int tz_new_socket(tz *t, int type, const char *what, int hwm, void **out)
 {
     void *s = zmq_socket(t->api->zmq_context(t->host), type);
     if (!s) {
-        t->api->log(t->host, SB_LOG_ERROR, "cannot create the %s socket: %s", what,
-                    zmq_strerror(errno));
+        t->api->base.log(t->host, SB_LOG_ERROR, "cannot create the %s socket: %s", what,
+                         zmq_strerror(errno));
         return SB_ERR_ZMQ;
     }
     int linger = TZ_LINGER_MS;
@@ -85,8 +85,8 @@ int tz_new_socket(tz *t, int type, const char *what, int hwm, void **out)
             rc = zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &cap, sizeof cap);
     }
     if (rc < 0) {
-        t->api->log(t->host, SB_LOG_ERROR, "cannot configure the %s socket: %s", what,
-                    zmq_strerror(errno));
+        t->api->base.log(t->host, SB_LOG_ERROR, "cannot configure the %s socket: %s", what,
+                         zmq_strerror(errno));
         zmq_close(s);
         return SB_ERR_ZMQ;
     }
@@ -99,15 +99,15 @@ int tz_bind(tz *t, void *s, const char *what, const char *endpoint)
     if (zmq_bind(s, endpoint) < 0) {
         if (errno == EADDRINUSE && t->rebinding)
             return SB_ERR_BUSY; /* the old listener's port, not yet released: retried */
-        t->api->log(t->host, SB_LOG_ERROR, "cannot bind the %s socket to %s: %s", what, endpoint,
-                    zmq_strerror(errno));
+        t->api->base.log(t->host, SB_LOG_ERROR, "cannot bind the %s socket to %s: %s", what,
+                         endpoint, zmq_strerror(errno));
         return SB_ERR_ZMQ;
     }
     char bound[256];
     size_t blen = sizeof bound;
     if (zmq_getsockopt(s, ZMQ_LAST_ENDPOINT, bound, &blen) < 0)
         strcpy(bound, endpoint);
-    t->api->log(t->host, SB_LOG_INFO, "%s listening on %s", what, bound);
+    t->api->base.log(t->host, SB_LOG_INFO, "%s listening on %s", what, bound);
     return SB_OK;
 }
 
@@ -133,13 +133,14 @@ int tz_pub_start(tz *t)
         return rc;
     rc = t->api->watch_zsock(t->host, t->pub, SB_IO_READ, on_pub, t, &t->pub_watch);
     if (rc < 0)
-        t->api->log(t->host, SB_LOG_ERROR, "cannot watch the events socket: %s", sb_strerror(rc));
+        t->api->base.log(t->host, SB_LOG_ERROR, "cannot watch the events socket: %s",
+                         sb_strerror(rc));
     return rc;
 }
 
 void tz_pub_close(tz *t)
 {
-    t->api->unwatch(t->pub_watch);
+    t->api->base.unwatch(t->pub_watch);
     t->pub_watch = NULL;
     if (t->pub)
         zmq_close(t->pub);
@@ -260,8 +261,8 @@ static void publish_hb_per_principal(tz *t, const sb_message *m)
                             zmq_send(t->pub, sb.data, sb.size, ZMQ_DONTWAIT) < 0))
             rc = SB_ERR_ZMQ;
         if (rc < 0 && t->publish_failed++ == 0)
-            t->api->log(t->host, SB_LOG_WARN, "cannot publish the heartbeat of %s: %s", who->name,
-                        rc == SB_ERR_ZMQ ? zmq_strerror(errno) : sb_strerror(rc));
+            t->api->base.log(t->host, SB_LOG_WARN, "cannot publish the heartbeat of %s: %s",
+                             who->name, rc == SB_ERR_ZMQ ? zmq_strerror(errno) : sb_strerror(rc));
         msgpack_sbuffer_destroy(&sb);
     }
     free(sent);
@@ -288,8 +289,8 @@ int tz_publish(void *state, const sb_message *m)
     if (zmq_send(t->pub, topic, m->topic_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
         zmq_send(t->pub, body, m->body_len, ZMQ_DONTWAIT) < 0) {
         if (t->publish_failed++ == 0)
-            t->api->log(t->host, SB_LOG_WARN, "cannot publish (seq %llu): %s",
-                        (unsigned long long)m->seq, zmq_strerror(errno));
+            t->api->base.log(t->host, SB_LOG_WARN, "cannot publish (seq %llu): %s",
+                             (unsigned long long)m->seq, zmq_strerror(errno));
         return SB_ERR_ZMQ;
     }
     return SB_OK;

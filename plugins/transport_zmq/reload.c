@@ -56,11 +56,13 @@ static int open_sockets(tz *t)
         rc = SB_ERR_BUSY;
     if (rc != SB_ERR_BUSY)
         return rc;
-    uint64_t waited = t->api->now_ms(t->host) - t->rebind_started_ms;
+    uint64_t waited = t->api->base.now_ms(t->host) - t->rebind_started_ms;
     if (waited >= TZ_REBIND_WARN_MS && waited < TZ_REBIND_WARN_MS + t->rebind_delay_ms)
-        t->api->log(t->host, SB_LOG_WARN, "re-bind: %s still in use after %llu ms; retrying",
-                    t->pub ? t->service_endpoint : t->pub_endpoint, (unsigned long long)waited);
-    if ((rc = t->api->timer_start(t->host, t->rebind_delay_ms, 0, retry, t, &t->rebind_timer)) < 0)
+        t->api->base.log(t->host, SB_LOG_WARN, "re-bind: %s still in use after %llu ms; retrying",
+                         t->pub ? t->service_endpoint : t->pub_endpoint,
+                         (unsigned long long)waited);
+    if ((rc = t->api->base.timer_start(t->host, t->rebind_delay_ms, 0, retry, t,
+                                       &t->rebind_timer)) < 0)
         return rc;
     if (t->rebind_delay_ms < TZ_REBIND_MAX_MS)
         t->rebind_delay_ms *= 2;
@@ -74,11 +76,11 @@ static int opened(tz *t, int rc)
         return SB_OK;
     t->rebinding = false;
     if (rc == SB_OK)
-        t->api->log(t->host, SB_LOG_INFO, "re-bound after %llu ms: clients reconnect",
-                    (unsigned long long)(t->api->now_ms(t->host) - t->rebind_started_ms));
+        t->api->base.log(t->host, SB_LOG_INFO, "re-bound after %llu ms: clients reconnect",
+                         (unsigned long long)(t->api->base.now_ms(t->host) - t->rebind_started_ms));
     else
-        t->api->log(t->host, SB_LOG_ERROR, "re-bind failed: %s; this transport serves no client",
-                    sb_strerror(rc));
+        t->api->base.log(t->host, SB_LOG_ERROR,
+                         "re-bind failed: %s; this transport serves no client", sb_strerror(rc));
     return rc;
 }
 
@@ -111,13 +113,13 @@ int tz_rebind(tz *t, tz_clients *clients)
     }
     t->rebinding = true;
     t->rebind_delay_ms = TZ_REBIND_FIRST_MS;
-    t->rebind_started_ms = t->api->now_ms(t->host);
+    t->rebind_started_ms = t->api->base.now_ms(t->host);
     return opened(t, open_sockets(t));
 }
 
 void tz_rebind_cancel(tz *t)
 {
-    t->api->timer_stop(t->rebind_timer);
+    t->api->base.timer_stop(t->rebind_timer);
     t->rebind_timer = NULL;
     t->rebinding = false;
 }
@@ -147,9 +149,10 @@ int tz_reload(void *state)
     tz_clients *next;
     int rc = tz_clients_load(t, t->clients_path, &next, err, sizeof err);
     if (rc < 0) {
-        t->api->log(t->host, SB_LOG_ERROR,
-                    "clients_file not reloaded, the %zu clients loaded before stay allowed: %s",
-                    t->clients->n, err);
+        t->api->base.log(
+            t->host, SB_LOG_ERROR,
+            "clients_file not reloaded, the %zu clients loaded before stay allowed: %s",
+            t->clients->n, err);
         return rc;
     }
     tz_clients *cur = t->clients;
@@ -161,18 +164,18 @@ int tz_reload(void *state)
             cur->v[i] = next->v[i];
             next->v[i] = keep;
         }
-        t->api->log(t->host, SB_LOG_INFO, "clients_file %s reloaded: %zu clients, %zu added%s",
-                    t->clients_path, next->n, next->n - cur->n,
-                    next->n > cur->n ? "; connections kept" : " (unchanged)");
+        t->api->base.log(t->host, SB_LOG_INFO, "clients_file %s reloaded: %zu clients, %zu added%s",
+                         t->clients_path, next->n, next->n - cur->n,
+                         next->n > cur->n ? "; connections kept" : " (unchanged)");
         tz_clients_free(cur);
         t->clients = next;
         return SB_OK;
     }
     char names[256];
     removed_names(cur, next, names, sizeof names);
-    t->api->log(t->host, SB_LOG_INFO,
-                "clients_file %s reloaded: %zu clients, %s%s: re-binding both sockets, every "
-                "client reconnects",
-                t->clients_path, next->n, names[0] ? "removed: " : "a client changed", names);
+    t->api->base.log(t->host, SB_LOG_INFO,
+                     "clients_file %s reloaded: %zu clients, %s%s: re-binding both sockets, every "
+                     "client reconnects",
+                     t->clients_path, next->n, names[0] ? "removed: " : "a client changed", names);
     return tz_rebind(t, next);
 }

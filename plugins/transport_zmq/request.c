@@ -35,7 +35,7 @@ void tz_reply_map(tz *t, tz_frames *env, msgpack_sbuffer *sb, int pack_rc, tz_fr
 {
     if (pack_rc < 0 || tz_frames_push_sbuf(env, sb) < 0 ||
         (extra && tz_frames_move(env, extra) < 0)) {
-        t->api->log(t->host, SB_LOG_ERROR, "out of memory building a reply: dropped");
+        t->api->base.log(t->host, SB_LOG_ERROR, "out of memory building a reply: dropped");
         t->errors++;
         msgpack_sbuffer_destroy(sb);
         tz_frames_clear(env);
@@ -55,7 +55,7 @@ void tz_reply_error(tz *t, tz_frames *env, const char *code, const char *fmt, ..
     vsnprintf(message, sizeof message, fmt, ap);
     va_end(ap);
     t->errors++;
-    t->api->log(t->host, SB_LOG_DEBUG, "request refused: %s: %s", code, message);
+    t->api->base.log(t->host, SB_LOG_DEBUG, "request refused: %s: %s", code, message);
     tz_out o;
     out_init(&o);
     int rc = msgpack_pack_map(&o.pk, 2);
@@ -89,7 +89,7 @@ void tz_reply_unknown_table(tz *t, tz_frames *env, const char *table, size_t len
 int tz_table_index(tz *t, const char *table, size_t len)
 {
     size_t n = 0;
-    const char *const *tables = t->api->tables(t->host, &n);
+    const char *const *tables = t->api->base.tables(t->host, &n);
     for (size_t i = 0; i < n; i++)
         if (strlen(tables[i]) == len && memcmp(tables[i], table, len) == 0)
             return (int)i;
@@ -126,7 +126,7 @@ static void serve_ping(tz *t, tz_frames *env, const msgpack_object *req)
     tz_out o;
     out_init(&o);
     int rc = msgpack_pack_map(&o.pk, have ? 5 : 3);
-    rc |= sb_mp_pack_kv_cstr(&o.pk, "epoch", t->api->epoch(t->host));
+    rc |= sb_mp_pack_kv_cstr(&o.pk, "epoch", t->api->base.epoch(t->host));
     rc |= sb_mp_pack_kv_uint(&o.pk, "seq", current_seq(t));
     rc |= sb_mp_pack_kv_int(&o.pk, "ts", wall_ms());
     for (size_t i = 0; have && i < 2; i++)
@@ -146,7 +146,7 @@ static void serve_stats(tz *t, tz_frames *env, const msgpack_object *req)
     tz_out o;
     out_init(&o);
     int rc = msgpack_pack_map(&o.pk, 17);
-    rc |= sb_mp_pack_kv_cstr(&o.pk, "epoch", t->api->epoch(t->host));
+    rc |= sb_mp_pack_kv_cstr(&o.pk, "epoch", t->api->base.epoch(t->host));
     rc |= sb_mp_pack_kv_uint(&o.pk, "seq", s.seq);
     rc |= sb_mp_pack_kv_uint(&o.pk, "changes_in", s.changes_in);
     rc |= sb_mp_pack_kv_uint(&o.pk, "events_out", s.events_out);
@@ -224,7 +224,7 @@ static void serve_since(tz *t, tz_frames *env, const msgpack_object *req)
         rc = c.rc;
     if (rc < 0) {
         tz_frames_clear(&c.frames);
-        if (rc == SB_ERR_NOTFOUND && seq > last && strcmp(epoch, t->api->epoch(t->host)) == 0)
+        if (rc == SB_ERR_NOTFOUND && seq > last && strcmp(epoch, t->api->base.epoch(t->host)) == 0)
             tz_reply_error(t, env, "future",
                            "seq %llu is beyond the last seq published, %llu: take a snapshot",
                            (unsigned long long)seq, (unsigned long long)last);
@@ -243,7 +243,7 @@ static void serve_since(tz *t, tz_frames *env, const msgpack_object *req)
     /* A capped reply's seq is upto, where it leaves the client: one that does not know
      * `more` then sees the rest as a gap, never as covered (docs/protocol.md). */
     int prc = msgpack_pack_map(&o.pk, c.more ? 4 : 2);
-    prc |= sb_mp_pack_kv_cstr(&o.pk, "epoch", t->api->epoch(t->host));
+    prc |= sb_mp_pack_kv_cstr(&o.pk, "epoch", t->api->base.epoch(t->host));
     prc |= sb_mp_pack_kv_uint(&o.pk, "seq", c.more ? c.upto : last);
     if (c.more) {
         prc |= sb_mp_pack_kv_bool(&o.pk, "more", true);
@@ -307,13 +307,14 @@ static void serve_presence(tz *t, tz_frames *env, const msgpack_object *req)
         presence_free(&p);
         return;
     }
-    if (rc == SB_OK && tz_table_allowed(t, env, p.table, strlen(p.table)) < 0) {
+    int table = rc == SB_OK ? tz_table_allowed(t, env, p.table, strlen(p.table)) : -1;
+    if (rc == SB_OK && table < 0) {
         presence_free(&p);
         return;
     }
     if (rc == SB_OK) {
         sb_presence sp = {.client = p.client,
-                          .table = p.table,
+                          .table = (uint32_t)table,
                           .key = p.key,
                           .state = p.state,
                           .ttl_ms = (uint32_t)p.ttl_ms};

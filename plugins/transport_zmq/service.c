@@ -53,7 +53,7 @@ static int send_now(tz *t, tz_frames *msg)
     else
         rc = tz_peer_send_rest(t, msg);
     if (rc == SB_ERR_ZMQ)
-        t->api->log(t->host, SB_LOG_WARN, "cannot send a reply: %s", zmq_strerror(errno));
+        t->api->base.log(t->host, SB_LOG_WARN, "cannot send a reply: %s", zmq_strerror(errno));
     return rc;
 }
 
@@ -65,7 +65,7 @@ static void drop_reply(tz *t, tz_frames *msg)
 
 static void peer_gone(tz *t, tz_frames *msg)
 {
-    t->api->log(t->host, SB_LOG_DEBUG, "client gone, reply of %zu bytes dropped", msg->bytes);
+    t->api->base.log(t->host, SB_LOG_DEBUG, "client gone, reply of %zu bytes dropped", msg->bytes);
     tz_snapshot_cancel_peer(t, msg);
     drop_reply(t, msg);
 }
@@ -84,10 +84,10 @@ static void drop_oldest(tz *t)
     t->pending_head = p->next;
     if (!t->pending_head)
         t->pending_tail = NULL;
-    t->api->log(t->host, SB_LOG_WARN,
-                "too many replies held for slow clients (%zu, %zu bytes): dropping the "
-                "oldest (%zu bytes)",
-                t->pending_count, t->pending_bytes, p->msg.bytes);
+    t->api->base.log(t->host, SB_LOG_WARN,
+                     "too many replies held for slow clients (%zu, %zu bytes): dropping the "
+                     "oldest (%zu bytes)",
+                     t->pending_count, t->pending_bytes, p->msg.bytes);
     t->replies_dropped++;
     free_pending(t, p);
 }
@@ -95,7 +95,7 @@ static void drop_oldest(tz *t)
 static void want_write(tz *t, bool on)
 {
     if (t->router_watch)
-        t->api->watch_set(t->router_watch, SB_IO_READ | (on ? SB_IO_WRITE : 0));
+        t->api->base.watch_set(t->router_watch, SB_IO_READ | (on ? SB_IO_WRITE : 0));
 }
 
 /* Bytes of held replies for the peer that routes like msg. */
@@ -118,10 +118,10 @@ static void hold(tz *t, tz_frames *msg)
     size_t peer = tz_service_peer_bytes(t, msg);
     if (peer > 0 && peer + msg->bytes > t->max_peer_bytes) {
         /* It does not read what it asked for: its own reply goes, not someone else's. */
-        t->api->log(t->host, SB_LOG_WARN,
-                    "a client holds %zu bytes of unread replies: a reply of %zu bytes over "
-                    "max_peer_bytes is dropped",
-                    peer, msg->bytes);
+        t->api->base.log(t->host, SB_LOG_WARN,
+                         "a client holds %zu bytes of unread replies: a reply of %zu bytes over "
+                         "max_peer_bytes is dropped",
+                         peer, msg->bytes);
         drop_reply(t, msg);
         return;
     }
@@ -129,15 +129,16 @@ static void hold(tz *t, tz_frames *msg)
                                tz_reply_bytes(t) + msg->bytes > t->max_pending_bytes))
         drop_oldest(t);
     if (tz_reply_bytes(t) + msg->bytes > t->max_pending_bytes) {
-        t->api->log(t->host, SB_LOG_WARN,
-                    "a reply of %zu bytes for a slow client exceeds max_pending_bytes: dropped",
-                    msg->bytes);
+        t->api->base.log(
+            t->host, SB_LOG_WARN,
+            "a reply of %zu bytes for a slow client exceeds max_pending_bytes: dropped",
+            msg->bytes);
         drop_reply(t, msg);
         return;
     }
     tz_pending *p = calloc(1, sizeof *p);
     if (!p) {
-        t->api->log(t->host, SB_LOG_ERROR, "out of memory holding a reply: dropped");
+        t->api->base.log(t->host, SB_LOG_ERROR, "out of memory holding a reply: dropped");
         drop_reply(t, msg);
         return;
     }
@@ -228,7 +229,7 @@ static void flush_pending(tz *t)
          * instead of spinning until one of ours can. */
         want_write(t, false);
         if (!t->retry_timer &&
-            t->api->timer_start(t->host, TZ_RETRY_MS, 0, on_retry, t, &t->retry_timer) < 0)
+            t->api->base.timer_start(t->host, TZ_RETRY_MS, 0, on_retry, t, &t->retry_timer) < 0)
             want_write(t, true);
     }
 }
@@ -243,7 +244,8 @@ static bool read_request(tz *t)
         zmq_msg_init(&part);
         if (zmq_msg_recv(&part, t->router, ZMQ_DONTWAIT) < 0) {
             if (!first)
-                t->api->log(t->host, SB_LOG_WARN, "cannot read a request: %s", zmq_strerror(errno));
+                t->api->base.log(t->host, SB_LOG_WARN, "cannot read a request: %s",
+                                 zmq_strerror(errno));
             zmq_msg_close(&part);
             tz_frames_clear(&frames);
             return !first;
@@ -272,8 +274,8 @@ static bool read_request(tz *t)
         /* Without a trustworthy envelope there is nobody to answer. */
         t->requests++;
         t->errors++;
-        t->api->log(t->host, SB_LOG_DEBUG, "request with %zu+ frames%s dropped", frames.n,
-                    stranger ? " from an unauthenticated peer" : "");
+        t->api->base.log(t->host, SB_LOG_DEBUG, "request with %zu+ frames%s dropped", frames.n,
+                         stranger ? " from an unauthenticated peer" : "");
         tz_frames_clear(&frames);
         return true;
     }
@@ -308,7 +310,8 @@ int tz_service_start(tz *t)
         return rc;
     rc = t->api->watch_zsock(t->host, t->router, SB_IO_READ, on_router, t, &t->router_watch);
     if (rc < 0)
-        t->api->log(t->host, SB_LOG_ERROR, "cannot watch the service socket: %s", sb_strerror(rc));
+        t->api->base.log(t->host, SB_LOG_ERROR, "cannot watch the service socket: %s",
+                         sb_strerror(rc));
     return rc;
 }
 
@@ -321,9 +324,9 @@ void tz_service_stop(tz *t)
         free_pending(t, p);
     }
     t->pending_tail = NULL;
-    t->api->timer_stop(t->retry_timer);
+    t->api->base.timer_stop(t->retry_timer);
     t->retry_timer = NULL;
-    t->api->unwatch(t->router_watch);
+    t->api->base.unwatch(t->router_watch);
     t->router_watch = NULL;
     if (t->router)
         zmq_close(t->router);

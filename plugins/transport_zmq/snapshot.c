@@ -1,11 +1,10 @@
 /*
- * snapshot.c - the snapshot op. Rows arrive asynchronously through api->snapshot's rows
- * callback, possibly while other requests are served; each request keeps its own state
- * (tz_snap) and its reply is sent whole once the core reports done:
+ * snapshot.c - the snapshot op. The request's table names become indices once, here; the
+ * core then reports through api->snapshot's sb_snapshot_fn, possibly while other requests
+ * are served: the cut (the reply's seq and every table's tseq there), batches of rows, the
+ * end. Each request keeps its own state (tz_snap) and its reply is sent whole at the end:
  *   envelope, {epoch, seq, tables, rows, tseq}, then frames of up to snapshot_batch rows,
  *   each a msgpack array of {table, key, version, row}.
- * tseq (each table's tseq at the snapshot's seq) comes from the heartbeat the core publishes
- * just before it takes the snapshot's seq.
  * A multipart message is delivered atomically anyway, so accumulating costs no latency.
  *
  * Bounds (docs/operations.md, Limits): the table list is deduplicated, so a snapshot scans
@@ -30,26 +29,25 @@ struct tz_snap {
     tz *t;
     tz_frames env;    /* the requester's envelope (routing id first) */
     tz_conn conn;     /* the requester's connection */
-    uint64_t started; /* api->now_ms() */
+    uint64_t started; /* api->base.now_ms() */
     tz_frames frames; /* finished row frames (their bytes count in t->snap_bytes) */
-    char **tables;    /* the resolved table list for the header; owned */
-    uint64_t *tseq;   /* ntables tseqs at seq, or NULL when no heartbeat tells them; owned */
+    uint32_t *tables; /* the resolved table list (indices) for the header; owned */
+    uint64_t *tseq;   /* ntables tseqs at seq, or NULL when the cut gave none; owned */
     size_t ntables;
+    const char *const *names; /* api->base.tables(), nnames long: rows name their table */
+    size_t nnames;
     bool all;              /* no tables requested: ask the core for all of them */
+    bool cut;              /* the cut arrived: seq (and tseq) are the reply's */
     msgpack_sbuffer batch; /* packed rows not yet in a frame */
     msgpack_packer pk;
     uint32_t in_batch;
     uint64_t seq, req, rows;
-    bool starting; /* inside api->snapshot(): done must wait for it to return */
-    bool done;
     int status; /* the core's status, or our own SB_ERR_NOMEM */
 };
 
 static void snap_free(tz_snap *s)
 {
     s->t->snap_bytes -= s->frames.bytes;
-    for (size_t i = 0; i < s->ntables; i++)
-        free(s->tables[i]);
     free(s->tables);
     free(s->tseq);
     tz_frames_clear(&s->env);
@@ -66,7 +64,7 @@ static void snap_link(tz *t, tz_snap *s)
     t->snaps = s;
     t->nsnaps++;
     if (!t->snap_timer &&
-        t->api->timer_start(t->host, TZ_CHECK_MS, 0, on_check, t, &t->snap_timer) < 0)
+        t->api->base.timer_start(t->host, TZ_CHECK_MS, 0, on_check, t, &t->snap_timer) < 0)
         t->snap_timer = NULL; /* then only the batches and the reply notice a client gone */
 }
 
@@ -105,8 +103,10 @@ static int flush_batch(tz_snap *s)
 
 static int pack_row(tz_snap *s, const sb_row *r)
 {
+    if (r->table >= s->nnames)
+        return SB_ERR_INVAL; /* not a configured table: the core broke the ABI's rule */
     int rc = msgpack_pack_map(&s->pk, 4);
-    rc |= sb_mp_pack_kv_cstr(&s->pk, "table", r->table);
+    rc |= sb_mp_pack_kv_cstr(&s->pk, "table", s->names[r->table]);
     rc |= sb_mp_pack_cstr(&s->pk, "key");
     rc |= sb_mp_pack_key(&s->pk, &r->key);
     rc |= sb_mp_pack_kv_uint(&s->pk, "version", r->version);
@@ -120,6 +120,8 @@ static void finish(tz_snap *s)
     tz *t = s->t;
     snap_unlink(t, s);
     int status = s->status;
+    if (status == SB_OK && !s->cut)
+        status = SB_ERR_STATE; /* done without a cut: there is no seq to answer with */
     if (status == SB_OK)
         status = flush_batch(s);
     if (status == SB_ERR_DB || status == SB_ERR_BUSY || status == SB_ERR_IO) {
@@ -132,17 +134,17 @@ static void finish(tz_snap *s)
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         int rc = msgpack_pack_map(&pk, s->tseq ? 5 : 4);
-        rc |= sb_mp_pack_kv_cstr(&pk, "epoch", t->api->epoch(t->host));
+        rc |= sb_mp_pack_kv_cstr(&pk, "epoch", t->api->base.epoch(t->host));
         rc |= sb_mp_pack_kv_uint(&pk, "seq", s->seq);
         rc |= sb_mp_pack_cstr(&pk, "tables");
         rc |= msgpack_pack_array(&pk, s->ntables);
         for (size_t i = 0; i < s->ntables; i++)
-            rc |= sb_mp_pack_cstr(&pk, s->tables[i]);
+            rc |= sb_mp_pack_cstr(&pk, s->names[s->tables[i]]);
         rc |= sb_mp_pack_kv_uint(&pk, "rows", s->rows);
         if (s->tseq) {
             rc |= sb_mp_pack_cstr(&pk, "tseq") | msgpack_pack_map(&pk, s->ntables);
             for (size_t i = 0; i < s->ntables; i++)
-                rc |= sb_mp_pack_kv_uint(&pk, s->tables[i], s->tseq[i]);
+                rc |= sb_mp_pack_kv_uint(&pk, s->names[s->tables[i]], s->tseq[i]);
         }
         t->snap_bytes -= s->frames.bytes; /* from here on they count as a reply */
         tz_reply_map(t, &s->env, &sb, rc, &s->frames);
@@ -160,7 +162,7 @@ static void cancel_with(tz *t, tz_snap *s, const char *code, const char *message
     if (code)
         tz_reply_error(t, &s->env, code, "%s", message);
     else
-        t->api->log(t->host, SB_LOG_DEBUG, "client gone: its snapshot is cancelled");
+        t->api->base.log(t->host, SB_LOG_DEBUG, "client gone: its snapshot is cancelled");
     snap_free(s);
 }
 
@@ -197,27 +199,53 @@ static bool within_bounds(tz *t, tz_snap *s)
     return code == NULL;
 }
 
-static void on_rows(void *ud, const sb_row *rows, size_t n, bool done, int status)
+/* The cut: the reply's seq, and the requested tables' tseq from every table's there (none
+ * when the core gives none or there is no memory for them: the header then goes without). */
+static void take_cut(tz_snap *s, const sb_snapshot_event *ev)
 {
-    tz_snap *s = ud;
+    s->cut = true;
+    s->seq = ev->seq;
+    bool given = ev->tseq != NULL;
+    for (size_t i = 0; i < s->ntables; i++)
+        given = given && s->tables[i] < ev->ntables;
+    s->tseq = given ? calloc(s->ntables ? s->ntables : 1, sizeof *s->tseq) : NULL;
+    for (size_t i = 0; s->tseq && i < s->ntables; i++)
+        s->tseq[i] = ev->tseq[s->tables[i]];
+}
+
+static void take_rows(tz_snap *s, const sb_row *rows, size_t n)
+{
     tz *t = s->t;
-    size_t frames = s->frames.n;
     for (size_t i = 0; i < n && s->status == SB_OK; i++) {
         s->status = pack_row(s, &rows[i]);
         s->rows++;
         if (++s->in_batch >= t->snapshot_batch && s->status == SB_OK)
             s->status = flush_batch(s);
     }
-    /* Not while api->snapshot() runs: serve() still holds s then. */
-    if (!s->starting && s->frames.n > frames && !within_bounds(t, s))
-        return;
-    if (!done)
-        return;
-    s->done = true;
-    if (s->status == SB_OK)
-        s->status = status;
-    if (!s->starting)
+}
+
+/* Never pauses the rows (SB_ERR_BUSY): the byte bounds cancel a reply that outgrows them. */
+static int on_snapshot(void *ud, uint64_t req, const sb_snapshot_event *ev)
+{
+    tz_snap *s = ud;
+    (void)req; /* s knows its request */
+    size_t frames = s->frames.n;
+    switch (ev->kind) {
+    case SB_SNAPSHOT_CUT:
+        take_cut(s, ev);
+        return SB_OK;
+    case SB_SNAPSHOT_ROWS:
+        take_rows(s, ev->rows, ev->n);
+        if (s->frames.n > frames)
+            within_bounds(s->t, s); /* false: s is cancelled and gone */
+        return SB_OK;
+    case SB_SNAPSHOT_DONE:
+        if (s->status == SB_OK)
+            s->status = ev->status;
         finish(s);
+        return SB_OK;
+    }
+    return SB_OK;
 }
 
 /* Fill s->tables from the request's `tables` (absent, nil or [] = every configured table the
@@ -232,7 +260,9 @@ static bool resolve_tables(tz *t, tz_snap *s, const msgpack_object *req)
         return false;
     }
     size_t nconf = 0;
-    const char *const *conf = t->api->tables(t->host, &nconf);
+    const char *const *conf = t->api->base.tables(t->host, &nconf);
+    s->names = conf;
+    s->nnames = nconf;
     /* "All" for a client restricted to some tables is the list of them. */
     bool every = n == 0;
     s->all = every && tz_principal_reads(t->req_who, -1);
@@ -254,10 +284,7 @@ static bool resolve_tables(tz *t, tz_snap *s, const msgpack_object *req)
             continue;
         } else if (!taken[k]) {
             taken[k] = true;
-            if (!(s->tables[s->ntables++] = strdup(conf[k]))) {
-                tz_reply_error(t, &s->env, "internal", "out of memory");
-                ok = false;
-            }
+            s->tables[s->ntables++] = (uint32_t)k;
         }
     }
     free(taken);
@@ -267,27 +294,6 @@ static bool resolve_tables(tz *t, tz_snap *s, const msgpack_object *req)
         ok = false;
     }
     return ok;
-}
-
-/* The tables' tseq at s->seq, from the latest heartbeat if it was published at that seq in
- * this epoch; otherwise (no memory for it) the header goes without tseq. */
-static void take_tseq(tz *t, tz_snap *s)
-{
-    msgpack_unpacked hb;
-    uint64_t seq;
-    const msgpack_object *map = NULL;
-    if (tz_last_heartbeat(t, &hb) == SB_OK &&
-        sb_mp_get_uint(sb_mp_map_get(&hb.data, "seq"), &seq) == SB_OK && seq == s->seq &&
-        sb_mp_str_eq(sb_mp_map_get(&hb.data, "epoch"), t->api->epoch(t->host)))
-        map = sb_mp_map_get(&hb.data, "tseq");
-    s->tseq = map ? calloc(s->ntables ? s->ntables : 1, sizeof *s->tseq) : NULL;
-    for (size_t i = 0; s->tseq && i < s->ntables; i++) {
-        if (sb_mp_get_uint(sb_mp_map_get(map, s->tables[i]), &s->tseq[i]) != SB_OK) {
-            free(s->tseq);
-            s->tseq = NULL;
-        }
-    }
-    msgpack_unpacked_destroy(&hb);
 }
 
 void tz_snapshot_serve(tz *t, tz_frames *env, const msgpack_object *req)
@@ -324,28 +330,20 @@ void tz_snapshot_serve(tz *t, tz_frames *env, const msgpack_object *req)
     s->env = *env;
     *env = (tz_frames){0};
     s->conn = tz_conn_of(t->conn_fd);
-    s->started = t->api->now_ms(t->host);
+    s->started = t->api->base.now_ms(t->host);
     msgpack_sbuffer_init(&s->batch);
     msgpack_packer_init(&s->pk, &s->batch, msgpack_sbuffer_write);
     if (!resolve_tables(t, s, req)) {
         snap_free(s);
         return;
     }
-    /* Linked and marked first: the core may deliver rows, even done, before returning. */
-    snap_link(t, s);
-    s->starting = true;
-    int rc = t->api->snapshot(t->host, s->all ? NULL : (const char *const *)s->tables,
-                              s->all ? 0 : s->ntables, on_rows, s, &s->seq, &s->req);
-    s->starting = false;
+    /* Its events come from later loop callbacks, never from inside the call. */
+    int rc = t->api->snapshot(t->host, s->all ? NULL : s->tables, s->all ? 0 : s->ntables,
+                              on_snapshot, s, &s->req);
     if (rc == SB_OK) {
-        take_tseq(t, s);
-        if (s->done)
-            finish(s);
-        else
-            within_bounds(t, s); /* what arrived inside the call */
+        snap_link(t, s);
         return;
     }
-    snap_unlink(t, s);
     if (rc == SB_ERR_NOTFOUND)
         tz_reply_error(t, &s->env, "unknown_table", "a requested table is not configured");
     else if (rc == SB_ERR_BUSY)
@@ -359,7 +357,7 @@ static void on_check(void *ud)
 {
     tz *t = ud;
     t->snap_timer = NULL; /* one-shot: freed by the host after this call */
-    uint64_t now = t->api->now_ms(t->host);
+    uint64_t now = t->api->base.now_ms(t->host);
     tz_snap **p = &t->snaps;
     while (*p) {
         tz_snap *s = *p;
@@ -371,7 +369,8 @@ static void on_check(void *ud)
         else
             p = &s->next;
     }
-    if (t->snaps && t->api->timer_start(t->host, TZ_CHECK_MS, 0, on_check, t, &t->snap_timer) < 0)
+    if (t->snaps &&
+        t->api->base.timer_start(t->host, TZ_CHECK_MS, 0, on_check, t, &t->snap_timer) < 0)
         t->snap_timer = NULL;
 }
 
@@ -404,6 +403,6 @@ void tz_snapshot_cancel_all(tz *t)
         t->api->cancel(t->host, s->req);
         snap_free(s);
     }
-    t->api->timer_stop(t->snap_timer);
+    t->api->base.timer_stop(t->snap_timer);
     t->snap_timer = NULL;
 }

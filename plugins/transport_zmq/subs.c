@@ -119,7 +119,7 @@ static int narrow_data(tz *t, const tz_principal *who, const unsigned char *s, s
     size_t pl = strlen(prefix), n = 0;
     const unsigned char *d = s + pl;
     size_t dl = len - pl;
-    const char *const *tables = t->api->tables(t->host, &n);
+    const char *const *tables = t->api->base.tables(t->host, &n);
     int count = 0, rc = 0;
     for (size_t i = 0; rc >= 0 && i < n; i++) {
         size_t tl = strlen(tables[i]);
@@ -149,7 +149,7 @@ int tz_subs_narrow(tz *t, const tz_principal *who, const unsigned char *s, size_
     const size_t pl = sizeof presence - 1;
     if (!who) {
         size_t n = 0;
-        const char *const *tables = t->api->tables(t->host, &n);
+        const char *const *tables = t->api->base.tables(t->host, &n);
         if (!tz_subscription_valid(tables, n, s, len))
             return 0;
         int rc = fn(ud, s, len);
@@ -163,7 +163,7 @@ int tz_subs_narrow(tz *t, const tz_principal *who, const unsigned char *s, size_
     count += rc > 0 ? rc : 0;
     if (rc >= 0 && is_prefix(s, len, presence)) {
         size_t n = 0;
-        const char *const *tables = t->api->tables(t->host, &n);
+        const char *const *tables = t->api->base.tables(t->host, &n);
         for (size_t i = 0; rc >= 0 && i < n; i++)
             if (tz_principal_reads(who, (int)i) &&
                 (rc = narrow_emit(fn, ud, presence, tables[i], "/")) > 0)
@@ -393,7 +393,7 @@ static const char *quote(const unsigned char *s, size_t len, char *buf, size_t s
 /* A flooder that reconnects is a new connection each time: a line of each kind a second. */
 static bool may_log(tz *t, uint64_t *last)
 {
-    uint64_t now = t->api->now_ms(t->host);
+    uint64_t now = t->api->base.now_ms(t->host);
     if (*last && now - *last < TZ_LOG_EVERY_MS)
         return false;
     *last = now ? now : 1;
@@ -418,10 +418,11 @@ static void cut(tz *t, tz_subscriber *p)
             (void)connect(p->fd, &unspec, sizeof unspec);
     }
     if (may_log(t, &t->cut_logged_ms))
-        t->api->log(t->host, SB_LOG_WARN,
-                    "events connection %llu disconnected: %zu subscriptions (%zu bytes) refused "
-                    "(stats: subscribers_cut)",
-                    (unsigned long long)p->id, p->refused, p->refused_bytes);
+        t->api->base.log(
+            t->host, SB_LOG_WARN,
+            "events connection %llu disconnected: %zu subscriptions (%zu bytes) refused "
+            "(stats: subscribers_cut)",
+            (unsigned long long)p->id, p->refused, p->refused_bytes);
 }
 
 static void refuse(tz *t, tz_subscriber *p, const unsigned char *s, size_t len, const char *why)
@@ -432,10 +433,10 @@ static void refuse(tz *t, tz_subscriber *p, const unsigned char *s, size_t len, 
     if (!p->warned && may_log(t, &t->refusal_logged_ms)) {
         char buf[TZ_LOG_TOPIC];
         p->warned = true;
-        t->api->log(t->host, SB_LOG_WARN,
-                    "events connection %llu: subscription '%s' refused: %s (further refusals "
-                    "of this connection are counted in stats)",
-                    (unsigned long long)p->id, quote(s, len, buf, sizeof buf), why);
+        t->api->base.log(t->host, SB_LOG_WARN,
+                         "events connection %llu: subscription '%s' refused: %s (further refusals "
+                         "of this connection are counted in stats)",
+                         (unsigned long long)p->id, quote(s, len, buf, sizeof buf), why);
     }
     if (p->refused > t->max_subscriptions || p->refused_bytes > t->max_subscription_bytes)
         cut(t, p);
@@ -621,10 +622,11 @@ static void log_refusal(tz *t, zmq_msg_t *req, size_t n, const char *why)
     char addr[TZ_LOG_TOPIC], key[SB_KEY_Z85_LEN + 1] = "-";
     if (n >= 9 && zmq_msg_size(&req[8]) == 32)
         zmq_z85_encode(key, zmq_msg_data(&req[8]), 32);
-    t->api->log(t->host, SB_LOG_WARN,
-                "%s connection from %s refused: %s %s (at most one such line a second per socket)",
-                service ? "service" : "events",
-                quote(zmq_msg_data(&req[5]), zmq_msg_size(&req[5]), addr, sizeof addr), why, key);
+    t->api->base.log(
+        t->host, SB_LOG_WARN,
+        "%s connection from %s refused: %s %s (at most one such line a second per socket)",
+        service ? "service" : "events",
+        quote(zmq_msg_data(&req[5]), zmq_msg_size(&req[5]), addr, sizeof addr), why, key);
 }
 
 /* Request: [routing id][""]["1.0"][request id][domain][address][identity][mechanism][key]...
@@ -655,7 +657,8 @@ static void zap_answer(tz *t, zmq_msg_t *req, size_t n)
     memcpy(zmq_msg_data(&rep[6]), uid, strlen(uid));
     zmq_msg_init(&rep[7]);
     if (send_frames(t->zap, rep, 8) < 0)
-        t->api->log(t->host, SB_LOG_WARN, "cannot answer a ZAP request: %s", zmq_strerror(errno));
+        t->api->base.log(t->host, SB_LOG_WARN, "cannot answer a ZAP request: %s",
+                         zmq_strerror(errno));
     for (size_t i = 0; i < 8; i++)
         zmq_msg_close(&rep[i]);
 }
@@ -693,7 +696,7 @@ static void on_zap(void *ud, unsigned revents)
 
 static int fail(tz *t, const char *what)
 {
-    t->api->log(t->host, SB_LOG_ERROR, "%s: %s", what, zmq_strerror(errno));
+    t->api->base.log(t->host, SB_LOG_ERROR, "%s: %s", what, zmq_strerror(errno));
     return SB_ERR_ZMQ;
 }
 
@@ -724,14 +727,15 @@ int tz_subs_start(tz *t, void *pub)
     if (rc == SB_OK)
         rc = t->api->watch_zsock(t->host, t->monitor, SB_IO_READ, on_monitor, t, &t->monitor_watch);
     if (rc < 0)
-        t->api->log(t->host, SB_LOG_ERROR, "cannot watch the ZAP handler: %s", sb_strerror(rc));
+        t->api->base.log(t->host, SB_LOG_ERROR, "cannot watch the ZAP handler: %s",
+                         sb_strerror(rc));
     return rc;
 }
 
 void tz_subs_stop(tz *t)
 {
-    t->api->unwatch(t->zap_watch);
-    t->api->unwatch(t->monitor_watch);
+    t->api->base.unwatch(t->zap_watch);
+    t->api->base.unwatch(t->monitor_watch);
     t->zap_watch = t->monitor_watch = NULL;
     if (t->monitor)
         zmq_close(t->monitor);

@@ -148,7 +148,7 @@ static bool endpoint_is_local(const char *endpoint)
  * file is set). Each problem is a config error naming its option; returns how many. */
 static int curve_configure(tz *t, const sb_option_value *opts)
 {
-    const sb_host_api *api = t->api;
+    const sb_transport_api *api = t->api;
     bool on = opts[OPT_CURVE_SECRET_KEY_FILE].str[0] != '\0';
     int bad = 0;
     for (int i = OPT_CURVE_PUBLIC_KEY_FILE; i <= OPT_CLIENTS_FILE; i++) {
@@ -203,7 +203,7 @@ static void tz_destroy(void *state)
     free(t);
 }
 
-static int tz_create(const sb_host_api *api, sb_host *host, const sb_option_value *opts,
+static int tz_create(const sb_transport_api *api, sb_host *host, const sb_option_value *opts,
                      void **state)
 {
     int bad = 0;
@@ -237,7 +237,7 @@ static int tz_create(const sb_host_api *api, sb_host *host, const sb_option_valu
     }
     t->reply = tz_service_reply;
     t->conn_fd = -1; /* no request's connection yet (0 is stdin, not "none") */
-    /* Option strings belong to the broker (and may go on reload): keep copies. */
+    /* Copies: a re-bind replaces a port picked by * with the one bound (reload.c). */
     t->pub_endpoint = strdup(opts[OPT_PUB].str);
     t->service_endpoint = strdup(opts[OPT_SERVICE].str);
     if (!t->pub_endpoint || !t->service_endpoint) {
@@ -279,13 +279,14 @@ static int tz_start(void *state)
     const char *endpoints[] = {t->pub_endpoint, t->service_endpoint};
     for (int i = OPT_PUB; i <= OPT_SERVICE; i++)
         if (!t->clients && !endpoint_is_local(endpoints[i]))
-            t->api->log(t->host, SB_LOG_WARN,
-                        "%s = %s is bound in plain text beyond loopback (allow_plaintext = on): "
-                        "whoever reaches it reads every event and may send requests",
-                        options[i].name, endpoints[i]);
+            t->api->base.log(
+                t->host, SB_LOG_WARN,
+                "%s = %s is bound in plain text beyond loopback (allow_plaintext = on): "
+                "whoever reaches it reads every event and may send requests",
+                options[i].name, endpoints[i]);
     if (t->clients)
-        t->api->log(t->host, SB_LOG_INFO, "CURVE on both sockets: %zu client(s) allowed",
-                    t->clients->n);
+        t->api->base.log(t->host, SB_LOG_INFO, "CURVE on both sockets: %zu client(s) allowed",
+                         t->clients->n);
     int rc = tz_pub_start(t);
     if (rc == SB_OK)
         rc = tz_service_start(t);
@@ -294,21 +295,16 @@ static int tz_start(void *state)
     return rc;
 }
 
-static const sb_plugin descriptor = {
-    .abi_major = 1, /* literal: the ABI this file was written for */
-    .abi_minor = 2,
-    .size = sizeof(sb_plugin),
-    .kind = SB_PLUGIN_TRANSPORT,
-    .name = "transport_zmq",
-    .version = "1.0.0",
-    .description = "ZeroMQ events (PUB) and request service (ROUTER) with msgpack bodies",
-    .options = options,
+static const sb_transport_plugin descriptor = {
+    .header = SB_TRANSPORT_PLUGIN_HEADER(
+        "transport_zmq", SB_VERSION,
+        "ZeroMQ events (PUB) and request service (ROUTER) with msgpack bodies", options),
     .create = tz_create,
     .start = tz_start,
     .stop = tz_stop,
     .destroy = tz_destroy,
-    .publish = tz_publish,
     .reload = tz_reload,
+    .publish = tz_publish,
 };
 
 SB_PLUGIN_DECLARE(descriptor)

@@ -95,7 +95,7 @@ typedef struct tz_principal {
     char *name;            /* the client id its presence must carry; [A-Za-z0-9._-], 1-64 chars */
     unsigned char key[32]; /* its CURVE public key */
     bool all_tables;       /* tables = * */
-    bool *may_read;        /* per index of api->tables(); NULL when all_tables */
+    bool *may_read;        /* per index of api->base.tables(); NULL when all_tables */
     bool admin;            /* may ask for stats */
 } tz_principal;
 
@@ -126,7 +126,7 @@ typedef struct tz_fd_slot {
 typedef void (*tz_reply_fn)(tz *t, tz_frames *msg);
 
 struct tz {
-    const sb_host_api *api;
+    const sb_transport_api *api;
     sb_host *host;
 
     /* options (strings are copies owned by tz) */
@@ -172,7 +172,7 @@ struct tz {
     size_t turn_bytes;
 
     /* The body of the latest heartbeat published (malloc'd; NULL before the first one):
-     * ping answers its period and protocol version, a snapshot its per-table tseq. */
+     * ping answers its period and protocol version from it. */
     unsigned char *last_hb;
     size_t last_hb_len;
 
@@ -288,7 +288,7 @@ bool tz_subscription_valid(const char *const *tables, size_t n, const unsigned c
  * (untrusted: any NUL-terminated string): *conn its connection id, *who its principal (NULL
  * in plain mode). SB_ERR_INVAL when uid is not one of ours. */
 int tz_user_id_parse(tz *t, const char *uid, uint64_t *conn, const tz_principal **who);
-/* Whether who may read the table at index `table` of api->tables(). NULL (plain mode) may
+/* Whether who may read the table at index `table` of api->base.tables(). NULL (plain mode) may
  * read everything. */
 bool tz_principal_reads(const tz_principal *who, int table);
 /* Whether who may see the event or presence message published on topic (NULL: anything). */
@@ -298,7 +298,7 @@ bool tz_topic_readable(tz *t, const tz_principal *who, const char *topic, size_t
  * no existence oracle; unknown_table in plain mode), takes env over and returns -1. */
 int tz_table_allowed(tz *t, tz_frames *env, const char *table, size_t len);
 /* Read clients_file `path` (docs/security.md, "The clients file"), checking tables against
- * api->tables(). 0 with *out a new list (the caller's; tz_clients_free), or a negative sb_err
+ * api->base.tables(). 0 with *out a new list (the caller's; tz_clients_free), or a negative sb_err
  * (SB_ERR_IO unreadable, SB_ERR_CONFIG bad content, SB_ERR_NOMEM) with the first error in err,
  * naming path and line. */
 int tz_clients_load(tz *t, const char *path, tz_clients **out, char *err, size_t errlen);
@@ -343,7 +343,7 @@ void tz_reply_error(tz *t, tz_frames *env, const char *code, const char *fmt, ..
 void tz_reply_map(tz *t, tz_frames *env, msgpack_sbuffer *sb, int pack_rc, tz_frames *extra);
 /* Reply unknown_table naming the (untrusted, len bytes) table. Takes env over. */
 void tz_reply_unknown_table(tz *t, tz_frames *env, const char *table, size_t len);
-/* table's index in api->tables(), or -1 when it is not configured. */
+/* table's index in api->base.tables(), or -1 when it is not configured. */
 int tz_table_index(tz *t, const char *table, size_t len);
 
 /* editors.c: remember a published presence message; forget everything (stop); serve the

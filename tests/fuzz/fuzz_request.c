@@ -5,7 +5,7 @@
  * request, the envelope echoed, every reply frame one well-formed msgpack object.
  *
  * The last input byte also picks how the fake host answers (all fine and at once, refusals,
- * rows delivered later, a failing source), so every op's paths are reachable.
+ * rows delivered later by hand, a failing source), so every op's paths are reachable.
  *
  * Built with -fsanitize=fuzzer under clang; with gcc, replay_corpus.c replays corpus/request/.
  */
@@ -18,11 +18,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Exported by transport_zmq.c through SB_PLUGIN_DECLARE. */
-const sb_plugin *sb_plugin_entry(void);
+/* Exported by transport_zmq.c through SB_PLUGIN_DECLARE; asked as the broker asks. */
+const sb_plugin_header *sb_plugin_entry(const sb_abi_offer *offer);
+static const sb_abi_version abi_v2 = {SB_ABI_MAJOR, SB_ABI_MINOR};
+static const sb_abi_offer offer = {&abi_v2, 1};
 
 static const char envelope[] = "fuzz";
 static fake_host *fh;
+static const sb_transport_plugin *p;
 static tz *t;
 static unsigned long replies;
 
@@ -46,12 +49,17 @@ static void init(void)
         sb_fuzz_fail("out of memory");
     fake_host_set_tables(fh, tables, 2);
     fake_host_set_epoch(fh, "fuzz-epoch");
-    const sb_plugin *p = sb_plugin_entry();
+    static const uint64_t tseq[] = {4, 2};
+    fake_host_script_snapshot_tseq(fh, tseq, 2);
+    const sb_plugin_header *h = sb_plugin_entry(&offer);
+    if (!h || h->kind != SB_PLUGIN_TRANSPORT)
+        sb_fuzz_fail("not a transport");
+    p = (const sb_transport_plugin *)h;
     const char *overrides[] = {"snapshot_batch=1", NULL};
     sb_option_value opts[32];
     void *state = NULL;
-    if (fake_host_options(p->options, overrides, opts, 32) < 0 ||
-        p->create(fake_host_api(), fake_host_handle(fh), opts, &state) != SB_OK)
+    if (fake_host_options(p->header.options, overrides, opts, 32) < 0 ||
+        p->create(fake_host_transport_api(), fake_host_handle(fh), opts, &state) != SB_OK)
         sb_fuzz_fail("cannot create the transport");
     t = state;
     t->reply = check_reply; /* no sockets: replies go to the checker */
@@ -66,23 +74,15 @@ static void script(unsigned mode)
     static const unsigned char body[] = {0x81, 0xa3, 's', 'e', 'q', 0x05};
     const sb_message msgs[] = {{SB_MSG_EVENT, 5, "public.bookings/1", 17, body, sizeof body}};
     const sb_row rows[] = {
-        {.table = "public.bookings",
-         .key = {key1, 1},
-         .version = 3,
-         .row = row_bytes,
-         .row_len = sizeof row_bytes},
-        {.table = "public.rooms",
-         .key = {key2, 2},
-         .version = 4,
-         .row = row_bytes,
-         .row_len = sizeof row_bytes},
+        {.table = 0, .key = {key1, 1}, .version = 3, .row = row_bytes, .row_len = sizeof row_bytes},
+        {.table = 1, .key = {key2, 2}, .version = 4, .row = row_bytes, .row_len = sizeof row_bytes},
     };
     bool refuse = mode == 1;
     fake_host_script_snapshot(fh, refuse ? SB_ERR_BUSY : SB_OK, 2); /* answered later */
     fake_host_script_since(fh, refuse ? SB_ERR_NOTFOUND : SB_OK, 5, msgs, 1);
     fake_host_script_presence(fh, refuse ? SB_ERR_INVAL : SB_OK);
-    /* Modes 0 and 3 answer snapshots inside the call (3 with a failing source); mode 2
-     * answers after tz_request_serve returned. */
+    /* Modes 0 and 3 answer snapshots at once, on the next loop turn (3 with a failing
+     * source); mode 2 answers by hand. */
     if (mode == 0 || mode == 3)
         fake_host_script_snapshot_sync(fh, rows, 2, mode == 3 ? SB_ERR_DB : SB_OK);
 }
@@ -98,8 +98,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         sb_fuzz_fail("out of memory");
     unsigned long before = replies;
     tz_request_serve(t, &env, data, size);
+    fake_host_run_once(fh, 0); /* no watches: answers what is due at once */
     for (size_t i = 0; i < fake_host_snapshot_count(fh); i++) {
-        const sb_row r = {.table = "public.bookings",
+        const sb_row r = {.table = 0,
                           .key = {key1, 1},
                           .version = 9,
                           .row = row_bytes,
@@ -117,7 +118,7 @@ void sb_fuzz_teardown(void)
 {
     if (!fh)
         return;
-    sb_plugin_entry()->destroy(t);
+    p->destroy(t);
     fake_host_free(fh);
     fh = NULL;
     t = NULL;

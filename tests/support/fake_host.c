@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <zmq.h>
 
@@ -40,12 +41,14 @@ struct fake_host {
     vec timers;  /* sb_timer * */
     char **tables;
     size_t ntables;
-    char *epoch, *conninfo;
+    char *epoch;
     sb_stats stats;
     uint64_t next_req;
 
     int snap_rc;
     uint64_t snap_seq;
+    uint64_t *snap_tseq; /* snap_ntseq, or NULL: the cut carries none */
+    size_t snap_ntseq;
     bool snap_sync;
     vec snap_rows; /* sb_row (owned copies) scripted for synchronous delivery */
     int snap_status;
@@ -141,7 +144,7 @@ static void key_free(sb_key *k)
 
 static sb_row row_copy(const sb_row *r)
 {
-    return (sb_row){.table = xstrdup(r->table),
+    return (sb_row){.table = r->table,
                     .key = key_copy(&r->key),
                     .version = r->version,
                     .row = xmemdup(r->row, r->row_len),
@@ -151,7 +154,6 @@ static sb_row row_copy(const sb_row *r)
 
 static void row_free(sb_row *r)
 {
-    free((void *)(uintptr_t)r->table);
     key_free(&r->key);
     free((void *)(uintptr_t)r->row);
     free((void *)(uintptr_t)r->origin);
@@ -187,6 +189,19 @@ static void api_log(sb_host *h, sb_log_level level, const char *fmt, ...)
     *(char **)vec_push(&fh->logs, sizeof(char *)) = xstrdup(line);
     if (getenv("FAKE_HOST_LOG"))
         fprintf(stderr, "[fake_host] %s\n", line);
+}
+
+/* As the broker's, without the file position: "[section] key: message". */
+static void api_config_error(sb_host *h, const char *section, const char *key, const char *fmt, ...)
+    SB_PRINTF(4, 5);
+static void api_config_error(sb_host *h, const char *section, const char *key, const char *fmt, ...)
+{
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    api_log(h, SB_LOG_ERROR, "[%s] %s: %s", section ? section : "this section", key, msg);
 }
 
 static int add_watch(fake_host *fh, int fd, void *zsock, unsigned events, sb_io_fn fn, void *ud,
@@ -258,11 +273,6 @@ static uint64_t api_now_ms(sb_host *h)
     return mono_ms();
 }
 
-static const char *api_conninfo(sb_host *h)
-{
-    return ((fake_host *)h)->conninfo;
-}
-
 static const char *const *api_tables(sb_host *h, size_t *n)
 {
     fake_host *fh = (fake_host *)h;
@@ -281,9 +291,9 @@ static int api_emit(sb_host *h, const sb_change *changes, size_t n)
     for (size_t i = 0; i < n; i++) {
         sb_change *c = vec_push(&fh->changes, sizeof *c);
         *c = changes[i];
-        c->table = xstrdup(changes[i].table);
         c->key = key_copy(&changes[i].key);
         c->origin = xstrdup(changes[i].origin);
+        c->row = c->has_row ? xmemdup(changes[i].row, changes[i].row_len) : NULL;
     }
     return SB_OK;
 }
@@ -312,28 +322,97 @@ static void api_resync(sb_host *h, const char *reason)
     api_log(h, SB_LOG_WARN, "resync: %s", reason ? reason : "");
 }
 
-static int api_snapshot(sb_host *h, const char *const *tables, size_t n, sb_rows_fn fn, void *ud,
-                        uint64_t *seq, uint64_t *req)
+static void api_snapshot_cut(sb_host *h, uint64_t req)
+{
+    api_log(h, SB_LOG_DEBUG, "snapshot_cut %llu", (unsigned long long)req);
+}
+
+static void api_lease(sb_host *h, bool active, const char *reason)
+{
+    api_log(h, SB_LOG_INFO, "lease %s: %s", active ? "active" : "lost", reason ? reason : "");
+}
+
+/* What fn returns is not looked at: nothing in the fake pauses (snapshot_resume is logged). */
+static void deliver(fake_snapshot *s, const sb_snapshot_event *ev)
+{
+    (void)s->fn(s->ud, s->req, ev);
+}
+
+/* The cut, when it is still due. */
+static void deliver_cut(fake_host *fh, fake_snapshot *s)
+{
+    if (s->cut)
+        return;
+    s->cut = true;
+    sb_snapshot_event ev = {.kind = SB_SNAPSHOT_CUT,
+                            .seq = fh->snap_seq,
+                            .tseq = fh->snap_tseq,
+                            .ntables = fh->snap_ntseq};
+    deliver(s, &ev);
+}
+
+static void deliver_rows(fake_host *fh, fake_snapshot *s, const sb_row *rows, size_t n)
+{
+    deliver_cut(fh, s);
+    if (!s->cancelled)
+        deliver(s, &(sb_snapshot_event){.kind = SB_SNAPSHOT_ROWS, .rows = rows, .n = n});
+}
+
+static void deliver_done(fake_host *fh, fake_snapshot *s, int status)
+{
+    if (status == SB_OK)
+        deliver_cut(fh, s);
+    if (s->cancelled)
+        return;
+    s->finished = true;
+    deliver(s, &(sb_snapshot_event){.kind = SB_SNAPSHOT_DONE, .status = status});
+}
+
+static int api_snapshot(sb_host *h, const uint32_t *tables, size_t n, sb_snapshot_fn fn, void *ud,
+                        uint64_t *req)
 {
     fake_host *fh = (fake_host *)h;
     if (fh->snap_rc < 0)
         return fh->snap_rc;
     fake_snapshot *s = xmalloc(sizeof *s);
     *s = (fake_snapshot){.req = ++fh->next_req, .ntables = n, .fn = fn, .ud = ud};
-    s->tables = xmalloc(n * sizeof *s->tables);
-    for (size_t i = 0; i < n; i++)
-        s->tables[i] = xstrdup(tables[i]);
+    s->tables = xmemdup(tables, n * sizeof *tables);
+    s->due = fh->snap_sync; /* answered by the next fake_host_run_once, never in here */
     *(fake_snapshot **)vec_push(&fh->snaps, sizeof s) = s;
-    *seq = fh->snap_seq;
-    if (fh->snap_sync) {
-        if (fh->snap_rows.n)
-            fn(ud, fh->snap_rows.v, fh->snap_rows.n, false, SB_OK);
-        s->finished = true;
-        fn(ud, NULL, 0, true, fh->snap_status);
-    }
     if (req)
         *req = s->req;
     return SB_OK;
+}
+
+/* Answer the snapshots due at once: cut, the scripted rows, done. How many. */
+static int answer_due(fake_host *fh)
+{
+    int ran = 0;
+    for (size_t i = 0; i < fh->snaps.n; i++) { /* a callback may append more */
+        fake_snapshot *s = *(fake_snapshot **)vec_at(&fh->snaps, i);
+        if (!s->due)
+            continue;
+        s->due = false;
+        if (fh->snap_rows.n && !s->cancelled)
+            deliver_rows(fh, s, fh->snap_rows.v, fh->snap_rows.n);
+        if (!s->finished)
+            deliver_done(fh, s, fh->snap_status);
+        ran++;
+    }
+    return ran;
+}
+
+static bool any_due(const fake_host *fh)
+{
+    for (size_t i = 0; i < fh->snaps.n; i++)
+        if ((*(fake_snapshot **)vec_at(&fh->snaps, i))->due)
+            return true;
+    return false;
+}
+
+static void api_snapshot_resume(sb_host *h, uint64_t req)
+{
+    api_log(h, SB_LOG_DEBUG, "snapshot_resume %llu", (unsigned long long)req);
 }
 
 static void api_cancel(sb_host *h, uint64_t req)
@@ -369,7 +448,7 @@ static int api_presence(sb_host *h, const sb_presence *p)
     fake_host *fh = (fake_host *)h;
     sb_presence *c = vec_push(&fh->presences, sizeof *c);
     *c = (sb_presence){.client = xstrdup(p->client),
-                       .table = xstrdup(p->table),
+                       .table = p->table,
                        .key = key_copy(&p->key),
                        .state = xstrdup(p->state),
                        .ttl_ms = p->ttl_ms};
@@ -381,36 +460,46 @@ static void api_stats(sb_host *h, sb_stats *out)
     *out = ((fake_host *)h)->stats;
 }
 
-static const sb_host_api fake_api = {
-    .size = sizeof(sb_host_api),
-    .abi_major = SB_PLUGIN_ABI_MAJOR,
-    .abi_minor = SB_PLUGIN_ABI_MINOR,
-    .log = api_log,
-    .watch_fd = api_watch_fd,
-    .watch_zsock = api_watch_zsock,
-    .watch_set = api_watch_set,
-    .unwatch = api_unwatch,
-    .timer_start = api_timer_start,
-    .timer_stop = api_timer_stop,
-    .zmq_context = api_zmq_context,
-    .now_ms = api_now_ms,
-    .conninfo = api_conninfo,
-    .tables = api_tables,
-    .epoch = api_epoch,
+#define FAKE_BASE                                                                                  \
+    {                                                                                              \
+        .size = sizeof(sb_host_base), .abi_major = SB_ABI_MAJOR, .abi_minor = SB_ABI_MINOR,        \
+        .log = api_log, .config_error = api_config_error, .watch_fd = api_watch_fd,                \
+        .watch_set = api_watch_set, .unwatch = api_unwatch, .timer_start = api_timer_start,        \
+        .timer_stop = api_timer_stop, .now_ms = api_now_ms, .epoch = api_epoch,                    \
+        .tables = api_tables,                                                                      \
+    }
+
+static const sb_source_api fake_source_api = {
+    .base = FAKE_BASE,
     .emit = api_emit,
     .rows = api_rows,
     .done = api_done,
     .resync = api_resync,
+    .snapshot_cut = api_snapshot_cut,
+    .lease = api_lease,
+    .stats = api_stats,
+};
+
+static const sb_transport_api fake_transport_api = {
+    .base = FAKE_BASE,
+    .watch_zsock = api_watch_zsock,
+    .zmq_context = api_zmq_context,
     .snapshot = api_snapshot,
+    .snapshot_resume = api_snapshot_resume,
     .cancel = api_cancel,
     .since = api_since,
     .presence = api_presence,
     .stats = api_stats,
 };
 
-const sb_host_api *fake_host_api(void)
+const sb_source_api *fake_host_source_api(void)
 {
-    return &fake_api;
+    return &fake_source_api;
+}
+
+const sb_transport_api *fake_host_transport_api(void)
+{
+    return &fake_transport_api;
 }
 
 sb_host *fake_host_handle(fake_host *fh)
@@ -436,7 +525,6 @@ fake_host *fake_host_new(void)
         return NULL;
     }
     fh->epoch = xstrdup("fake-epoch");
-    fh->conninfo = xstrdup("");
     fh->stats.source_lag_ms = -1;
     return fh;
 }
@@ -445,7 +533,7 @@ static void clear_snapshots(fake_host *fh)
 {
     for (size_t i = 0; i < fh->snaps.n; i++) {
         fake_snapshot *s = *(fake_snapshot **)vec_at(&fh->snaps, i);
-        strs_free(s->tables, s->ntables);
+        free(s->tables);
         free(s);
     }
     vec_free(&fh->snaps);
@@ -467,15 +555,14 @@ void fake_host_clear_records(fake_host *fh)
     for (size_t i = 0; i < fh->presences.n; i++) {
         sb_presence *p = vec_at(&fh->presences, i);
         free((void *)(uintptr_t)p->client);
-        free((void *)(uintptr_t)p->table);
         free((void *)(uintptr_t)p->state);
         key_free(&p->key);
     }
     vec_free(&fh->presences);
     for (size_t i = 0; i < fh->changes.n; i++) {
         sb_change *c = vec_at(&fh->changes, i);
-        free((void *)(uintptr_t)c->table);
         free((void *)(uintptr_t)c->origin);
+        free((void *)(uintptr_t)c->row);
         key_free(&c->key);
     }
     vec_free(&fh->changes);
@@ -504,7 +591,7 @@ void fake_host_free(fake_host *fh)
     clear_since_script(fh);
     strs_free(fh->tables, fh->ntables);
     free(fh->epoch);
-    free(fh->conninfo);
+    free(fh->snap_tseq);
     free(fh->since_epoch);
     zmq_ctx_term(fh->zctx);
     free(fh);
@@ -536,7 +623,7 @@ int fake_host_options(const sb_option_spec *spec, const char *const *overrides,
     for (size_t i = 0; i < n; i++) {
         const char *s = out[i].str;
         if (!s)
-            continue;
+            return -1; /* required and not given */
         if (spec[i].type == SB_OPT_INT) {
             char *end;
             errno = 0;
@@ -544,8 +631,15 @@ int fake_host_options(const sb_option_spec *spec, const char *const *overrides,
             if (errno || *end || end == s || out[i].num < spec[i].min || out[i].num > spec[i].max)
                 return -1;
         } else if (spec[i].type == SB_OPT_BOOL) {
-            out[i].flag =
-                !strcmp(s, "true") || !strcmp(s, "yes") || !strcmp(s, "on") || !strcmp(s, "1");
+            /* As plugin.h says the broker reads them: these words, any case. */
+            static const char *const words[] = {"true",  "yes", "on",  "1",
+                                                "false", "no",  "off", "0"};
+            size_t w = 0;
+            while (w < 8 && strcasecmp(s, words[w]) != 0)
+                w++;
+            if (w == 8)
+                return -1;
+            out[i].flag = w < 4;
         }
     }
     return (int)n;
@@ -617,7 +711,7 @@ int fake_host_run_once(fake_host *fh, int timeout_ms)
         owners[k++] = w;
     }
     uint64_t now = mono_ms();
-    long timeout = timeout_ms;
+    long timeout = any_due(fh) ? 0 : timeout_ms;
     for (size_t i = 0; i < fh->timers.n; i++) {
         sb_timer *t = *(sb_timer **)vec_at(&fh->timers, i);
         long until = t->due > now ? (long)(t->due - now) : 0;
@@ -637,7 +731,8 @@ int fake_host_run_once(fake_host *fh, int timeout_ms)
     }
     free(items);
     free(owners);
-    return ran + run_timers(fh);
+    ran += run_timers(fh);
+    return ran + answer_due(fh);
 }
 
 bool fake_host_run_until(fake_host *fh, fake_host_pred pred, void *ud, int timeout_ms)
@@ -689,10 +784,13 @@ void fake_host_set_epoch(fake_host *fh, const char *epoch)
     fh->epoch = xstrdup(epoch);
 }
 
-void fake_host_set_conninfo(fake_host *fh, const char *conninfo)
+sb_source_setup fake_host_setup(fake_host *fh, const sb_option_value *options,
+                                const sb_option_value *database)
 {
-    free(fh->conninfo);
-    fh->conninfo = xstrdup(conninfo);
+    return (sb_source_setup){.options = options,
+                             .database = database,
+                             .tables = (const char *const *)fh->tables,
+                             .ntables = fh->ntables};
 }
 
 sb_stats *fake_host_stats(fake_host *fh)
@@ -707,6 +805,13 @@ void fake_host_script_snapshot(fake_host *fh, int rc, uint64_t seq)
     fh->snap_rc = rc;
     fh->snap_seq = seq;
     fh->snap_sync = false;
+}
+
+void fake_host_script_snapshot_tseq(fake_host *fh, const uint64_t *tseq, size_t n)
+{
+    free(fh->snap_tseq);
+    fh->snap_tseq = xmemdup(tseq, n * sizeof *tseq);
+    fh->snap_ntseq = tseq ? n : 0;
 }
 
 void fake_host_script_snapshot_sync(fake_host *fh, const sb_row *rows, size_t n, int status)
@@ -732,16 +837,14 @@ void fake_host_snapshot_rows(fake_host *fh, size_t i, const sb_row *rows, size_t
 {
     fake_snapshot *s = fake_host_snapshot_get(fh, i);
     if (s && !s->finished && !s->cancelled)
-        s->fn(s->ud, rows, n, false, SB_OK);
+        deliver_rows(fh, s, rows, n);
 }
 
 void fake_host_snapshot_done(fake_host *fh, size_t i, int status)
 {
     fake_snapshot *s = fake_host_snapshot_get(fh, i);
-    if (s && !s->finished && !s->cancelled) {
-        s->finished = true;
-        s->fn(s->ud, NULL, 0, true, status);
-    }
+    if (s && !s->finished && !s->cancelled)
+        deliver_done(fh, s, status);
 }
 
 /* ---- since, presence ----------------------------------------------------------------- */

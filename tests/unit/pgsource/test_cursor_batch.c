@@ -14,8 +14,8 @@ static const test_col cols[SB_CURSOR_NCOLS] = {{"cur", 25},    {"lost", 16}, {"r
                                                {"pk", 25},     {"op", 18},   {"version", 20},
                                                {"origin", 25}, {"ts", 20}};
 
-static sb_table tables[2] = {{.name = "public.bookings", .relid = 100, .npk = 1},
-                             {.name = "public.stays", .relid = 200, .npk = 2}};
+static sb_table tables[2] = {{.name = "public.bookings", .index = 0, .relid = 100, .npk = 1},
+                             {.name = "public.stays", .index = 1, .relid = 200, .npk = 2}};
 
 static void test_no_changes(void **state)
 {
@@ -52,14 +52,16 @@ static void test_changes_in_order(void **state)
     assert_true(b.lost);
     assert_string_equal(b.next_position, "20:25:22");
     const sb_change *c = b.changes;
-    assert_string_equal(c[0].table, "public.bookings");
+    assert_int_equal(c[0].table, 0);
     assert_int_equal(c[0].op, SB_OP_INSERT);
     assert_int_equal(c[0].key.nparts, 1);
     assert_string_equal(c[0].key.parts[0], "7");
     assert_int_equal(c[0].version, 41);
+    assert_int_equal(c[0].position, 41); /* the change log's id */
+    assert_false(c[0].has_row);          /* the core fetches it */
     assert_string_equal(c[0].origin, "desk-a");
     assert_true(c[0].ts_ms == 1700000000123LL);
-    assert_string_equal(c[1].table, "public.stays");
+    assert_int_equal(c[1].table, 1);
     assert_int_equal(c[1].op, SB_OP_UPDATE);
     assert_int_equal(c[1].key.nparts, 2);
     assert_string_equal(c[1].key.parts[0], "a,b");

@@ -134,16 +134,17 @@ static void test_rowbatch_delivers_copies(void **state)
     sb_rowbatch_init(&b);
     PGresult *res = sample_result();
     const char *k1[] = {"7"}, *k2[] = {"a,b", "2026-11-28"};
-    assert_int_equal(sb_rowbatch_add(&b, "public.t", k1, 1, 5, "desk-a", res, 0, 1), SB_OK);
-    assert_int_equal(sb_rowbatch_add(&b, "public.u", k2, 2, 0, NULL, NULL, 0, 0), SB_OK);
+    assert_int_equal(sb_rowbatch_add(&b, 3, k1, 1, 5, "desk-a", res, 0, 1), SB_OK);
+    assert_int_equal(sb_rowbatch_add(&b, 1, k2, 2, 0, NULL, NULL, 0, 0), SB_OK);
     PQclear(res); /* the batch holds copies */
     assert_int_equal(sb_rowbatch_count(&b), 2);
-    assert_int_equal(sb_rowbatch_deliver(&b, fake_host_api(), fake_host_handle(fh), 77), SB_OK);
+    assert_int_equal(sb_rowbatch_deliver(&b, fake_host_source_api(), fake_host_handle(fh), 77),
+                     SB_OK);
     assert_int_equal(sb_rowbatch_count(&b), 0);
     assert_int_equal(fake_host_row_count(fh), 2);
     const sb_row *r = fake_host_row_get(fh, 0);
     assert_int_equal(fake_host_row_req(fh, 0), 77);
-    assert_string_equal(r->table, "public.t");
+    assert_int_equal(r->table, 3);
     assert_int_equal(r->key.nparts, 1);
     assert_string_equal(r->key.parts[0], "7");
     assert_int_equal(r->version, 5);
@@ -151,13 +152,15 @@ static void test_rowbatch_delivers_copies(void **state)
     assert_non_null(r->row);
     assert_true(r->row_len > 10);
     r = fake_host_row_get(fh, 1);
+    assert_int_equal(r->table, 1);
     assert_int_equal(r->key.nparts, 2);
     assert_string_equal(r->key.parts[0], "a,b");
     assert_string_equal(r->key.parts[1], "2026-11-28");
     assert_null(r->row); /* absent */
     assert_null(r->origin);
     /* an empty batch delivers nothing */
-    assert_int_equal(sb_rowbatch_deliver(&b, fake_host_api(), fake_host_handle(fh), 78), SB_OK);
+    assert_int_equal(sb_rowbatch_deliver(&b, fake_host_source_api(), fake_host_handle(fh), 78),
+                     SB_OK);
     assert_int_equal(fake_host_row_count(fh), 2);
     sb_rowbatch_free(&b);
     fake_host_free(fh);

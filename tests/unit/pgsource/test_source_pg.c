@@ -135,19 +135,30 @@ static int cluster_down(void **state)
 /* ---- one source instance ------------------------------------------------------------- */
 
 static const sb_option_spec spec[] = {SB_SOURCE_OPTIONS("50", "test")};
+static const sb_option_spec db_spec[] = {SB_SOURCE_DATABASE_OPTIONS};
 
 typedef struct src {
     fake_host *fh;
     void *state;
     sb_option_value opts[SB_SRC_NOPTS + 1];
+    sb_option_value dbopts[SB_SRC_NDB + 1];
+    char conninfo[300]; /* "conninfo=...": dbopts point into it */
     char db[32];
     PGconn *conn; /* the test's own writer connection */
 } src;
 
+/* [database] values of a source: conninfo ci (a "conninfo=..." override kept in buf). */
+static void database_options(sb_option_value *out, char *buf, size_t len, const char *ci)
+{
+    snprintf(buf, len, "conninfo=%s", ci);
+    const char *overrides[] = {buf, NULL};
+    assert_int_equal(fake_host_options(db_spec, overrides, out, SB_SRC_NDB + 1), SB_SRC_NDB);
+}
+
 /* A source instance (not started) for database db, or for a fresh database cloned from the
- * template when db is NULL. */
+ * template when db is NULL; its conninfo names that database unless ci is given. */
 static void src_new_on(src *s, const char *db, sb_wake_mode mode, const char *const *overrides,
-                       const char *const *tables, size_t ntables)
+                       const char *const *tables, size_t ntables, const char *ci)
 {
     if (!pg_dir[0])
         skip();
@@ -164,21 +175,22 @@ static void src_new_on(src *s, const char *db, sb_wake_mode mode, const char *co
     }
     s->conn = connect_db(s->db);
     s->fh = fake_host_new();
-    char ci[256];
-    conninfo(ci, sizeof ci, s->db);
-    fake_host_set_conninfo(s->fh, ci);
+    char own[256];
+    conninfo(own, sizeof own, s->db);
+    database_options(s->dbopts, s->conninfo, sizeof s->conninfo, ci ? ci : own);
     static const char *const defaults[] = {"public.bookings", "public.stays"};
     fake_host_set_tables(s->fh, tables ? tables : defaults, tables ? ntables : 2);
     assert_int_equal(fake_host_options(spec, overrides, s->opts, SB_SRC_NOPTS + 1), SB_SRC_NOPTS);
+    sb_source_setup setup = fake_host_setup(s->fh, s->opts, s->dbopts);
     assert_int_equal(
-        sb_source_create(fake_host_api(), fake_host_handle(s->fh), s->opts, mode, &s->state),
+        sb_source_create(fake_host_source_api(), fake_host_handle(s->fh), &setup, mode, &s->state),
         SB_OK);
 }
 
 static void src_new(src *s, sb_wake_mode mode, const char *const *overrides,
                     const char *const *tables, size_t ntables)
 {
-    src_new_on(s, NULL, mode, overrides, tables, ntables);
+    src_new_on(s, NULL, mode, overrides, tables, ntables, NULL);
 }
 
 static void src_free(src *s)
@@ -258,13 +270,40 @@ static void test_bad_names_refused_at_create(void **state)
     fake_host *fh = fake_host_new();
     const char *t[] = {"public.bookings", "Public.X"};
     fake_host_set_tables(fh, t, 2);
-    sb_option_value opts[SB_SRC_NOPTS + 1];
+    sb_option_value opts[SB_SRC_NOPTS + 1], dbopts[SB_SRC_NDB + 1];
     fake_host_options(spec, (const char *[]){"reconnect_min_ms=10", NULL}, opts, SB_SRC_NOPTS + 1);
+    char buf[64];
+    database_options(dbopts, buf, sizeof buf, "");
+    sb_source_setup setup = fake_host_setup(fh, opts, dbopts);
     void *st = NULL;
     assert_int_equal(
-        sb_source_create(fake_host_api(), fake_host_handle(fh), opts, SB_WAKE_POLL, &st),
+        sb_source_create(fake_host_source_api(), fake_host_handle(fh), &setup, SB_WAKE_POLL, &st),
         SB_ERR_CONFIG);
     assert_non_null(fake_host_log_find(fh, "Public.X"));
+    fake_host_free(fh);
+}
+
+/* [database] conninfo reaches the source as its database option, and one libpq cannot parse
+ * is refused at create, naming that key (the broker adds the file and line). */
+static void test_bad_conninfo_refused_at_create(void **state)
+{
+    (void)state;
+    fake_host *fh = fake_host_new();
+    const char *t[] = {"public.bookings"};
+    fake_host_set_tables(fh, t, 1);
+    sb_option_value opts[SB_SRC_NOPTS + 1], dbopts[SB_SRC_NDB + 1];
+    assert_int_equal(fake_host_options(spec, NULL, opts, SB_SRC_NOPTS + 1), SB_SRC_NOPTS);
+    char buf[64];
+    database_options(dbopts, buf, sizeof buf, "host=127.0.0.1 nonsense");
+    sb_source_setup setup = fake_host_setup(fh, opts, dbopts);
+    void *st = NULL;
+    assert_int_equal(
+        sb_source_create(fake_host_source_api(), fake_host_handle(fh), &setup, SB_WAKE_POLL, &st),
+        SB_ERR_CONFIG);
+    assert_null(st);
+    const char *line = fake_host_log_find(fh, "[database] conninfo: not a libpq connection string");
+    assert_non_null(line);
+    assert_non_null(strstr(line, "nonsense"));
     fake_host_free(fh);
 }
 
@@ -282,13 +321,16 @@ static void test_long_transaction_not_lost(void **state)
                     "('a,b', '2026-11-28', 'x')");
     wait_changes(&s, 1, 5000);
     const sb_change *c = fake_host_change_get(s.fh, 0);
-    assert_string_equal(c->table, "public.stays");
+    assert_int_equal(c->table, 1); /* public.stays */
+    assert_int_equal(c->position, c->version);
+    assert_false(c->has_row);
     assert_int_equal(c->key.nparts, 2);
     assert_string_equal(c->key.parts[0], "a,b");
     assert_string_equal(c->origin, "desk-b");
     exec_ok(longtx, "COMMIT");
     wait_changes(&s, 2, 5000);
     c = fake_host_change_get(s.fh, 1);
+    assert_int_equal(c->table, 0); /* public.bookings */
     assert_string_equal(c->key.parts[0], "1");
     assert_int_equal(c->op, SB_OP_INSERT);
     assert_true(c->version < fake_host_change_get(s.fh, 0)->version); /* took its number first */
@@ -375,10 +417,11 @@ static void test_fetch_present_and_absent(void **state)
     wait_changes(&s, 3, 5000);
     sb_key keys[] = {{(const char *[]){"r\"1", "2026-01-02"}, 2},
                      {(const char *[]){"nobody", "2026-01-02"}, 2}};
-    assert_int_equal(sb_source_fetch(s.state, 11, "public.stays", keys, 2), SB_OK);
+    assert_int_equal(sb_source_fetch(s.state, 11, 1 /* public.stays */, keys, 2), SB_OK);
     assert_int_equal(wait_done(&s, 11), SB_OK);
     assert_int_equal(fake_host_row_count(s.fh), 2);
     const sb_row *r = fake_host_row_get(s.fh, 0);
+    assert_int_equal(r->table, 1);
     assert_string_equal(r->key.parts[0], "r\"1");
     assert_non_null(r->row);
     assert_int_equal(r->version, fake_host_change_get(s.fh, 0)->version);
@@ -389,17 +432,18 @@ static void test_fetch_present_and_absent(void **state)
     assert_int_equal(r->version, 0);
     /* a deleted row: absent, with the tombstone's version */
     sb_key k5 = {(const char *[]){"5"}, 1};
-    assert_int_equal(sb_source_fetch(s.state, 12, "public.bookings", &k5, 1), SB_OK);
+    assert_int_equal(sb_source_fetch(s.state, 12, 0 /* public.bookings */, &k5, 1), SB_OK);
     assert_int_equal(wait_done(&s, 12), SB_OK);
     r = fake_host_row_get(s.fh, 2);
+    assert_int_equal(r->table, 0);
     assert_null(r->row);
     assert_int_equal(r->version, fake_host_change_get(s.fh, 2)->version);
     /* refusals */
-    assert_int_equal(sb_source_fetch(s.state, 13, "public.nope", &k5, 1), SB_ERR_NOTFOUND);
-    assert_int_equal(sb_source_fetch(s.state, 14, "public.stays", &k5, 1), SB_ERR_INVAL);
+    assert_int_equal(sb_source_fetch(s.state, 13, 2 /* not configured */, &k5, 1), SB_ERR_NOTFOUND);
+    assert_int_equal(sb_source_fetch(s.state, 14, 1, &k5, 1), SB_ERR_INVAL);
     /* a key the column type cannot read fails the request, not the source */
     sb_key bad = {(const char *[]){"not-a-number"}, 1};
-    assert_int_equal(sb_source_fetch(s.state, 15, "public.bookings", &bad, 1), SB_OK);
+    assert_int_equal(sb_source_fetch(s.state, 15, 0, &bad, 1), SB_OK);
     assert_int_equal(wait_done(&s, 15), SB_ERR_DB);
     src_free(&s);
 }
@@ -414,24 +458,29 @@ static void test_snapshot_batches_and_cancel(void **state)
                     "INSERT INTO public.stays VALUES ('x', '2026-01-01', NULL)");
     assert_int_equal(sb_source_snapshot(s.state, 21, NULL, 0), SB_OK);
     assert_int_equal(sb_source_snapshot(s.state, 22, NULL, 0), SB_OK);
-    const char *one[] = {"public.stays"};
+    const uint32_t one[] = {1}; /* public.stays */
     assert_int_equal(sb_source_snapshot(s.state, 23, one, 1), SB_OK);
     sb_source_cancel(s.state, 22); /* still queued: dropped */
     assert_int_equal(wait_done(&s, 21), SB_OK);
     assert_int_equal(wait_done(&s, 23), SB_OK);
     assert_int_equal(fake_host_done_status(s.fh, 22), 1); /* never answered */
-    size_t n21 = 0, n23 = 0, versioned = 0;
+    size_t n21 = 0, n21_stays = 0, n23 = 0, versioned = 0;
     for (size_t i = 0; i < fake_host_row_count(s.fh); i++) {
         uint64_t req = fake_host_row_req(s.fh, i);
+        uint32_t table = fake_host_row_get(s.fh, i)->table;
         n21 += req == 21;
+        n21_stays += req == 21 && table == 1;
         n23 += req == 23;
+        if (req == 23)
+            assert_int_equal(table, 1);
         versioned += fake_host_row_get(s.fh, i)->version > 0;
         assert_int_not_equal(req, 22);
     }
     assert_int_equal(n21, 26);
+    assert_int_equal(n21_stays, 1);
     assert_int_equal(n23, 1);
     assert_int_equal(versioned, 27);
-    const char *unknown[] = {"public.nope"};
+    const uint32_t unknown[] = {2}; /* not configured */
     assert_int_equal(sb_source_snapshot(s.state, 24, unknown, 1), SB_ERR_NOTFOUND);
     src_free(&s);
 }
@@ -513,7 +562,7 @@ static void test_second_source_on_the_same_reader_is_refused(void **state)
     assert_int_equal(sb_source_start(a.state), SB_OK);
     exec_ok(a.conn, "INSERT INTO public.bookings VALUES (1, 'a')");
     wait_changes(&a, 1, 5000);
-    src_new_on(&b, a.db, SB_WAKE_NOTIFY, NULL, NULL, 0);
+    src_new_on(&b, a.db, SB_WAKE_NOTIFY, NULL, NULL, 0, NULL);
     assert_int_equal(sb_source_start(b.state), SB_ERR_CONFIG);
     const char *line = fake_host_log_find(b.fh, "reader 'syncbroker' is held by another broker");
     assert_non_null(line);
@@ -557,15 +606,14 @@ static void test_unreachable_at_start_retries(void **state)
 {
     (void)state;
     src s;
-    src_new(&s, SB_WAKE_POLL, (const char *[]){"reconnect_min_ms=10", "reconnect_max_ms=50", NULL},
-            NULL, 0);
     char ci[128];
     snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d user=postgres dbname=x", free_port());
-    fake_host_set_conninfo(s.fh, ci);
+    src_new_on(&s, NULL, SB_WAKE_POLL,
+               (const char *[]){"reconnect_min_ms=10", "reconnect_max_ms=50", NULL}, NULL, 0, ci);
     assert_int_equal(sb_source_start(s.state), SB_OK);
     assert_non_null(fake_host_log_find(s.fh, "not reachable"));
     sb_key k = {(const char *[]){"1"}, 1};
-    assert_int_equal(sb_source_fetch(s.state, 1, "public.bookings", &k, 1), SB_ERR_BUSY);
+    assert_int_equal(sb_source_fetch(s.state, 1, 0, &k, 1), SB_ERR_BUSY);
     assert_int_equal(sb_source_snapshot(s.state, 2, NULL, 0), SB_ERR_BUSY);
     fake_host_clear_records(s.fh);
     /* ~40 attempts in a second: logged once, not every time */
@@ -588,6 +636,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unknown_or_untracked_table_fails_start),
         cmocka_unit_test(test_bad_names_refused_at_create),
+        cmocka_unit_test(test_bad_conninfo_refused_at_create),
         cmocka_unit_test(test_long_transaction_not_lost),
         cmocka_unit_test(test_notify_wakes_the_cursor),
         cmocka_unit_test(test_notify_off_refuses_start),

@@ -21,14 +21,17 @@
 
 #define WAIT_MS 5000
 
-/* Exported by transport_zmq.c through SB_PLUGIN_DECLARE. */
-const sb_plugin *sb_plugin_entry(void);
+/* Exported by transport_zmq.c through SB_PLUGIN_DECLARE; asked as the broker asks. */
+const sb_plugin_header *sb_plugin_entry(const sb_abi_offer *offer);
+static const sb_abi_version abi_v2 = {SB_ABI_MAJOR, SB_ABI_MINOR};
+static const sb_abi_offer offer = {&abi_v2, 1};
 
 static const char *const tables[] = {"public.bookings", "public.rooms"};
+enum { BOOKINGS, ROOMS }; /* their indices */
 
 typedef struct fixture {
     fake_host *fh;
-    const sb_plugin *p;
+    const sb_transport_plugin *p;
     tz *t;
     char pub[256], service[256];
     void *socks[16]; /* client sockets, closed at teardown */
@@ -40,7 +43,11 @@ static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
     f->fh = fake_host_new();
-    f->p = sb_plugin_entry();
+    const sb_plugin_header *h = sb_plugin_entry(&offer);
+    assert_int_equal(h->kind, SB_PLUGIN_TRANSPORT);
+    assert_true(h->size >= sizeof(sb_transport_plugin));
+    assert_string_equal(h->version, SB_VERSION); /* the project's version */
+    f->p = (const sb_transport_plugin *)h;
     fake_host_set_tables(f->fh, tables, 2);
     fake_host_set_epoch(f->fh, "ep1");
     *state = f;
@@ -74,19 +81,20 @@ static void bound_endpoint(fixture *f, const char *what, char *out, size_t cap)
     snprintf(out, cap, "%s", strstr(line, needle) + strlen(needle));
 }
 
-/* Create and start the plugin with free ports and extra "key=value" options. */
-static int start_with(fixture *f, const char *extra1, const char *extra2)
+/* Create and start the plugin with free ports and the extra "key=value" options (a
+ * NULL-terminated list of at most 4, may be NULL). */
+static int start_with_all(fixture *f, const char *const *extra)
 {
-    const char *overrides[] = {"pub=tcp://127.0.0.1:*", "service=tcp://127.0.0.1:*", extra1, extra2,
-                               NULL};
-    if (!extra1)
-        overrides[2] = NULL;
-    else if (!extra2)
-        overrides[3] = NULL;
+    const char *overrides[7] = {"pub=tcp://127.0.0.1:*", "service=tcp://127.0.0.1:*"};
+    for (size_t i = 0; extra && extra[i]; i++) {
+        assert_true(i < 4);
+        overrides[2 + i] = extra[i];
+    }
     sb_option_value opts[32];
-    assert_true(fake_host_options(f->p->options, overrides, opts, 32) > 0);
+    assert_true(fake_host_options(f->p->header.options, overrides, opts, 32) > 0);
     void *state = NULL;
-    assert_int_equal(f->p->create(fake_host_api(), fake_host_handle(f->fh), opts, &state), 0);
+    assert_int_equal(f->p->create(fake_host_transport_api(), fake_host_handle(f->fh), opts, &state),
+                     0);
     f->t = state;
     int rc = f->p->start(f->t);
     if (rc == SB_OK) {
@@ -94,6 +102,13 @@ static int start_with(fixture *f, const char *extra1, const char *extra2)
         bound_endpoint(f, "service (ROUTER)", f->service, sizeof f->service);
     }
     return rc;
+}
+
+/* The same with up to two extra options (NULL for none). */
+static int start_with(fixture *f, const char *extra1, const char *extra2)
+{
+    const char *const extra[] = {extra1, extra1 ? extra2 : NULL, NULL};
+    return start_with_all(f, extra);
 }
 
 static void *client(fixture *f, int type, const char *endpoint)
@@ -296,8 +311,8 @@ static void test_ping(void **state)
 static const unsigned char row_a[] = {0x81, 0xa2, 'i', 'd', 0x01};
 static const unsigned char row_b[] = {0x82, 0xa2, 'i', 'd', 0x02, 0xa1, 'n', 0xc0};
 
-static sb_row make_row(const char *table, const char *const *parts, uint32_t nparts,
-                       uint64_t version, const unsigned char *row, size_t len)
+static sb_row make_row(uint32_t table, const char *const *parts, uint32_t nparts, uint64_t version,
+                       const unsigned char *row, size_t len)
 {
     return (sb_row){
         .table = table, .key = {parts, nparts}, .version = version, .row = row, .row_len = len};
@@ -335,11 +350,11 @@ static void test_snapshot_req_multi_frame(void **state)
     assert_int_equal(s->ntables, 0); /* all tables: NULL/0 */
 
     const char *k1[] = {"1"}, *k2[] = {"2"}, *kc[] = {"12", "2026-11-28"};
-    sb_row first[] = {make_row("public.bookings", k1, 1, 10, row_a, sizeof row_a),
-                      make_row("public.bookings", k2, 1, 11, row_b, sizeof row_b),
-                      make_row("public.bookings", kc, 2, 12, row_a, sizeof row_a)};
-    sb_row second[] = {make_row("public.bookings", k1, 1, 13, row_b, sizeof row_b),
-                       make_row("public.bookings", k2, 1, 14, row_a, sizeof row_a)};
+    sb_row first[] = {make_row(BOOKINGS, k1, 1, 10, row_a, sizeof row_a),
+                      make_row(BOOKINGS, k2, 1, 11, row_b, sizeof row_b),
+                      make_row(BOOKINGS, kc, 2, 12, row_a, sizeof row_a)};
+    sb_row second[] = {make_row(BOOKINGS, k1, 1, 13, row_b, sizeof row_b),
+                       make_row(BOOKINGS, k2, 1, 14, row_a, sizeof row_a)};
     fake_host_snapshot_rows(f->fh, 0, first, 3);
     fake_host_snapshot_rows(f->fh, 0, second, 2);
     fake_host_run_once(f->fh, 0);
@@ -354,7 +369,7 @@ static void test_snapshot_req_multi_frame(void **state)
     assert_true(sb_mp_str_eq(sb_mp_map_get(h, "epoch"), "ep1"));
     assert_int_equal(get_uint(h, "seq"), 7);
     assert_int_equal(get_uint(h, "rows"), 5);
-    assert_null(sb_mp_map_get(h, "tseq")); /* no heartbeat at seq 7 says it */
+    assert_null(sb_mp_map_get(h, "tseq")); /* the cut (with the rows) gave none */
     const msgpack_object *tl;
     uint32_t nt;
     assert_int_equal(sb_mp_get_array(sb_mp_map_get(h, "tables"), &tl, &nt), 0);
@@ -385,10 +400,11 @@ static void test_snapshot_dealer_tables_sync_answer(void **state)
     fixture *f = *state;
     assert_int_equal(start_with(f, NULL, NULL), 0);
     const char *k[] = {"101"};
-    sb_row rows[] = {make_row("public.rooms", k, 1, 3, row_b, sizeof row_b)};
+    sb_row rows[] = {make_row(ROOMS, k, 1, 3, row_b, sizeof row_b)};
     fake_host_script_snapshot(f->fh, SB_OK, 9);
-    fake_host_script_snapshot_sync(f->fh, rows, 1, SB_OK); /* answered inside the call */
-    publish_heartbeat(f, 9, 4, 2); /* as the core does before it takes the snapshot's seq */
+    fake_host_script_snapshot_tseq(f->fh, (const uint64_t[]){4, 2}, 2); /* in the cut */
+    fake_host_script_snapshot_sync(f->fh, rows, 1, SB_OK);              /* answered at once */
+    publish_heartbeat(f, 9, 40, 20); /* not what the reply's tseq comes from */
     void *d = client(f, ZMQ_DEALER, f->service);
     const char *want[] = {"public.rooms", NULL};
     /* A DEALER with its own envelope: an empty delimiter, like REQ. */
@@ -413,7 +429,7 @@ static void test_snapshot_dealer_tables_sync_answer(void **state)
     msgpack_unpacked_destroy(&up);
     fake_snapshot *s = fake_host_snapshot_get(f->fh, 0);
     assert_int_equal(s->ntables, 1);
-    assert_string_equal(s->tables[0], "public.rooms");
+    assert_int_equal(s->tables[0], ROOMS);
     tz_frames_clear(&r);
 
     /* A DEALER without an envelope gets the bare reply. */
@@ -422,6 +438,34 @@ static void test_snapshot_dealer_tables_sync_answer(void **state)
     assert_int_equal(r.n, 2);
     h = decode(&r, 0, &up);
     assert_int_equal(get_uint(sb_mp_map_get(h, "tseq"), "public.bookings"), 4);
+    msgpack_unpacked_destroy(&up);
+    tz_frames_clear(&r);
+}
+
+/* A cut that comes after the call (a source that sets it) gives the reply's seq and tseq. */
+static void test_snapshot_late_cut(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(start_with(f, NULL, NULL), 0);
+    fake_host_script_snapshot(f->fh, SB_OK, 12);
+    fake_host_script_snapshot_tseq(f->fh, (const uint64_t[]){5, 6}, 2);
+    void *req = client(f, ZMQ_REQ, f->service);
+    const char *want[] = {"public.rooms", "public.bookings", NULL};
+    SEND_REQ(req, 2, "op", 's', "snapshot", "tables", 'a', want);
+    assert_true(fake_host_run_until(f->fh, one_snapshot_started, f, WAIT_MS));
+    assert_false(fake_host_snapshot_get(f->fh, 0)->cut);
+    fake_host_snapshot_done(f->fh, 0, SB_OK); /* the cut, then the end */
+    tz_frames r;
+    recv_reply(f, req, &r);
+    assert_int_equal(r.n, 1);
+    msgpack_unpacked up;
+    const msgpack_object *h = decode(&r, 0, &up);
+    assert_int_equal(get_uint(h, "seq"), 12);
+    assert_int_equal(get_uint(h, "rows"), 0);
+    const msgpack_object *tseq = sb_mp_map_get(h, "tseq");
+    assert_int_equal(tseq->via.map.size, 2);
+    assert_int_equal(get_uint(tseq, "public.rooms"), 6);
+    assert_int_equal(get_uint(tseq, "public.bookings"), 5);
     msgpack_unpacked_destroy(&up);
     tz_frames_clear(&r);
 }
@@ -443,8 +487,8 @@ static void test_concurrent_snapshots_keep_their_own_rows(void **state)
     SEND_REQ(b, 1, "op", 's', "snapshot");
     assert_true(fake_host_run_until(f->fh, two_snapshots_started, f, WAIT_MS));
     const char *k[] = {"1"};
-    sb_row ra = make_row("public.bookings", k, 1, 100, row_a, sizeof row_a);
-    sb_row rb = make_row("public.bookings", k, 1, 200, row_b, sizeof row_b);
+    sb_row ra = make_row(BOOKINGS, k, 1, 100, row_a, sizeof row_a);
+    sb_row rb = make_row(BOOKINGS, k, 1, 200, row_b, sizeof row_b);
     fake_host_snapshot_rows(f->fh, 0, &ra, 1);
     fake_host_snapshot_rows(f->fh, 1, &rb, 1);
     fake_host_snapshot_rows(f->fh, 1, &rb, 1);
@@ -489,7 +533,7 @@ static void test_snapshot_errors(void **state)
     SEND_REQ(req, 1, "op", 's', "snapshot");
     assert_true(fake_host_run_until(f->fh, one_snapshot_started, f, WAIT_MS));
     const char *k[] = {"1"};
-    sb_row ra = make_row("public.bookings", k, 1, 1, row_a, sizeof row_a);
+    sb_row ra = make_row(BOOKINGS, k, 1, 1, row_a, sizeof row_a);
     fake_host_snapshot_rows(f->fh, 0, &ra, 1);
     fake_host_snapshot_done(f->fh, 0, SB_ERR_DB);
     assert_error_reply(f, req, "unavailable", "database");
@@ -704,7 +748,7 @@ static void test_presence(void **state)
     assert_int_equal(fake_host_presence_count(f->fh), 1);
     const sb_presence *p = fake_host_presence_get(f->fh, 0);
     assert_string_equal(p->client, "desk-a");
-    assert_string_equal(p->table, "public.bookings");
+    assert_int_equal(p->table, BOOKINGS);
     assert_string_equal(p->state, "editing");
     assert_int_equal(p->ttl_ms, 5000);
     assert_int_equal(p->key.nparts, 2);
@@ -996,8 +1040,8 @@ static void test_snapshot_tables_deduplicated(void **state)
     recv_reply(f, req, &r);
     fake_snapshot *fs = fake_host_snapshot_get(f->fh, 0);
     assert_int_equal(fs->ntables, 2);
-    assert_string_equal(fs->tables[0], "public.bookings");
-    assert_string_equal(fs->tables[1], "public.rooms");
+    assert_int_equal(fs->tables[0], BOOKINGS);
+    assert_int_equal(fs->tables[1], ROOMS);
     msgpack_unpacked up;
     const msgpack_object *m = decode(&r, 0, &up);
     const msgpack_object *names;
@@ -1070,7 +1114,7 @@ static void test_snapshot_over_peer_bytes(void **state)
     const char *k[] = {"1"};
     sb_row rows[100];
     for (int i = 0; i < 100; i++)
-        rows[i] = make_row("public.bookings", k, 1, 1, big, sizeof big);
+        rows[i] = make_row(BOOKINGS, k, 1, 1, big, sizeof big);
     fake_host_snapshot_rows(f->fh, 0, rows, 100); /* 100 kB: over the 64 kB */
     assert_true(fake_host_snapshot_get(f->fh, 0)->cancelled);
     assert_error_reply(f, req, "too_large", "max_peer_bytes");
@@ -1080,6 +1124,8 @@ static void test_snapshot_over_peer_bytes(void **state)
 /* ---- slow clients -------------------------------------------------------------------- */
 
 #define SLOW_REPLIES 32
+#define STR(x) #x
+#define XSTR(x) STR(x)
 
 static bool replies_held(void *ud)
 {
@@ -1102,7 +1148,7 @@ static void *flood_slow_client(fixture *f, unsigned char **blob, bool until_held
         (*blob)[4 + i] = (unsigned char)(n >> (24 - 8 * i));
     memset(*blob + 8, 'z', n);
     const char *k[] = {"1"};
-    sb_row row = make_row("public.bookings", k, 1, 1, *blob, size);
+    sb_row row = make_row(BOOKINGS, k, 1, 1, *blob, size);
     fake_host_script_snapshot(f->fh, SB_OK, 0);
     fake_host_script_snapshot_sync(f->fh, &row, 1, SB_OK);
 
@@ -1133,7 +1179,8 @@ static void assert_others_served(fixture *f)
 static void test_client_at_hwm_does_not_block_others(void **state)
 {
     fixture *f = *state;
-    assert_int_equal(start_with(f, "reply_hwm=1", NULL), 0);
+    /* The snapshots of one client all run at once: the core answers them on a later turn. */
+    assert_int_equal(start_with(f, "reply_hwm=1", "max_peer_snapshots=" XSTR(SLOW_REPLIES)), 0);
     unsigned char *blob;
     void *slow = flood_slow_client(f, &blob, true);
     assert_others_served(f);
@@ -1156,7 +1203,10 @@ static void test_client_at_hwm_does_not_block_others(void **state)
 static void test_held_replies_are_bounded(void **state)
 {
     fixture *f = *state;
-    assert_int_equal(start_with(f, "reply_hwm=1", "max_pending_replies=2"), 0);
+    assert_int_equal(
+        start_with_all(f, (const char *[]){"reply_hwm=1", "max_pending_replies=2",
+                                           "max_peer_snapshots=" XSTR(SLOW_REPLIES), NULL}),
+        0);
     unsigned char *blob;
     void *slow = flood_slow_client(f, &blob, true);
     assert_true(f->t->pending_count <= 2);
@@ -1191,7 +1241,8 @@ static bool nothing_in_zeromq(void *ud)
 static void test_bytes_in_zeromq_bounded_per_client(void **state)
 {
     fixture *f = *state;
-    assert_int_equal(start_with(f, "max_peer_bytes=4194304", NULL), 0);
+    assert_int_equal(
+        start_with(f, "max_peer_bytes=4194304", "max_peer_snapshots=" XSTR(SLOW_REPLIES)), 0);
     unsigned char *blob;
     void *slow = flood_slow_client(f, &blob, false);
     assert_true(fake_host_run_until(f->fh, all_answered, f, 20000));
@@ -1521,19 +1572,20 @@ static void test_rights_snapshot(void **state)
     fixture *f = *state;
     char code[32];
     assert_int_equal(start_with(f, NULL, NULL), 0);
-    publish_heartbeat(f, 9, 4, 2);
     const char *k[] = {"101"};
-    sb_row rows[] = {make_row("public.rooms", k, 1, 3, row_b, sizeof row_b)};
+    sb_row rows[] = {make_row(ROOMS, k, 1, 3, row_b, sizeof row_b)};
     fake_host_script_snapshot(f->fh, SB_OK, 9);
+    fake_host_script_snapshot_tseq(f->fh, (const uint64_t[]){4, 2}, 2);
     fake_host_script_snapshot_sync(f->fh, rows, 1, SB_OK);
 
-    /* No tables: the client's tables, asked of the core by name. */
+    /* No tables: the client's tables, asked of the core by index. */
     SERVE_AS(f, &desk_a, 1, "op", 's', "snapshot");
+    fake_host_run_once(f->fh, 0); /* the core answers on a later loop turn */
     assert_string_equal(sunk_error(code, sizeof code), "");
     assert_int_equal(fake_host_snapshot_count(f->fh), 1);
     fake_snapshot *s = fake_host_snapshot_get(f->fh, 0);
     assert_int_equal(s->ntables, 1);
-    assert_string_equal(s->tables[0], "public.rooms");
+    assert_int_equal(s->tables[0], ROOMS);
     msgpack_unpacked up;
     const msgpack_object *h = decode(&sunk, 1, &up);
     assert_int_equal(get_uint(sb_mp_map_get(h, "tseq"), "public.rooms"), 2);
@@ -1556,6 +1608,7 @@ static void test_rights_snapshot(void **state)
     fake_host_script_snapshot(f->fh, SB_OK, 9);
     fake_host_script_snapshot_sync(f->fh, rows, 1, SB_OK);
     SERVE_AS(f, &admin_all, 1, "op", 's', "snapshot");
+    fake_host_run_once(f->fh, 0);
     assert_string_equal(sunk_error(code, sizeof code), "");
     assert_int_equal(fake_host_snapshot_get(f->fh, 1)->ntables, 0);
     SERVE_AS(f, NULL, 2, "op", 's', "snapshot", "tables", 'a', nope);
@@ -1824,9 +1877,10 @@ static void test_bind_failure_and_check_mode(void **state)
     fixture *f = *state;
     /* create + destroy (what --check does) binds nothing. */
     sb_option_value opts[32];
-    assert_true(fake_host_options(f->p->options, NULL, opts, 32) > 0);
+    assert_true(fake_host_options(f->p->header.options, NULL, opts, 32) > 0);
     void *st = NULL;
-    assert_int_equal(f->p->create(fake_host_api(), fake_host_handle(f->fh), opts, &st), 0);
+    assert_int_equal(f->p->create(fake_host_transport_api(), fake_host_handle(f->fh), opts, &st),
+                     0);
     assert_null(((tz *)st)->router);
     assert_int_equal(fake_host_watch_count(f->fh), 0);
     f->p->destroy(st);
@@ -1876,9 +1930,10 @@ static void test_clients_file(void **state)
 {
     fixture *f = *state;
     sb_option_value opts[32];
-    assert_true(fake_host_options(f->p->options, NULL, opts, 32) > 0);
+    assert_true(fake_host_options(f->p->header.options, NULL, opts, 32) > 0);
     void *st = NULL;
-    assert_int_equal(f->p->create(fake_host_api(), fake_host_handle(f->fh), opts, &st), 0);
+    assert_int_equal(f->p->create(fake_host_transport_api(), fake_host_handle(f->fh), opts, &st),
+                     0);
     tz *t = st;
     tz_clients *c = NULL, *more = NULL;
     char err[512] = "";
@@ -1976,6 +2031,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ping, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_req_multi_frame, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_dealer_tables_sync_answer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_late_cut, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_snapshots_keep_their_own_rows, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_errors, setup, teardown),
