@@ -11,11 +11,13 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 enum key_type { KEY_INT, KEY_STRING, KEY_PATH, KEY_LEVEL, KEY_TABLES };
 
-/* The typed keys of [broker] and [database], PgBouncer-style. */
+/* The typed keys of [broker] and [database], PgBouncer-style. The other [database] keys are
+ * the source's (its database_options), kept raw in cfg->database. */
 typedef struct key_def {
     const char *section;
     const char *name;
@@ -41,7 +43,6 @@ static const key_def core_keys[] = {
      "32", 1, 4096},
     {"broker", "presence_max_ttl_ms", KEY_INT, offsetof(sb_config, presence_max_ttl_ms), "60000",
      6000, 86400000},
-    {"database", "conninfo", KEY_STRING, offsetof(sb_config, conninfo), NULL, 0, 0},
     {"database", "tables", KEY_TABLES, offsetof(sb_config, tables), NULL, 0, 0},
 };
 #define NCORE_KEYS (sizeof core_keys / sizeof core_keys[0])
@@ -64,7 +65,7 @@ typedef struct parse_state {
         int line;
     } * debounces;
     size_t ndebounces;
-    sb_config_section *current; /* plugin section being filled */
+    sb_config_section *current; /* plugin section (or cfg->database) being filled */
     char current_name[128];
 } parse_state;
 
@@ -275,10 +276,11 @@ static int handle_core(parse_state *ps, const char *section, const char *name, c
     return 1;
 }
 
-static int handle_plugin_key(parse_state *ps, const char *name, const char *value)
+/* A raw key of a plugin section or of [database] (`plugin` is only a plugin section's). */
+static int handle_raw_key(parse_state *ps, const char *name, const char *value)
 {
     sb_config_section *sec = ps->current;
-    if (strcmp(name, "plugin") == 0) {
+    if (sec->kind && strcmp(name, "plugin") == 0) {
         if (sec->plugin) {
             config_error(ps, ps->line, sec->name, name, "set twice (first on line %d)",
                          sec->plugin_line);
@@ -313,10 +315,11 @@ static int handle_plugin_key(parse_state *ps, const char *name, const char *valu
 static int on_ini_key(void *user, const char *section, const char *name, const char *value)
 {
     parse_state *ps = user;
-    if (strcmp(section, "broker") == 0 || strcmp(section, "database") == 0)
+    if (strcmp(section, "broker") == 0 ||
+        (strcmp(section, "database") == 0 && strcmp(name, "tables") == 0))
         return handle_core(ps, section, name, value);
     if (ps->current && strcmp(ps->current->name, section) == 0)
-        return handle_plugin_key(ps, name, value);
+        return handle_raw_key(ps, name, value);
     return 1; /* unknown section: reported once by the line reader */
 }
 
@@ -325,8 +328,15 @@ static void open_section(parse_state *ps, const char *name)
 {
     sb_config *cfg = ps->cfg;
     ps->current = NULL;
-    if (strcmp(name, "broker") == 0 || strcmp(name, "database") == 0)
+    if (strcmp(name, "broker") == 0)
         return;
+    if (strcmp(name, "database") == 0) {
+        /* Written twice, its keys still go together (a key set twice is refused). */
+        if (!cfg->database.line)
+            cfg->database.line = ps->line;
+        ps->current = &cfg->database;
+        return;
+    }
     sb_plugin_kind kind;
     const char *instance;
     if (strncmp(name, "source.", 7) == 0) {
@@ -449,12 +459,15 @@ static void check_complete(parse_state *ps)
     }
 
     size_t sources = 0, transports = 0;
+    int first_source_line = 0;
     for (size_t i = 0; i < cfg->nsections; i++) {
         sb_config_section *s = &cfg->sections[i];
-        if (s->kind == SB_PLUGIN_SOURCE && ++sources == 2)
+        if (s->kind == SB_PLUGIN_SOURCE && ++sources == 1)
+            first_source_line = s->line;
+        else if (s->kind == SB_PLUGIN_SOURCE)
             config_error(ps, s->line, s->name, NULL,
                          "only one source section is allowed (the first is on line %d)",
-                         cfg->sections[0].line);
+                         first_source_line);
         transports += s->kind == SB_PLUGIN_TRANSPORT;
         if (!s->plugin) {
             config_error(ps, s->line, s->name, "plugin", "required key is missing");
@@ -492,7 +505,9 @@ int sb_config_load(const char *path, sb_config **out)
 int sb_config_read(FILE *f, const char *path, sb_config **out)
 {
     sb_config *cfg = calloc(1, sizeof *cfg);
-    if (!cfg || !(cfg->path = strdup(path))) {
+    if (!cfg || !(cfg->path = strdup(path)) || !(cfg->database.name = strdup("database"))) {
+        if (cfg)
+            free(cfg->path);
         free(cfg);
         return SB_ERR_NOMEM;
     }
@@ -518,29 +533,42 @@ int sb_config_read(FILE *f, const char *path, sb_config **out)
     return SB_OK;
 }
 
+static void free_section(sb_config_section *s)
+{
+    for (size_t j = 0; j < s->nkv; j++) {
+        free(s->kv[j].key);
+        free(s->kv[j].value);
+    }
+    free(s->kv);
+    free(s->name);
+    free(s->plugin);
+}
+
 void sb_config_free(sb_config *cfg)
 {
     if (!cfg)
         return;
-    for (size_t i = 0; i < cfg->nsections; i++) {
-        sb_config_section *s = &cfg->sections[i];
-        for (size_t j = 0; j < s->nkv; j++) {
-            free(s->kv[j].key);
-            free(s->kv[j].value);
-        }
-        free(s->kv);
-        free(s->name);
-        free(s->plugin);
-    }
+    for (size_t i = 0; i < cfg->nsections; i++)
+        free_section(&cfg->sections[i]);
+    free_section(&cfg->database);
     for (size_t i = 0; i < cfg->ntables; i++)
         free(cfg->tables[i]);
     free(cfg->tables);
     free(cfg->table_debounce_ms);
     free(cfg->sections);
-    free(cfg->conninfo);
     free(cfg->plugin_dir);
     free(cfg->path);
     free(cfg);
+}
+
+static int section_key_line(const sb_config_section *s, const char *key)
+{
+    if (s->kind && strcmp(key, "plugin") == 0)
+        return s->plugin_line;
+    for (size_t j = 0; j < s->nkv; j++)
+        if (strcmp(s->kv[j].key, key) == 0)
+            return s->kv[j].line;
+    return s->line;
 }
 
 int sb_config_key_line(const sb_config *cfg, const char *section, const char *key)
@@ -548,18 +576,106 @@ int sb_config_key_line(const sb_config *cfg, const char *section, const char *ke
     for (size_t k = 0; k < NCORE_KEYS; k++)
         if (strcmp(core_keys[k].section, section) == 0 && strcmp(core_keys[k].name, key) == 0)
             return cfg->core_lines[k];
-    for (size_t i = 0; i < cfg->nsections; i++) {
-        const sb_config_section *s = &cfg->sections[i];
-        if (strcmp(s->name, section) != 0)
-            continue;
-        if (strcmp(key, "plugin") == 0)
-            return s->plugin_line;
-        for (size_t j = 0; j < s->nkv; j++)
-            if (strcmp(s->kv[j].key, key) == 0)
-                return s->kv[j].line;
-        return s->line;
-    }
+    if (strcmp(section, "database") == 0)
+        return section_key_line(&cfg->database, key);
+    for (size_t i = 0; i < cfg->nsections; i++)
+        if (strcmp(cfg->sections[i].name, section) == 0)
+            return section_key_line(&cfg->sections[i], key);
     return 0;
+}
+
+static int parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = {"true", "yes", "on", "1"};
+    static const char *const no[] = {"false", "no", "off", "0"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = true;
+            return SB_OK;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = false;
+            return SB_OK;
+        }
+    }
+    return SB_ERR_INVAL;
+}
+
+/* Convert one value per its spec; logs and returns SB_ERR_CONFIG on a bad value. */
+static int convert_value(const sb_config *cfg, const sb_config_section *sec, int line,
+                         const sb_option_spec *o, sb_option_value *v)
+{
+    if (o->type == SB_OPT_INT) {
+        int64_t n;
+        if (parse_int(v->str, o->min, o->max, &n)) {
+            sb_log(SB_LOG_ERROR, "config",
+                   "%s:%d: [%s] %s: '%s' is not an integer between %lld and %lld", cfg->path, line,
+                   sec->name, o->name, v->str, (long long)o->min, (long long)o->max);
+            return SB_ERR_CONFIG;
+        }
+        v->num = n;
+    } else if (o->type == SB_OPT_BOOL && parse_bool(v->str, &v->flag)) {
+        sb_log(SB_LOG_ERROR, "config", "%s:%d: [%s] %s: '%s' is not true or false", cfg->path, line,
+               sec->name, o->name, v->str);
+        return SB_ERR_CONFIG;
+    }
+    return SB_OK;
+}
+
+int sb_config_resolve_options(const sb_config *cfg, const sb_config_section *sec,
+                              const sb_option_spec *specs, const char *owner,
+                              sb_option_value **values)
+{
+    size_t n = 0;
+    while (specs && specs[n].name)
+        n++;
+    sb_option_value *v = calloc(n ? n : 1, sizeof *v);
+    if (!v)
+        return SB_ERR_NOMEM;
+    int rc = SB_OK;
+    for (size_t j = 0; j < sec->nkv; j++) {
+        size_t i = 0;
+        while (i < n && strcmp(specs[i].name, sec->kv[j].key))
+            i++;
+        if (i == n) {
+            sb_log(SB_LOG_ERROR, "config", "%s:%d: [%s] %s: unknown key for plugin %s", cfg->path,
+                   sec->kv[j].line, sec->name, sec->kv[j].key, owner);
+            rc = SB_ERR_CONFIG;
+            continue;
+        }
+        v[i].str = sec->kv[j].value;
+        v[i].given = true;
+        if (convert_value(cfg, sec, sec->kv[j].line, &specs[i], &v[i]))
+            rc = SB_ERR_CONFIG;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].given)
+            continue;
+        const sb_option_spec *o = &specs[i];
+        if (!o->default_value) {
+            sb_log(SB_LOG_ERROR, "config", "%s:%d: [%s] %s: required key is missing", cfg->path,
+                   sec->line, sec->name, o->name);
+            rc = SB_ERR_CONFIG;
+            continue;
+        }
+        v[i].str = o->default_value;
+        if (convert_value(cfg, sec, sec->line, o, &v[i]))
+            rc = SB_ERR_CONFIG;
+    }
+    if (rc) {
+        free(v);
+        return rc;
+    }
+    *values = v;
+    return SB_OK;
+}
+
+void sb_config_print_options(FILE *out, const sb_option_spec *specs, const sb_option_value *values)
+{
+    for (size_t i = 0; specs && specs[i].name; i++) {
+        sb_config_print_kv(out, specs[i].name, values[i].str);
+        fputs(values[i].given ? "\n" : "  ; default\n", out);
+    }
 }
 
 int64_t sb_config_table_debounce(const sb_config *cfg, size_t i)
@@ -572,7 +688,8 @@ void sb_config_print_kv(FILE *out, const char *key, const char *value)
     fprintf(out, "%s =%s%s", key, value[0] == ';' ? "" : " ", value);
 }
 
-void sb_config_print_core(const sb_config *cfg, FILE *out)
+void sb_config_print_core(const sb_config *cfg, const sb_option_spec *db_specs,
+                          const sb_option_value *db_values, FILE *out)
 {
     fputs("[broker]\n", out);
     sb_config_print_kv(out, "plugin_dir", cfg->plugin_dir);
@@ -589,8 +706,15 @@ void sb_config_print_core(const sb_config *cfg, FILE *out)
             fprintf(out, "%s%s = %lld\n", TABLE_DEBOUNCE_PREFIX, cfg->tables[i],
                     (long long)cfg->table_debounce_ms[i]);
     fputs("\n[database]\n", out);
-    sb_config_print_kv(out, "conninfo", cfg->conninfo);
-    fputs("\ntables =", out);
+    if (db_specs) {
+        sb_config_print_options(out, db_specs, db_values);
+    } else {
+        for (size_t i = 0; i < cfg->database.nkv; i++) {
+            sb_config_print_kv(out, cfg->database.kv[i].key, cfg->database.kv[i].value);
+            fputc('\n', out);
+        }
+    }
+    fputs("tables =", out);
     for (size_t i = 0; i < cfg->ntables; i++)
         fprintf(out, "%s %s", i ? "," : "", cfg->tables[i]);
     fprintf(out, "\n");

@@ -18,10 +18,17 @@
 /* Tolerated difference between the database's clock (change ts) and ours. */
 #define CLOCK_SKEW_MS 1000
 
+/* A running snapshot. Its transport's callback may cancel it (or others): after any call of
+ * fn, a snapshot_req is found again by its id. */
 typedef struct snapshot_req {
     uint64_t req;
-    sb_rows_fn fn;
+    sb_snapshot_fn fn;
     void *ud;
+    bool cut;      /* seq and tseq taken */
+    bool cut_sent; /* SB_SNAPSHOT_CUT delivered */
+    bool paused;   /* the source was asked to hold back rows (snapshot_flow) */
+    uint64_t seq;
+    uint64_t *tseq; /* per table at seq, owned */
 } snapshot_req;
 
 struct sb_core {
@@ -34,6 +41,11 @@ struct sb_core {
     sb_host *source;
     sb_host **transports;
     size_t ntransports;
+    bool active;                /* the source holds its lease (sb_core_lease) */
+    bool draining;              /* sb_core_drain was called */
+    bool rowless_refused;       /* a change without row from a source without fetch, logged */
+    uint64_t max_position;      /* highest sb_change.position queued */
+    uint64_t reported_position; /* last position handed to the source's published() */
 
     sb_debounce *debounce;
     sb_timer *debounce_timer;
@@ -47,7 +59,7 @@ struct sb_core {
     uint64_t presence_due;
     uint64_t presence_refused; /* over a presence limit; logged 1st, 2nd, 4th, 8th, ... */
 
-    snapshot_req *snapshots;
+    snapshot_req **snapshots;
     size_t nsnapshots, cap_snapshots;
     uint64_t next_req;
 
@@ -77,14 +89,6 @@ static void new_epoch(sb_core *core)
         snprintf(core->epoch + 2 * i, 3, "%02x", raw[i]);
 }
 
-static int table_index(const sb_core *core, const char *table)
-{
-    for (size_t i = 0; i < core->cfg->ntables; i++)
-        if (strcmp(core->cfg->tables[i], table) == 0)
-            return (int)i;
-    return -1;
-}
-
 /* ---- publishing ------------------------------------------------------------------- */
 
 /* A message that may be lost to a client: new epoch, clients resynchronise once. */
@@ -111,17 +115,18 @@ static void fan_out(sb_core *core, sb_msg_kind kind, uint64_t seq)
     bool lost = false;
     for (size_t i = 0; i < core->ntransports; i++) {
         sb_host *t = core->transports[i];
-        if (!t->started)
+        if (!sb_host_started(t))
             continue;
-        int rc = data && SB_FAULT("core.publish") ? SB_ERR_IO : t->desc->publish(t->state, &m);
-        if (rc >= 0 || !data)
+        int rc = data && SB_FAULT("core.publish") ? SB_ERR_IO : sb_host_publish(t, &m);
+        if (rc >= 0)
             continue;
-        lost |= !retained;
+        lost |= data && !retained;
         if (core->publish_failures++ % 1000 == 0)
-            sb_log(SB_LOG_WARN, SCOPE, "%s could not publish message %llu: %s; %s", t->section,
-                   (unsigned long long)seq, sb_strerror(rc),
-                   retained ? "clients see the gap and fetch it with since (replay buffer)"
-                            : "it is not in the replay buffer either");
+            sb_log(SB_LOG_WARN, SCOPE, "%s could not publish %s %llu: %s; %s", sb_host_section(t),
+                   data ? "message" : "heartbeat", (unsigned long long)seq, sb_strerror(rc),
+                   !data      ? "clients hear of the stream at the next one"
+                   : retained ? "clients see the gap and fetch it with since (replay buffer)"
+                              : "it is not in the replay buffer either");
     }
     if (lost)
         resync_after_loss(core, "a message was neither published nor retained");
@@ -130,6 +135,8 @@ static void fan_out(sb_core *core, sb_msg_kind kind, uint64_t seq)
 static void publish_event(void *ud, const sb_debounce_event *ev)
 {
     sb_core *core = ud;
+    if (!core->active)
+        return; /* a fetch answered after the lease was lost */
     uint64_t seq = core->seq + 1;
     uint64_t tseq = core->tseq[ev->table] + 1;
     if (SB_FAULT("core.encode") ||
@@ -147,9 +154,14 @@ static void publish_event(void *ud, const sb_debounce_event *ev)
     fan_out(core, SB_MSG_EVENT, seq);
 }
 
+static void report_published(sb_core *core);
+
 static void heartbeat(void *ud)
 {
     sb_core *core = ud;
+    if (!core->active)
+        return; /* clients see this broker offline and move on */
+    report_published(core);
     if (sb_event_encode_heartbeat(&core->topic, &core->body, core->epoch, core->seq,
                                   (const char *const *)core->cfg->tables, core->tseq,
                                   core->cfg->ntables, sb_event_wall_ms(),
@@ -167,11 +179,10 @@ static uint64_t next_request_id(sb_core *core)
 static int fetch_rows(void *ud, uint32_t table, const sb_key *keys, size_t n, uint64_t *req)
 {
     sb_core *core = ud;
-    sb_host *src = core->source;
-    if (!src || !src->started)
+    if (!core->source)
         return SB_ERR_BUSY;
     *req = next_request_id(core);
-    int rc = src->desc->fetch(src->state, *req, core->cfg->tables[table], keys, n);
+    int rc = sb_host_source_fetch(core->source, *req, table, keys, n);
     if (rc < 0)
         sb_log(SB_LOG_WARN, SCOPE, "fetching %zu rows of %s failed: %s (will retry)", n,
                core->cfg->tables[table], sb_strerror(rc));
@@ -203,6 +214,21 @@ static void debounce_tick(void *ud)
     core->debounce_timer = NULL; /* one-shot: freed after this callback */
     sb_debounce_run(core->debounce, sb_loop_now(core->loop), DEBOUNCE_BUDGET);
     schedule_debounce(core);
+    if (core->draining && sb_core_drained(core))
+        report_published(core);
+}
+
+/* Every change with a position <= P was published or superseded by a published event. */
+static void report_published(sb_core *core)
+{
+    if (!core->source || !core->active || !sb_host_source_has_published(core->source))
+        return;
+    uint64_t low = sb_debounce_lowest_position(core->debounce);
+    uint64_t p = low ? low - 1 : core->max_position;
+    if (p <= core->reported_position)
+        return;
+    core->reported_position = p;
+    sb_host_source_published(core->source, p);
 }
 
 /* ---- life ------------------------------------------------------------------------- */
@@ -224,6 +250,7 @@ int sb_core_new(sb_loop *loop, const sb_config *cfg, sb_core **out)
     core->cfg = cfg;
     core->heartbeat_ms = (uint64_t)cfg->heartbeat_ms;
     core->source_lag_ms = -1;
+    core->active = true;
     core->last_snapshot_end_ms = INT64_MIN;
     core->debounce_due = UINT64_MAX;
     msgpack_sbuffer_init(&core->topic);
@@ -258,6 +285,10 @@ void sb_core_free(sb_core *core)
     sb_presence_set_free(core->presence);
     msgpack_sbuffer_destroy(&core->topic);
     msgpack_sbuffer_destroy(&core->body);
+    for (size_t i = 0; i < core->nsnapshots; i++) {
+        free(core->snapshots[i]->tseq);
+        free(core->snapshots[i]);
+    }
     free(core->snapshots);
     free(core->transports);
     free(core->tseq);
@@ -305,8 +336,11 @@ void sb_core_reload(sb_core *core, const sb_config *cfg)
 
 void sb_core_drain(sb_core *core)
 {
+    core->draining = true;
     sb_debounce_flush_all(core->debounce);
     schedule_debounce(core);
+    if (sb_core_drained(core))
+        report_published(core);
 }
 
 bool sb_core_drained(const sb_core *core)
@@ -323,17 +357,30 @@ const char *sb_core_epoch(const sb_core *core)
 
 int sb_core_emit(sb_core *core, const sb_change *changes, size_t n)
 {
+    if (!core->active)
+        return SB_OK; /* no lease: the new epoch at lease(true) covers what is dropped */
     uint64_t now = sb_loop_now(core->loop);
     int64_t wall = sb_event_wall_ms();
+    bool fetches = core->source && sb_host_source_has_fetch(core->source);
     int rc = SB_OK;
     char dropped[192] = ""; /* the first change this batch could not queue */
     for (size_t i = 0; i < n; i++) {
         const sb_change *c = &changes[i];
-        int t = c->table ? table_index(core, c->table) : -1;
-        if (t < 0 || c->op < SB_OP_INSERT || c->op > SB_OP_TRUNCATE) {
+        if (c->table >= core->cfg->ntables || c->op < SB_OP_INSERT || c->op > SB_OP_TRUNCATE) {
             if (!dropped[0])
-                snprintf(dropped, sizeof dropped, "a change of unknown table '%s' or op %d",
-                         c->table ? c->table : "(null)", (int)c->op);
+                snprintf(dropped, sizeof dropped, "a change of unknown table index %u or op %d",
+                         c->table, (int)c->op);
+            rc = SB_ERR_INVAL;
+            continue;
+        }
+        if (!c->has_row && !fetches && c->op != SB_OP_TRUNCATE) {
+            /* A source bug, not a loss to repair: said once. */
+            if (!core->rowless_refused)
+                sb_log(SB_LOG_ERROR, SCOPE,
+                       "the source has no fetch() and emitted a change of %s without its row: "
+                       "refused (this is logged once)",
+                       core->cfg->tables[c->table]);
+            core->rowless_refused = true;
             rc = SB_ERR_INVAL;
             continue;
         }
@@ -341,12 +388,14 @@ int sb_core_emit(sb_core *core, const sb_change *changes, size_t n)
         if (i + 1 == n)
             core->source_lag_ms = wall > c->ts_ms ? wall - c->ts_ms : 0;
         int crc = SB_FAULT("core.queue") ? SB_ERR_NOMEM
-                                         : sb_debounce_change(core->debounce, (uint32_t)t, c, now);
+                                         : sb_debounce_change(core->debounce, c->table, c, now);
         if (crc) {
             if (!dropped[0])
                 snprintf(dropped, sizeof dropped, "a change of %s could not be queued (%s)",
-                         c->table, sb_strerror(crc));
+                         core->cfg->tables[c->table], sb_strerror(crc));
             rc = crc;
+        } else if (c->position > core->max_position) {
+            core->max_position = c->position;
         }
     }
     /* The rest of the batch is queued: a snapshot after the new epoch covers the dropped. */
@@ -359,8 +408,8 @@ int sb_core_emit(sb_core *core, const sb_change *changes, size_t n)
 static snapshot_req *find_snapshot(sb_core *core, uint64_t req)
 {
     for (size_t i = 0; i < core->nsnapshots; i++)
-        if (core->snapshots[i].req == req)
-            return &core->snapshots[i];
+        if (core->snapshots[i]->req == req)
+            return core->snapshots[i];
     return NULL;
 }
 
@@ -375,11 +424,69 @@ static void update_exposure(sb_core *core)
     sb_debounce_set_exposure(core->debounce, until);
 }
 
+/* Take s out of the running list and free it. */
 static void remove_snapshot(sb_core *core, snapshot_req *s)
 {
-    *s = core->snapshots[--core->nsnapshots];
+    for (size_t i = 0; i < core->nsnapshots; i++)
+        if (core->snapshots[i] == s)
+            core->snapshots[i] = core->snapshots[--core->nsnapshots];
+    free(s->tseq);
+    free(s);
     core->last_snapshot_end_ms = sb_event_wall_ms();
     update_exposure(core);
+}
+
+static void take_cut(sb_core *core, snapshot_req *s)
+{
+    s->seq = core->seq;
+    memcpy(s->tseq, core->tseq, core->cfg->ntables * sizeof *s->tseq);
+    s->cut = true;
+}
+
+/* Deliver s's CUT if it is due; s, or NULL when its transport cancelled it meanwhile. */
+static snapshot_req *send_cut(sb_core *core, snapshot_req *s)
+{
+    if (s->cut_sent)
+        return s;
+    s->cut_sent = true;
+    uint64_t id = s->req;
+    sb_snapshot_event ev = {
+        .kind = SB_SNAPSHOT_CUT, .seq = s->seq, .tseq = s->tseq, .ntables = core->cfg->ntables};
+    s->fn(s->ud, id, &ev);
+    return find_snapshot(core, id);
+}
+
+/* Finish s with DONE(status), after its CUT when it succeeded. */
+static void finish_snapshot(sb_core *core, snapshot_req *s, int status)
+{
+    uint64_t id = s->req;
+    if (status == SB_OK && !(s = send_cut(core, s)))
+        return;
+    sb_snapshot_fn fn = s->fn;
+    void *ud = s->ud;
+    remove_snapshot(core, s);
+    if (status == SB_OK)
+        core->snapshots_served++;
+    sb_snapshot_event ev = {.kind = SB_SNAPSHOT_DONE, .status = status};
+    fn(ud, id, &ev);
+}
+
+static void snapshot_rows(sb_core *core, snapshot_req *s, const sb_row *rows, size_t n)
+{
+    uint64_t id = s->req;
+    if (!s->cut) {
+        sb_log(SB_LOG_ERROR, SCOPE,
+               "the source sent rows of snapshot %llu before snapshot_cut(): "
+               "cut taken now",
+               (unsigned long long)id);
+        take_cut(core, s);
+    }
+    if (!(s = send_cut(core, s)))
+        return;
+    sb_snapshot_event ev = {.kind = SB_SNAPSHOT_ROWS, .rows = rows, .n = n};
+    int rc = s->fn(s->ud, id, &ev);
+    if (rc == SB_ERR_BUSY && (s = find_snapshot(core, id)) && !s->paused)
+        s->paused = sb_host_source_snapshot_flow(core->source, id, false);
 }
 
 void sb_core_rows(sb_core *core, uint64_t req, const sb_row *rows, size_t n)
@@ -391,7 +498,7 @@ void sb_core_rows(sb_core *core, uint64_t req, const sb_row *rows, size_t n)
     }
     snapshot_req *s = find_snapshot(core, req);
     if (s && n)
-        s->fn(s->ud, rows, n, false, SB_OK);
+        snapshot_rows(core, s, rows, n);
 }
 
 void sb_core_done(sb_core *core, uint64_t req, int status)
@@ -406,11 +513,27 @@ void sb_core_done(sb_core *core, uint64_t req, int status)
     snapshot_req *s = find_snapshot(core, req);
     if (!s)
         return;
-    snapshot_req done = *s;
-    remove_snapshot(core, s);
-    if (status == SB_OK)
-        core->snapshots_served++;
-    done.fn(done.ud, NULL, 0, true, status);
+    if (status == SB_OK && !s->cut) {
+        sb_log(SB_LOG_ERROR, SCOPE,
+               "the source finished snapshot %llu without snapshot_cut(): the reply is refused",
+               (unsigned long long)req);
+        status = SB_ERR_STATE;
+    }
+    finish_snapshot(core, s, status);
+}
+
+void sb_core_snapshot_cut(sb_core *core, uint64_t req)
+{
+    snapshot_req *s = find_snapshot(core, req);
+    if (!s)
+        return;
+    if (s->cut) {
+        sb_log(SB_LOG_ERROR, SCOPE, "second snapshot_cut() for snapshot %llu: ignored",
+               (unsigned long long)req);
+        return;
+    }
+    take_cut(core, s);
+    send_cut(core, s);
 }
 
 void sb_core_resync(sb_core *core, const char *reason)
@@ -426,40 +549,105 @@ void sb_core_resync(sb_core *core, const char *reason)
     heartbeat(core);
 }
 
-int sb_core_snapshot(sb_core *core, const char *const *tables, size_t n, sb_rows_fn fn, void *ud,
-                     uint64_t *seq, uint64_t *req)
+/* Lease lost: what is pending is forgotten with the engine (a fetch still answering is
+ * then nobody's), running snapshots end busy. */
+static void forget_everything(sb_core *core)
+{
+    sb_debounce *fresh;
+    uint64_t *windows = table_windows(core->cfg);
+    int rc = windows ? sb_debounce_new(core->cfg->ntables, windows, &debounce_ops, core, &fresh)
+                     : SB_ERR_NOMEM;
+    free(windows);
+    if (rc == SB_OK) {
+        sb_debounce_free(core->debounce);
+        core->debounce = fresh;
+    } else {
+        sb_log(SB_LOG_ERROR, SCOPE, "out of memory: pending changes kept, not published");
+    }
+    while (core->nsnapshots) {
+        snapshot_req *s = core->snapshots[core->nsnapshots - 1];
+        uint64_t id = s->req;
+        sb_snapshot_fn fn = s->fn;
+        void *ud = s->ud;
+        remove_snapshot(core, s);
+        if (core->source)
+            sb_host_source_cancel(core->source, id);
+        sb_snapshot_event ev = {.kind = SB_SNAPSHOT_DONE, .status = SB_ERR_BUSY};
+        fn(ud, id, &ev);
+    }
+    update_exposure(core);
+}
+
+void sb_core_lease(sb_core *core, bool active, const char *reason)
+{
+    reason = reason ? reason : "no reason given";
+    if (active == core->active) {
+        sb_log(SB_LOG_INFO, SCOPE, "lease still %s: %s", active ? "held" : "lost", reason);
+        return;
+    }
+    if (!active) {
+        sb_log(SB_LOG_WARN, SCOPE,
+               "lease lost: %s; not publishing, refusing snapshots, %zu pending entities dropped",
+               reason, sb_debounce_pending(core->debounce));
+        core->active = false;
+        forget_everything(core);
+        return;
+    }
+    core->active = true;
+    sb_log(SB_LOG_INFO, SCOPE, "lease gained: %s; publishing again", reason);
+    sb_core_resync(core, "the source regained its lease (fencing what was dropped)");
+}
+
+int sb_core_snapshot(sb_core *core, const uint32_t *tables, size_t n, sb_snapshot_fn fn, void *ud,
+                     uint64_t *req)
 {
     for (size_t i = 0; i < n; i++)
-        if (!tables[i] || table_index(core, tables[i]) < 0)
+        if (tables[i] >= core->cfg->ntables)
             return SB_ERR_NOTFOUND;
     sb_host *src = core->source;
-    if (!src || !src->started || !fn)
+    if (!src || !sb_host_started(src) || !fn || !core->active)
         return SB_ERR_BUSY;
     if (core->nsnapshots == core->cap_snapshots) {
         size_t cap = core->cap_snapshots ? core->cap_snapshots * 2 : 8;
-        snapshot_req *grown = realloc(core->snapshots, cap * sizeof *grown);
+        snapshot_req **grown = realloc(core->snapshots, cap * sizeof *grown);
         if (!grown)
             return SB_ERR_NOMEM;
         core->snapshots = grown;
         core->cap_snapshots = cap;
     }
-    /* Taken before the source opens its database snapshot: anything published so far is
-     * committed and therefore inside it (docs/protocol.md, snapshot consistency). A heartbeat
-     * at that seq tells transports every table's tseq there, for the reply. */
+    snapshot_req *s = calloc(1, sizeof *s);
+    uint64_t *tseq = calloc(core->cfg->ntables, sizeof *tseq);
+    if (!s || !tseq) {
+        free(s);
+        free(tseq);
+        return SB_ERR_NOMEM;
+    }
     uint64_t id = next_request_id(core);
-    heartbeat(core);
-    *seq = core->seq;
-    core->snapshots[core->nsnapshots++] = (snapshot_req){.req = id, .fn = fn, .ud = ud};
+    *s = (snapshot_req){.req = id, .fn = fn, .ud = ud, .tseq = tseq};
+    /* Unless the source sets the cut: taken before the source opens its database snapshot,
+     * anything published so far is committed and therefore inside it (docs/protocol.md,
+     * snapshot consistency). */
+    if (!sb_host_source_sets_cut(src))
+        take_cut(core, s);
+    core->snapshots[core->nsnapshots++] = s;
     update_exposure(core);
-    int rc = src->desc->snapshot(src->state, id, tables, n);
+    int rc = sb_host_source_snapshot(src, id, tables, n);
     if (rc < 0) {
-        remove_snapshot(core, find_snapshot(core, id));
+        remove_snapshot(core, s);
         sb_log(SB_LOG_WARN, SCOPE, "snapshot refused by the source: %s", sb_strerror(rc));
         return rc == SB_ERR_NOTFOUND ? rc : SB_ERR_BUSY;
     }
-    if (req)
-        *req = id;
+    *req = id;
     return SB_OK;
+}
+
+void sb_core_snapshot_resume(sb_core *core, uint64_t req)
+{
+    snapshot_req *s = find_snapshot(core, req);
+    if (s && s->paused) {
+        s->paused = false;
+        sb_host_source_snapshot_flow(core->source, req, true);
+    }
 }
 
 void sb_core_cancel(sb_core *core, uint64_t req)
@@ -468,14 +656,14 @@ void sb_core_cancel(sb_core *core, uint64_t req)
     if (!s)
         return;
     remove_snapshot(core, s);
-    if (core->source && core->source->started)
-        core->source->desc->cancel(core->source->state, req);
+    if (core->source)
+        sb_host_source_cancel(core->source, req);
 }
 
 void sb_core_cancel_all(sb_core *core)
 {
     while (core->nsnapshots)
-        sb_core_cancel(core, core->snapshots[0].req);
+        sb_core_cancel(core, core->snapshots[0]->req);
 }
 
 int sb_core_since(sb_core *core, const char *epoch, uint64_t seq, sb_replay_fn fn, void *ud,
@@ -491,6 +679,8 @@ static void publish_presence(void *ud, uint32_t table, const sb_key *key,
                              const sb_event_editor *editors, size_t n)
 {
     sb_core *core = ud;
+    if (!core->active)
+        return;
     uint64_t seq = core->seq + 1;
     if (sb_event_encode_presence(&core->topic, &core->body, core->cfg->tables[table], key, editors,
                                  n, core->epoch, seq))
@@ -525,13 +715,12 @@ static void presence_tick(void *ud)
 
 int sb_core_presence(sb_core *core, const sb_presence *p)
 {
-    int t = p->table ? table_index(core, p->table) : -1;
-    if (t < 0)
+    if (p->table >= core->cfg->ntables)
         return SB_ERR_NOTFOUND;
     if (!p->client || !p->state)
         return SB_ERR_INVAL;
     const char *limit = NULL;
-    int rc = sb_presence_apply(core->presence, (uint32_t)t, &p->key, p->client, p->state, p->ttl_ms,
+    int rc = sb_presence_apply(core->presence, p->table, &p->key, p->client, p->state, p->ttl_ms,
                                sb_loop_now(core->loop), sb_event_wall_ms(), publish_presence, core,
                                &limit);
     if (rc == SB_ERR_BUSY) {

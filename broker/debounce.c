@@ -7,7 +7,7 @@
 #include <string.h>
 
 enum seen { SEEN_UNKNOWN, SEEN_EXISTS, SEEN_DELETED };
-enum where { IN_NONE, IN_READY, IN_WINDOW, IN_RETRY };
+enum where { IN_NONE, IN_READY, IN_ROWS, IN_WINDOW, IN_RETRY };
 
 /* Merged unpublished changes. */
 typedef struct merge {
@@ -16,7 +16,11 @@ typedef struct merge {
     uint32_t n;
     uint64_t version; /* newest */
     int64_t ts_ms;
-    char *origin; /* newest change's origin, owned */
+    char *origin;            /* newest change's origin, owned */
+    uint64_t first_position; /* the source's position of the earliest change with one; 0: none */
+    bool has_row;            /* the newest change came with its row (row NULL: absent) */
+    void *row;               /* that row, owned */
+    size_t row_len;
 } merge;
 
 typedef struct entity {
@@ -55,7 +59,7 @@ typedef struct table_state {
     uint64_t window_ms;
     uint64_t truncate_version; /* events older than this are stale */
     uint32_t gen;
-    queue ready, window;
+    queue ready, window; /* ready: waiting for a fetch */
 } table_state;
 
 struct sb_debounce {
@@ -64,6 +68,7 @@ struct sb_debounce {
     size_t ntables;
     table_state *tables;
     queue retry;
+    queue rows;     /* ready, and the newest pending change has its row: published without fetch */
     sb_htab ents;   /* every entity, keyed by (table, key) */
     sb_hash_key hk; /* keys come from writers: a random SipHash key per broker start */
     size_t npending, nfetching;
@@ -107,6 +112,8 @@ static queue *queue_of(sb_debounce *d, entity *e)
         return &d->tables[e->table].ready;
     case IN_WINDOW:
         return &d->tables[e->table].window;
+    case IN_ROWS:
+        return &d->rows;
     case IN_RETRY:
         return &d->retry;
     }
@@ -200,6 +207,8 @@ static void free_entity(sb_debounce *d, entity *e)
     sb_htab_remove(&d->ents, &e->node);
     free(e->p.origin);
     free(e->f.origin);
+    free(e->p.row);
+    free(e->f.row);
     free(e);
 }
 
@@ -215,19 +224,27 @@ static void entity_parts(const entity *e, const char **parts)
 
 /* ---- merging ---------------------------------------------------------------------- */
 
-static void merge_add(merge *m, bool *pending, const sb_change *c)
+/* Merge c into m; row is c's row, copied by the caller (NULL when c has none or it is absent). */
+static void merge_add(merge *m, bool *pending, const sb_change *c, void *row)
 {
     if (!*pending) {
         m->first_op = (uint8_t)c->op;
         m->first_ts_ms = c->ts_ms;
+        m->first_position = 0;
         m->n = 0;
         *pending = true;
     }
+    if (!m->first_position)
+        m->first_position = c->position;
     m->n++;
     m->version = c->version;
     m->ts_ms = c->ts_ms;
     free(m->origin);
     m->origin = c->origin ? strdup(c->origin) : NULL;
+    free(m->row);
+    m->has_row = c->has_row;
+    m->row = row;
+    m->row_len = row ? c->row_len : 0;
 }
 
 static void drop_pending(sb_debounce *d, entity *e)
@@ -236,7 +253,8 @@ static void drop_pending(sb_debounce *d, entity *e)
         return;
     d->coalesced += e->p.n;
     free(e->p.origin);
-    e->p.origin = NULL;
+    free(e->p.row);
+    e->p = (merge){0};
     e->pending = false;
     d->npending--;
 }
@@ -248,7 +266,7 @@ static void settle(sb_debounce *d, entity *e, uint64_t now)
         return;
     if (e->pending) {
         if (e->where == IN_NONE)
-            move_to(d, e, IN_READY, now);
+            move_to(d, e, e->p.has_row ? IN_ROWS : IN_READY, now);
         return;
     }
     if (e->where == IN_NONE)
@@ -272,7 +290,7 @@ int sb_debounce_change(sb_debounce *d, uint32_t table, const sb_change *c, uint6
                 if (e->table != table)
                     continue;
                 drop_pending(d, e);
-                if (e->where == IN_READY || e->where == IN_RETRY)
+                if (e->where == IN_READY || e->where == IN_ROWS || e->where == IN_RETRY)
                     move_to(d, e, IN_NONE, 0);
                 settle(d, e, now);
             }
@@ -288,11 +306,20 @@ int sb_debounce_change(sb_debounce *d, uint32_t table, const sb_change *c, uint6
     }
     if (c->key.nparts == 0 || c->key.nparts > UINT16_MAX)
         return SB_ERR_INVAL;
+    /* Copied first: nothing changes when the copy fails. */
+    void *row = NULL;
+    if (c->has_row && c->row) {
+        if (!(row = malloc(c->row_len ? c->row_len : 1)))
+            return SB_ERR_NOMEM;
+        memcpy(row, c->row, c->row_len);
+    }
     size_t len = key_len(&c->key);
     char stackbuf[512];
     char *key = len <= sizeof stackbuf ? stackbuf : malloc(len);
-    if (!key)
+    if (!key) {
+        free(row);
         return SB_ERR_NOMEM;
+    }
     flatten_key(&c->key, key, len);
     uint64_t h = hash_key(d, table, key, len);
     entity *e = lookup(d, table, key, len, h);
@@ -300,8 +327,10 @@ int sb_debounce_change(sb_debounce *d, uint32_t table, const sb_change *c, uint6
         e = insert_entity(d, table, key, len, (uint16_t)c->key.nparts, h);
     if (key != stackbuf)
         free(key);
-    if (!e)
+    if (!e) {
+        free(row);
         return SB_ERR_NOMEM;
+    }
 
     uint64_t known = e->published_version;
     if (e->req && e->f.version > known)
@@ -310,12 +339,13 @@ int sb_debounce_change(sb_debounce *d, uint32_t table, const sb_change *c, uint6
         known = e->p.version;
     if (c->version <= known || c->version < ts->truncate_version) {
         d->coalesced++; /* a duplicate or an old change: already covered */
+        free(row);
         settle(d, e, now);
         return SB_OK;
     }
     if (!e->pending)
         d->npending++;
-    merge_add(&e->p, &e->pending, c);
+    merge_add(&e->p, &e->pending, c, row);
     settle(d, e, now);
     return SB_OK;
 }
@@ -456,9 +486,15 @@ static void finish_entity(sb_debounce *d, entity *e, const sb_row *row, uint64_t
             e->f.n += e->p.n;
             e->f.version = e->p.version;
             e->f.ts_ms = e->p.ts_ms;
+            if (!e->f.first_position)
+                e->f.first_position = e->p.first_position;
             free(e->f.origin);
             e->f.origin = e->p.origin;
-            e->p.origin = NULL;
+            free(e->f.row);
+            e->f.has_row = e->p.has_row;
+            e->f.row = e->p.row;
+            e->f.row_len = e->p.row_len;
+            e->p = (merge){0};
             d->npending--;
         }
         e->p = e->f;
@@ -486,6 +522,7 @@ static void finish_entity(sb_debounce *d, entity *e, const sb_row *row, uint64_t
         d->coalesced += e->f.n;
     }
     free(e->f.origin);
+    free(e->f.row);
     e->f = (merge){0};
     /* Changes that arrived during the fetch and are already covered by what was read. */
     if (e->pending && e->p.version <= e->published_version)
@@ -543,11 +580,45 @@ static size_t expire(sb_debounce *d, queue *q, uint64_t now, size_t budget)
     return touched;
 }
 
+/* Publish e's pending changes from the row the newest one came with, as a fetch answering
+ * it at once would: the same resolution, window and accounting. */
+static void publish_own_row(sb_debounce *d, entity *e, uint64_t now)
+{
+    move_to(d, e, IN_NONE, 0);
+    e->f = e->p;
+    e->p = (merge){0};
+    e->pending = false;
+    d->npending--;
+    d->nfetching++; /* finish_entity counts it back */
+    sb_row row = {.table = e->table,
+                  .version = e->f.version,
+                  .row = e->f.row,
+                  .row_len = e->f.row_len,
+                  .origin = e->f.origin};
+    finish_entity(d, e, &row, now);
+}
+
+/* Entities whose newest change has its row; one that got a change without since is fetched. */
+static size_t publish_rows(sb_debounce *d, uint64_t now, size_t budget)
+{
+    size_t touched = 0;
+    while (d->rows.head && touched < budget) {
+        entity *e = d->rows.head;
+        if (e->p.has_row)
+            publish_own_row(d, e, now);
+        else
+            move_to(d, e, IN_READY, now);
+        touched++;
+    }
+    return touched;
+}
+
 size_t sb_debounce_run(sb_debounce *d, uint64_t now, size_t budget)
 {
     size_t touched = expire(d, &d->retry, now, budget);
     for (size_t t = 0; t < d->ntables && touched < budget; t++)
         touched += expire(d, &d->tables[t].window, now, budget - touched);
+    touched += publish_rows(d, now, budget - touched);
     /* Round-robin over tables so that one busy table cannot starve the others. */
     size_t idle = 0;
     while (touched < budget && d->ninflight < SB_DEBOUNCE_MAX_INFLIGHT && idle < d->ntables) {
@@ -573,6 +644,8 @@ static uint64_t min_u64(uint64_t a, uint64_t b)
 uint64_t sb_debounce_next_deadline(const sb_debounce *d, uint64_t now)
 {
     uint64_t next = d->retry.head ? d->retry.head->deadline : UINT64_MAX;
+    if (d->rows.head)
+        next = now;
     for (size_t t = 0; t < d->ntables; t++) {
         const table_state *ts = &d->tables[t];
         if (ts->window.head)
@@ -641,6 +714,8 @@ void sb_debounce_free(sb_debounce *d)
             entity *e = (entity *)n;
             free(e->p.origin);
             free(e->f.origin);
+            free(e->p.row);
+            free(e->f.row);
             free(e);
         }
     }
@@ -652,6 +727,23 @@ void sb_debounce_free(sb_debounce *d)
 size_t sb_debounce_pending(const sb_debounce *d)
 {
     return d->npending + d->nfetching;
+}
+
+uint64_t sb_debounce_lowest_position(const sb_debounce *d)
+{
+    uint64_t low = 0;
+    for (size_t b = 0; b < d->ents.nbuckets; b++) {
+        for (const sb_hnode *n = d->ents.buckets[b]; n; n = n->next) {
+            const entity *e = (const entity *)n;
+            uint64_t p = e->pending ? e->p.first_position : 0;
+            uint64_t f = e->req ? e->f.first_position : 0;
+            if (p && (!low || p < low))
+                low = p;
+            if (f && (!low || f < low))
+                low = f;
+        }
+    }
+    return low;
 }
 
 size_t sb_debounce_entities(const sb_debounce *d)

@@ -23,7 +23,9 @@
  * are treated as possibly seen, so their delete is published.
  *
  * The row and version published are those read at flush time (the newest committed state),
- * so an event never pairs a row with an older version.
+ * so an event never pairs a row with an older version. A change that comes with its row
+ * (sb_change.has_row) keeps it with the pending entity: when the newest pending change has
+ * its row, the entity is published from it without a fetch.
  */
 #ifndef SB_DEBOUNCE_H
 #define SB_DEBOUNCE_H
@@ -68,7 +70,8 @@ void sb_debounce_set_windows(sb_debounce *d, const uint64_t *window_ms);
  * epoch; INT64_MAX while a snapshot runs). Initially INT64_MIN: nothing exposed. */
 void sb_debounce_set_exposure(sb_debounce *d, int64_t until_ms);
 
-/* Feed one change read from the database (copied). TRUNCATE is published at once. */
+/* Feed one change read from the database (copied, with its row if it has one). TRUNCATE is
+ * published at once. */
 int sb_debounce_change(sb_debounce *d, uint32_t table, const sb_change *c, uint64_t now);
 
 /* True if req is a fetch this engine issued and has not seen finish. */
@@ -80,8 +83,9 @@ void sb_debounce_rows(sb_debounce *d, uint64_t req, const sb_row *rows, size_t n
 /* Fetch req finished; entities it did not answer (or all, on error) are retried later. */
 void sb_debounce_done(sb_debounce *d, uint64_t req, int status, uint64_t now);
 
-/* Close due windows and issue fetches for ready entities, touching at most `budget`
- * entities so the loop never stalls. Returns how many it touched. */
+/* Close due windows, publish ready entities that have their row and issue fetches for the
+ * other ready ones, touching at most `budget` entities so the loop never stalls. Returns how
+ * many it touched. */
 size_t sb_debounce_run(sb_debounce *d, uint64_t now, size_t budget);
 
 /* When sb_debounce_run next has work: a time <= now means "now"; UINT64_MAX means never. */
@@ -92,6 +96,9 @@ void sb_debounce_flush_all(sb_debounce *d);
 
 /* Entities with changes not yet published (pending or being fetched). */
 size_t sb_debounce_pending(const sb_debounce *d);
+/* The lowest source position (sb_change.position) of a change not yet published, pending or
+ * being fetched; 0 when none is. Walks every entity: for the core's once-a-heartbeat use. */
+uint64_t sb_debounce_lowest_position(const sb_debounce *d);
 /* Entities held in memory (pending, in flight, or with an open window). */
 size_t sb_debounce_entities(const sb_debounce *d);
 /* Changes merged into another event or dropped as already published. */

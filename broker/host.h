@@ -1,46 +1,69 @@
 /*
- * host.h - one plugin instance as the broker sees it, and the sb_host_api handed to it.
+ * host.h - one plugin instance as the broker sees it, and the host API tables handed to it.
  *
- * An sb_host owns its plugin library, its resolved options and (between create and destroy)
- * the plugin's state. Every watch and timer a plugin registers is tagged with its sb_host,
- * so stopping an instance also removes whatever it forgot.
+ * host.c is the only file that calls plugin code and the only one that implements the host
+ * APIs (sb_source_api, sb_transport_api): the core calls the source and the transports
+ * through the functions below and never sees a descriptor. An sb_host owns its plugin
+ * library, its resolved options (and a source's [database] values and setup) and, between
+ * create and destroy, the plugin's state. Every watch and timer a plugin registers is tagged
+ * with its sb_host, so stopping an instance also removes whatever it forgot.
  */
 #ifndef SB_HOST_H
 #define SB_HOST_H
 
 #include "config.h"
 #include "loop.h"
-#include "plugin_loader.h"
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <syncbroker/plugin.h>
 
 typedef struct sb_core sb_core;
 
-struct sb_host {
-    sb_core *core;
-    sb_loop *loop;
-    void *zmq_ctx; /* the broker's one ZeroMQ context, borrowed */
-    const sb_config *cfg;
-    char *section; /* "source.main"; the log scope */
-    sb_plugin_lib *lib;
-    const sb_plugin *desc;
-    sb_option_value *opts;
-    void *state;
-    bool created, started;
-};
-
-/* Open the plugin of section sec and resolve its options; *out owned by the caller. */
+/* Open the plugin of section sec (plugin_loader.c) and resolve its options (and a source's
+ * [database] keys) (config.c); *out owned by the caller (sb_host_free). */
 int sb_host_open(sb_core *core, sb_loop *loop, void *zmq_ctx, const sb_config *cfg,
                  const sb_config_section *sec, sb_host **out);
+/* The same for a descriptor already in memory (unit tests): checked as a loaded one is. */
+int sb_host_open_descriptor(sb_core *core, sb_loop *loop, void *zmq_ctx, const sb_config *cfg,
+                            const sb_config_section *sec, const sb_plugin_header *desc,
+                            sb_host **out);
 int sb_host_create(sb_host *h);
 int sb_host_start(sb_host *h);
-/* SIGHUP: the plugin's reload() (ABI 1.2) if it is started and has one; a failure is
- * logged here. 0, SB_ERR_UNSUPPORTED (nothing to reload), or the plugin's error. */
+/* --check: the plugin's check() if it has one (SB_ERR_UNSUPPORTED if not). */
+int sb_host_check(sb_host *h);
+/* SIGHUP: the plugin's reload() if it is started and has one; a failure is logged here.
+ * 0, SB_ERR_UNSUPPORTED (nothing to reload), or the plugin's error. */
 int sb_host_reload(sb_host *h);
 /* Stop the instance and drop its leftover watches and timers. */
 void sb_host_stop(sb_host *h);
 /* Destroy the instance (if created) and close the library. NULL is ignored. */
 void sb_host_free(sb_host *h);
+
+sb_plugin_kind sb_host_kind(const sb_host *h);
+bool sb_host_started(const sb_host *h);
+const char *sb_host_section(const sb_host *h); /* "source.main": the log scope */
+
+/* Print the plugin's section with every option resolved, in INI form. */
+void sb_host_print_section(const sb_host *h, FILE *out);
+/* A source's [database] specs and values (NULL for a transport), for sb_config_print_core. */
+const sb_option_spec *sb_host_database_specs(const sb_host *h);
+const sb_option_value *sb_host_database_values(const sb_host *h);
+
+/* --- calls into a source (see plugin.h for each callback's contract) --------------- */
+bool sb_host_source_has_fetch(const sb_host *h);
+bool sb_host_source_sets_cut(const sb_host *h); /* SB_SOURCE_SETS_SNAPSHOT_CUT */
+bool sb_host_source_has_published(const sb_host *h);
+/* SB_ERR_BUSY when not started, SB_ERR_UNSUPPORTED without fetch(), else the source's. */
+int sb_host_source_fetch(sb_host *h, uint64_t req, uint32_t table, const sb_key *keys, size_t n);
+int sb_host_source_snapshot(sb_host *h, uint64_t req, const uint32_t *tables, size_t n);
+void sb_host_source_cancel(sb_host *h, uint64_t req);
+/* False when the source has no snapshot_flow() (nothing was paused or resumed). */
+bool sb_host_source_snapshot_flow(sb_host *h, uint64_t req, bool go);
+void sb_host_source_published(sb_host *h, uint64_t position);
+
+/* --- calls into a transport -------------------------------------------------------- */
+/* What the transport's publish() returned (>= 0: sent or queued). */
+int sb_host_publish(sb_host *h, const sb_message *m);
 
 #endif

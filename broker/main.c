@@ -106,12 +106,13 @@ static int open_plugins(broker *b)
 
 static void print_resolved(const broker *b)
 {
-    sb_config_print_core(b->cfg, stdout);
+    const sb_host *src = b->hosts[b->source_index];
+    sb_config_print_core(b->cfg, sb_host_database_specs(src), sb_host_database_values(src), stdout);
     for (size_t i = 0; i < b->nhosts; i++)
-        sb_plugin_print_section(&b->cfg->sections[i], b->hosts[i]->desc, b->hosts[i]->opts, stdout);
+        sb_host_print_section(b->hosts[i], stdout);
 }
 
-/* --check beyond the file: each plugin's check() (ABI 1.1), in config order. Nothing is
+/* --check beyond the file: each plugin's check(), in config order. Nothing is
  * started or bound. Prints the verdict; returns 0 (start-up would refuse nothing that could
  * be checked), SB_ERR_CONFIG, or the error a check failed with (e.g. out of memory). */
 static int check_plugins(const broker *b, const char *path)
@@ -119,21 +120,19 @@ static int check_plugins(const broker *b, const char *path)
     int rc = SB_OK;
     const char *unchecked = NULL; /* why the database was not checked */
     for (size_t i = 0; i < b->nhosts; i++) {
-        const sb_host *h = b->hosts[i];
-        if (!SB_API_HAS(h->desc, sb_plugin, check)) {
-            if (h->desc->kind == SB_PLUGIN_SOURCE)
+        sb_host *h = b->hosts[i];
+        int crc = sb_host_check(h);
+        if (crc == SB_ERR_UNSUPPORTED) {
+            if (sb_host_kind(h) == SB_PLUGIN_SOURCE)
                 unchecked = "offers no database check";
-            continue;
-        }
-        int crc = h->desc->check(h->state);
-        if (crc == SB_ERR_DB) {
-            sb_log(SB_LOG_WARN, h->section,
+        } else if (crc == SB_ERR_DB) {
+            sb_log(SB_LOG_WARN, sb_host_section(h),
                    "could not connect to the database: only the file was checked");
             unchecked = "could not connect to the database";
         } else if (crc == SB_ERR_CONFIG) {
             rc = crc;
         } else if (crc) {
-            sb_log(SB_LOG_ERROR, h->section, "check failed: %s", sb_strerror(crc));
+            sb_log(SB_LOG_ERROR, sb_host_section(h), "check failed: %s", sb_strerror(crc));
             return crc;
         }
     }
@@ -142,7 +141,7 @@ static int check_plugins(const broker *b, const char *path)
                path);
     else if (unchecked)
         printf("\n; %s: configuration OK, file only ([%s] %s)\n", path,
-               b->hosts[b->source_index]->section, unchecked);
+               sb_host_section(b->hosts[b->source_index]), unchecked);
     else
         printf("\n; %s: configuration OK (database checked)\n", path);
     return rc;
@@ -164,19 +163,24 @@ static bool same_str(const char *a, const char *b)
     return strcmp(a ? a : "", b ? b : "") == 0;
 }
 
-/* Plugin sections, tables and conninfo need a restart; say so instead of half-applying. */
+static bool same_section(const sb_config_section *a, const sb_config_section *c)
+{
+    bool same = same_str(a->name, c->name) && same_str(a->plugin, c->plugin) && a->nkv == c->nkv;
+    for (size_t j = 0; same && j < a->nkv; j++)
+        same = same_str(a->kv[j].key, c->kv[j].key) && same_str(a->kv[j].value, c->kv[j].value);
+    return same;
+}
+
+/* Plugin sections, tables and the source's [database] keys need a restart; say so instead
+ * of half-applying. */
 static void warn_unreloadable(const sb_config *old, const sb_config *new)
 {
-    bool same = same_str(old->conninfo, new->conninfo) && old->ntables == new->ntables &&
+    bool same = same_section(&old->database, &new->database) && old->ntables == new->ntables &&
                 old->nsections == new->nsections &&same_str(old->plugin_dir, new->plugin_dir);
     for (size_t i = 0; same && i < old->ntables; i++)
         same = strcmp(old->tables[i], new->tables[i]) == 0;
-    for (size_t i = 0; same && i < old->nsections; i++) {
-        const sb_config_section *a = &old->sections[i], *c = &new->sections[i];
-        same = same_str(a->name, c->name) && same_str(a->plugin, c->plugin) && a->nkv == c->nkv;
-        for (size_t j = 0; same && j < a->nkv; j++)
-            same = same_str(a->kv[j].key, c->kv[j].key) && same_str(a->kv[j].value, c->kv[j].value);
-    }
+    for (size_t i = 0; same && i < old->nsections; i++)
+        same = same_section(&old->sections[i], &new->sections[i]);
     if (!same)
         sb_log(SB_LOG_WARN, "broker",
                "reload: [database] and plugin sections changed; they take effect on restart");
@@ -193,7 +197,7 @@ static void reload_config(broker *b)
     sb_core_reload(b->core, fresh);
     warn_unreloadable(b->cfg, fresh);
     /* Reloadable values now live in the core and the logger; the running config keeps the
-     * rest, so plugins' borrowed pointers (conninfo, tables) stay valid. */
+     * rest, so plugins' borrowed pointers (options, [database] values, tables) stay valid. */
     b->cfg->debounce_ms = fresh->debounce_ms;
     b->cfg->heartbeat_ms = fresh->heartbeat_ms;
     b->cfg->log_level = fresh->log_level;
@@ -291,8 +295,7 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--check")) {
             check = true;
         } else if (!strcmp(argv[i], "--version")) {
-            printf("syncbroker %s (plugin ABI %d.%d)\n", SB_VERSION, SB_PLUGIN_ABI_MAJOR,
-                   SB_PLUGIN_ABI_MINOR);
+            printf("syncbroker %s (plugin ABI %d.%d)\n", SB_VERSION, SB_ABI_MAJOR, SB_ABI_MINOR);
             return 0;
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);

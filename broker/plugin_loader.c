@@ -6,18 +6,22 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 struct sb_plugin_lib {
     char *path;
     void *handle;
-    const sb_plugin *desc;
+    const sb_plugin_header *desc;
 };
+
+/* What this broker implements: one version per major. */
+static const sb_abi_version offered[] = {{SB_ABI_MAJOR, SB_ABI_MINOR}};
+static const sb_abi_offer offer = {offered, sizeof offered / sizeof offered[0]};
 
 /* Log "FILE:LINE: [section] plugin: PATH: message". */
 static void refuse(const sb_config *cfg, const sb_config_section *sec, const char *path,
@@ -35,7 +39,7 @@ static void refuse(const sb_config *cfg, const sb_config_section *sec, const cha
            sec->name, path, msg);
 }
 
-static const char *kind_name(sb_plugin_kind kind)
+static const char *kind_name(uint32_t kind)
 {
     switch (kind) {
     case SB_PLUGIN_SOURCE:
@@ -46,80 +50,109 @@ static const char *kind_name(sb_plugin_kind kind)
     return "unknown";
 }
 
-/* Mandatory callbacks by kind; returns the name of the first NULL one. */
-static const char *missing_callback(const sb_plugin *d)
+/* The first mandatory callback that is NULL, or NULL. h has passed the size check. */
+static const char *missing_callback(const sb_plugin_header *h)
 {
-    if (!d->create)
-        return "create";
-    if (!d->start)
-        return "start";
-    if (!d->stop)
-        return "stop";
-    if (!d->destroy)
-        return "destroy";
-    if (d->kind == SB_PLUGIN_SOURCE) {
-        if (!d->fetch)
-            return "fetch";
-        if (!d->snapshot)
-            return "snapshot";
-        if (!d->cancel)
-            return "cancel";
-    } else if (!d->publish) {
-        return "publish";
+    if (h->kind == SB_PLUGIN_SOURCE) {
+        const sb_source_plugin *d = (const sb_source_plugin *)h;
+        return !d->create     ? "create"
+               : !d->start    ? "start"
+               : !d->stop     ? "stop"
+               : !d->destroy  ? "destroy"
+               : !d->snapshot ? "snapshot"
+               : !d->cancel   ? "cancel"
+                              : NULL;
     }
-    return NULL;
+    const sb_transport_plugin *d = (const sb_transport_plugin *)h;
+    return !d->create    ? "create"
+           : !d->start   ? "start"
+           : !d->stop    ? "stop"
+           : !d->destroy ? "destroy"
+           : !d->publish ? "publish"
+                         : NULL;
 }
 
-static const char *bad_option_spec(const sb_plugin *d)
+static const char *bad_option_spec(const sb_option_spec *options, bool database)
 {
-    for (const sb_option_spec *o = d->options; o && o->name; o++) {
-        if (strcmp(o->name, "plugin") == 0)
+    for (const sb_option_spec *o = options; o && o->name; o++) {
+        if (!database && strcmp(o->name, "plugin") == 0)
             return "option 'plugin' is reserved";
+        if (database && strcmp(o->name, "tables") == 0)
+            return "[database] key 'tables' is the broker's";
         if (o->type < SB_OPT_STRING || o->type > SB_OPT_BOOL)
             return "an option has an unknown type";
-        for (const sb_option_spec *p = d->options; p < o; p++)
+        for (const sb_option_spec *p = options; p < o; p++)
             if (strcmp(p->name, o->name) == 0)
                 return "an option is declared twice";
     }
     return NULL;
 }
 
-static int check_descriptor(const sb_config *cfg, const sb_config_section *sec, const char *path,
-                            const sb_plugin *d)
+/* The version checks, in the order the design lists them. */
+static int check_version(const sb_config *cfg, const sb_config_section *sec, const char *path,
+                         const sb_plugin_header *h)
 {
-    if (d->abi_major != SB_PLUGIN_ABI_MAJOR) {
-        refuse(cfg, sec, path, "built for plugin ABI %u.%u, this broker speaks ABI %u.%u",
-               d->abi_major, d->abi_minor, SB_PLUGIN_ABI_MAJOR, SB_PLUGIN_ABI_MINOR);
-        return SB_ERR_ABI;
-    }
-    if (d->size < SB_PLUGIN_V1_SIZE) {
+    if (h->abi_major == 1) {
         refuse(cfg, sec, path,
-               "descriptor is %u bytes, ABI %u.%u needs at least %zu (plugin ABI %u.%u, "
-               "broker ABI %u.%u)",
-               d->size, SB_PLUGIN_ABI_MAJOR, 0u, (size_t)SB_PLUGIN_V1_SIZE, d->abi_major,
-               d->abi_minor, SB_PLUGIN_ABI_MAJOR, SB_PLUGIN_ABI_MINOR);
+               "was built for plugin ABI 1 (Syncbroker 0.1); this broker has ABI %d.%d: rebuild "
+               "it against include/syncbroker/plugin.h %d.%d (docs/plugins.md, Porting from ABI 1)",
+               SB_ABI_MAJOR, SB_ABI_MINOR, SB_ABI_MAJOR, SB_ABI_MINOR);
         return SB_ERR_ABI;
     }
-    if (d->kind != SB_PLUGIN_SOURCE && d->kind != SB_PLUGIN_TRANSPORT) {
-        refuse(cfg, sec, path, "unknown plugin kind %d", (int)d->kind);
+    if (h->abi_major != SB_ABI_MAJOR) {
+        refuse(cfg, sec, path, "built for ABI %u.%u; this broker has %d.%d", h->abi_major,
+               h->abi_minor, SB_ABI_MAJOR, SB_ABI_MINOR);
         return SB_ERR_ABI;
     }
-    if (d->kind != sec->kind) {
-        refuse(cfg, sec, path, "is a %s plugin, but [%s] needs a %s plugin", kind_name(d->kind),
-               sec->name, kind_name(sec->kind));
+    if (h->abi_minor > SB_ABI_MINOR) {
+        refuse(cfg, sec, path,
+               "built against ABI %u.%u, newer than this broker's %d.%d: upgrade the broker or "
+               "build the plugin against the %d.%d header",
+               h->abi_major, h->abi_minor, SB_ABI_MAJOR, SB_ABI_MINOR, SB_ABI_MAJOR, SB_ABI_MINOR);
+        return SB_ERR_ABI;
+    }
+    return SB_OK;
+}
+
+int sb_plugin_check_descriptor(const sb_config *cfg, const sb_config_section *sec, const char *path,
+                               const sb_plugin_header *h)
+{
+    int rc = check_version(cfg, sec, path, h);
+    if (rc)
+        return rc;
+    if (h->kind != SB_PLUGIN_SOURCE && h->kind != SB_PLUGIN_TRANSPORT) {
+        refuse(cfg, sec, path, "unknown plugin kind %u (plugin ABI %u.%u, broker ABI %d.%d)",
+               h->kind, h->abi_major, h->abi_minor, SB_ABI_MAJOR, SB_ABI_MINOR);
+        return SB_ERR_ABI;
+    }
+    size_t need =
+        h->kind == SB_PLUGIN_SOURCE ? SB_SOURCE_PLUGIN_SIZE_2_0 : SB_TRANSPORT_PLUGIN_SIZE_2_0;
+    if (h->size < need) {
+        refuse(cfg, sec, path,
+               "descriptor is %u bytes, a %s of ABI %d.0 is at least %zu (plugin ABI %u.%u, "
+               "broker ABI %d.%d)",
+               h->size, kind_name(h->kind), SB_ABI_MAJOR, need, h->abi_major, h->abi_minor,
+               SB_ABI_MAJOR, SB_ABI_MINOR);
+        return SB_ERR_ABI;
+    }
+    if (h->kind != (uint32_t)sec->kind) {
+        refuse(cfg, sec, path, "is a %s plugin, but [%s] needs a %s plugin", kind_name(h->kind),
+               sec->name, kind_name((uint32_t)sec->kind));
         return SB_ERR_CONFIG;
     }
-    if (!d->name || strcmp(d->name, sec->plugin) != 0) {
-        refuse(cfg, sec, path, "calls itself '%s', expected '%s'", d->name ? d->name : "(null)",
+    if (!h->name || strcmp(h->name, sec->plugin) != 0) {
+        refuse(cfg, sec, path, "calls itself '%s', expected '%s'", h->name ? h->name : "(null)",
                sec->plugin);
         return SB_ERR_ABI;
     }
-    const char *missing = missing_callback(d);
+    const char *missing = missing_callback(h);
     if (missing) {
         refuse(cfg, sec, path, "mandatory callback '%s' is NULL", missing);
         return SB_ERR_ABI;
     }
-    const char *bad = bad_option_spec(d);
+    const char *bad = bad_option_spec(h->options, false);
+    if (!bad && h->kind == SB_PLUGIN_SOURCE)
+        bad = bad_option_spec(((const sb_source_plugin *)h)->database_options, true);
     if (bad) {
         refuse(cfg, sec, path, "%s", bad);
         return SB_ERR_ABI;
@@ -231,10 +264,14 @@ int sb_plugin_lib_open(const sb_config *cfg, const sb_config_section *sec, sb_pl
         free(path);
         return SB_ERR_ABI;
     }
-    const sb_plugin *desc = entry();
-    int rc = desc ? check_descriptor(cfg, sec, path, desc) : SB_ERR_ABI;
+    /* A v1 plugin's entry takes no argument: called with one, it ignores it (every ABI we
+     * build for passes the first argument in a register or on the caller's stack, which the
+     * callee does not clean up), and its descriptor starts as sb_plugin_header does. */
+    const sb_plugin_header *desc = entry(&offer);
+    int rc = desc ? sb_plugin_check_descriptor(cfg, sec, path, desc) : SB_ERR_ABI;
     if (!desc)
-        refuse(cfg, sec, path, "%s() returned NULL", SB_PLUGIN_ENTRY_SYMBOL);
+        refuse(cfg, sec, path, "supports none of the ABI versions this broker has (%d.%d)",
+               SB_ABI_MAJOR, SB_ABI_MINOR);
     if (rc) {
         dlclose(handle);
         free(path);
@@ -260,7 +297,7 @@ void sb_plugin_lib_close(sb_plugin_lib *lib)
     free(lib);
 }
 
-const sb_plugin *sb_plugin_lib_descriptor(const sb_plugin_lib *lib)
+const sb_plugin_header *sb_plugin_lib_descriptor(const sb_plugin_lib *lib)
 {
     return lib->desc;
 }
@@ -268,102 +305,4 @@ const sb_plugin *sb_plugin_lib_descriptor(const sb_plugin_lib *lib)
 const char *sb_plugin_lib_path(const sb_plugin_lib *lib)
 {
     return lib->path;
-}
-
-static int parse_bool(const char *s, bool *out)
-{
-    static const char *const yes[] = {"true", "yes", "on", "1"};
-    static const char *const no[] = {"false", "no", "off", "0"};
-    for (size_t i = 0; i < 4; i++) {
-        if (strcasecmp(s, yes[i]) == 0) {
-            *out = true;
-            return SB_OK;
-        }
-        if (strcasecmp(s, no[i]) == 0) {
-            *out = false;
-            return SB_OK;
-        }
-    }
-    return SB_ERR_INVAL;
-}
-
-/* Convert one value per its spec; logs and returns SB_ERR_CONFIG on a bad value. */
-static int convert_value(const sb_config *cfg, const sb_config_section *sec, int line,
-                         const sb_option_spec *o, sb_option_value *v)
-{
-    if (o->type == SB_OPT_INT) {
-        char *end;
-        errno = 0;
-        long long n = strtoll(v->str, &end, 10);
-        if (errno || end == v->str || *end || n < o->min || n > o->max) {
-            sb_log(SB_LOG_ERROR, "config",
-                   "%s:%d: [%s] %s: '%s' is not an integer between %lld and %lld", cfg->path, line,
-                   sec->name, o->name, v->str, (long long)o->min, (long long)o->max);
-            return SB_ERR_CONFIG;
-        }
-        v->num = n;
-    } else if (o->type == SB_OPT_BOOL && parse_bool(v->str, &v->flag)) {
-        sb_log(SB_LOG_ERROR, "config", "%s:%d: [%s] %s: '%s' is not true or false", cfg->path, line,
-               sec->name, o->name, v->str);
-        return SB_ERR_CONFIG;
-    }
-    return SB_OK;
-}
-
-int sb_plugin_resolve_options(const sb_config *cfg, const sb_config_section *sec,
-                              const sb_plugin *desc, sb_option_value **values)
-{
-    size_t n = 0;
-    while (desc->options && desc->options[n].name)
-        n++;
-    sb_option_value *v = calloc(n ? n : 1, sizeof *v);
-    if (!v)
-        return SB_ERR_NOMEM;
-    int rc = SB_OK;
-    for (size_t j = 0; j < sec->nkv; j++) {
-        size_t i = 0;
-        while (i < n && strcmp(desc->options[i].name, sec->kv[j].key))
-            i++;
-        if (i == n) {
-            sb_log(SB_LOG_ERROR, "config", "%s:%d: [%s] %s: unknown key for plugin %s", cfg->path,
-                   sec->kv[j].line, sec->name, sec->kv[j].key, desc->name);
-            rc = SB_ERR_CONFIG;
-            continue;
-        }
-        v[i].str = sec->kv[j].value;
-        v[i].given = true;
-        if (convert_value(cfg, sec, sec->kv[j].line, &desc->options[i], &v[i]))
-            rc = SB_ERR_CONFIG;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (v[i].given)
-            continue;
-        const sb_option_spec *o = &desc->options[i];
-        if (!o->default_value) {
-            sb_log(SB_LOG_ERROR, "config", "%s:%d: [%s] %s: required key is missing", cfg->path,
-                   sec->line, sec->name, o->name);
-            rc = SB_ERR_CONFIG;
-            continue;
-        }
-        v[i].str = o->default_value;
-        if (convert_value(cfg, sec, sec->line, o, &v[i]))
-            rc = SB_ERR_CONFIG;
-    }
-    if (rc) {
-        free(v);
-        return rc;
-    }
-    *values = v;
-    return SB_OK;
-}
-
-void sb_plugin_print_section(const sb_config_section *sec, const sb_plugin *desc,
-                             const sb_option_value *values, FILE *out)
-{
-    fprintf(out, "\n[%s]\nplugin = %s  ; %s %s\n", sec->name, sec->plugin, desc->name,
-            desc->version ? desc->version : "");
-    for (size_t i = 0; desc->options && desc->options[i].name; i++) {
-        sb_config_print_kv(out, desc->options[i].name, values[i].str);
-        fputs(values[i].given ? "\n" : "  ; default\n", out);
-    }
 }

@@ -46,7 +46,7 @@ static char *print_core(const sb_config *cfg, size_t *len)
     FILE *f = open_memstream(&text, len);
     if (!f)
         sb_fuzz_fail("open_memstream");
-    sb_config_print_core(cfg, f);
+    sb_config_print_core(cfg, NULL, NULL, f);
     fclose(f);
     return text;
 }

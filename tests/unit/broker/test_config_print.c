@@ -33,7 +33,7 @@ static char *print_loadable(const sb_config *cfg)
     size_t len;
     FILE *f = open_memstream(&text, &len);
     assert_non_null(f);
-    sb_config_print_core(cfg, f);
+    sb_config_print_core(cfg, NULL, NULL, f);
     fputs("[source.s]\nplugin = s\n[transport.t]\nplugin = t\n", f);
     fclose(f);
     return text;
@@ -44,11 +44,14 @@ static void test_value_starting_with_semicolon(void **state)
     (void)state;
     sb_config *cfg = load("[broker]\nplugin_dir =;plugins\n[database]\nconninfo =;x=1\n"
                           "tables = public.a\n[source.s]\nplugin = s\n[transport.t]\nplugin = t\n");
-    assert_string_equal(cfg->conninfo, ";x=1");
+    assert_int_equal(cfg->database.nkv, 1);
+    assert_string_equal(cfg->database.kv[0].key, "conninfo");
+    assert_string_equal(cfg->database.kv[0].value, ";x=1");
     assert_string_equal(cfg->plugin_dir, "/etc/;plugins");
     char *text = print_loadable(cfg);
     sb_config *back = load(text);
-    assert_string_equal(back->conninfo, ";x=1");
+    assert_int_equal(back->database.nkv, 1);
+    assert_string_equal(back->database.kv[0].value, ";x=1");
     assert_string_equal(back->plugin_dir, "/etc/;plugins");
     sb_config_free(back);
     sb_config_free(cfg);

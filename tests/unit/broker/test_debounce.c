@@ -149,7 +149,7 @@ static void change(fixture *f, uint32_t table, const char *key, sb_op op, uint64
     r->version = version;
     snprintf(r->row, sizeof r->row, "%s", op == SB_OP_DELETE ? "" : row);
     const char *parts[] = {key};
-    sb_change c = {.table = "t",
+    sb_change c = {.table = table,
                    .key = {parts, 1},
                    .op = op,
                    .version = version,
@@ -175,7 +175,7 @@ static void answer_all(fixture *f)
         for (size_t k = 0; k < r->n; k++) {
             db_row *d = db_find(f, r->keys[k]);
             parts[k] = r->keys[k];
-            rows[k] = (sb_row){.table = "t",
+            rows[k] = (sb_row){.table = r->table,
                                .key = {&parts[k], 1},
                                .version = d->version,
                                .row = d->row[0] ? d->row : NULL,
@@ -389,7 +389,7 @@ static void newer_row_version_wins_and_stale_changes_drop(void **state)
     assert_string_equal(f->events[0].row, "newer");
     /* The change for version 15 arrives later: already covered. */
     const char *parts[] = {"1"};
-    sb_change c = {.table = "t", .key = {parts, 1}, .op = SB_OP_UPDATE, .version = 15};
+    sb_change c = {.table = 0, .key = {parts, 1}, .op = SB_OP_UPDATE, .version = 15};
     assert_int_equal(sb_debounce_change(f->d, 0, &c, f->now), SB_OK);
     advance(f, 200);
     assert_int_equal(f->nevents, 1);
@@ -497,7 +497,7 @@ static void truncate_published_at_once_and_clears(void **state)
     change(f, 0, "1", SB_OP_INSERT, 10, "a");
     cycle(f);
     change(f, 0, "1", SB_OP_UPDATE, 11, "b"); /* pending in the window */
-    sb_change t = {.table = "t", .op = SB_OP_TRUNCATE, .version = 12, .ts_ms = 1};
+    sb_change t = {.table = 0, .op = SB_OP_TRUNCATE, .version = 12, .ts_ms = 1};
     assert_int_equal(sb_debounce_change(f->d, 0, &t, f->now), SB_OK);
     assert_int_equal(f->nevents, 2);
     assert_int_equal(f->events[1].op, SB_OP_TRUNCATE);
@@ -530,7 +530,7 @@ static void composite_keys(void **state)
 {
     fixture *f = *state;
     const char *parts[] = {"12", "2026-11-28"};
-    sb_change c = {.table = "t", .key = {parts, 2}, .op = SB_OP_INSERT, .version = 5};
+    sb_change c = {.table = 0, .key = {parts, 2}, .op = SB_OP_INSERT, .version = 5};
     assert_int_equal(sb_debounce_change(f->d, 0, &c, f->now), SB_OK);
     run(f);
     assert_int_equal(f->nfetches, 1);
@@ -551,6 +551,88 @@ static void unanswered_key_is_retried(void **state)
     assert_int_equal(f->nevents, 0);
     advance(f, SB_DEBOUNCE_RETRY_MS);
     assert_int_equal(f->nevents, 1);
+}
+
+/* A change that comes with its row (and a position), fed to the engine. */
+static void change_with_row(fixture *f, const char *key, sb_op op, uint64_t version,
+                            const char *row, uint64_t position)
+{
+    const char *parts[] = {key};
+    sb_change c = {.table = 0,
+                   .key = {parts, 1},
+                   .op = op,
+                   .version = version,
+                   .origin = "stream",
+                   .ts_ms = 42,
+                   .position = position,
+                   .has_row = true,
+                   .row = row,
+                   .row_len = row ? strlen(row) : 0};
+    assert_int_equal(sb_debounce_change(f->d, 0, &c, f->now), SB_OK);
+}
+
+static void change_with_row_is_published_without_fetch(void **state)
+{
+    fixture *f = *state;
+    char row[] = "r10";
+    change_with_row(f, "1", SB_OP_INSERT, 10, row, 0);
+    memcpy(row, "xxx", 3); /* copied: the caller's buffer is the caller's */
+    run(f);
+    assert_int_equal(f->nfetches, 0);
+    assert_int_equal(f->nevents, 1);
+    assert_int_equal(f->events[0].op, SB_OP_INSERT);
+    assert_int_equal(f->events[0].version, 10);
+    assert_string_equal(f->events[0].row, "r10");
+    assert_string_equal(f->events[0].origin, "stream");
+    /* Inside the window, the newest row wins; a delete comes without one (row NULL). */
+    change_with_row(f, "1", SB_OP_UPDATE, 11, "r11", 0);
+    change_with_row(f, "1", SB_OP_UPDATE, 12, "r12", 0);
+    advance(f, 200);
+    assert_int_equal(f->nevents, 2);
+    assert_int_equal(f->events[1].version, 12);
+    assert_string_equal(f->events[1].row, "r12");
+    assert_int_equal(f->events[1].n, 2);
+    change_with_row(f, "1", SB_OP_DELETE, 13, NULL, 0);
+    advance(f, 200);
+    assert_int_equal(f->nevents, 3);
+    assert_int_equal(f->events[2].op, SB_OP_DELETE);
+    assert_string_equal(f->events[2].row, "");
+    assert_int_equal(f->nfetches, 0);
+}
+
+static void change_without_row_after_one_with_is_fetched(void **state)
+{
+    fixture *f = *state;
+    change_with_row(f, "1", SB_OP_INSERT, 10, "r10", 0);
+    change(f, 0, "1", SB_OP_UPDATE, 11, "db11"); /* the newest has no row: fetch */
+    cycle(f);
+    assert_int_equal(f->nfetches, 1);
+    assert_int_equal(f->nevents, 1);
+    assert_int_equal(f->events[0].version, 11);
+    assert_string_equal(f->events[0].row, "db11");
+}
+
+static void lowest_pending_position(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(sb_debounce_lowest_position(f->d), 0);
+    change_with_row(f, "1", SB_OP_INSERT, 10, "a", 5);
+    change_with_row(f, "2", SB_OP_INSERT, 10, "b", 6);
+    assert_int_equal(sb_debounce_lowest_position(f->d), 5);
+    run(f); /* both published at once (leading edge) */
+    assert_int_equal(sb_debounce_lowest_position(f->d), 0);
+    change_with_row(f, "1", SB_OP_UPDATE, 11, "a2", 7); /* held by the window */
+    change_with_row(f, "2", SB_OP_UPDATE, 11, "b2", 8);
+    change_with_row(f, "2", SB_OP_UPDATE, 12, "b3", 9);
+    assert_int_equal(sb_debounce_lowest_position(f->d), 7);
+    /* A fetched entity's changes count while the fetch is in flight. */
+    change(f, 0, "3", SB_OP_INSERT, 1, "c");
+    run(f);
+    assert_int_equal(f->nfetches, 1);
+    assert_int_equal(sb_debounce_lowest_position(f->d), 7);
+    advance(f, 200); /* windows close: everything published */
+    assert_int_equal(sb_debounce_lowest_position(f->d), 0);
+    assert_int_equal(f->nevents, 5);
 }
 
 int main(void)
@@ -583,6 +665,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(flush_all_publishes_pending_now, setup_200, teardown),
         cmocka_unit_test_setup_teardown(composite_keys, setup_200, teardown),
         cmocka_unit_test_setup_teardown(unanswered_key_is_retried, setup_0, teardown),
+        cmocka_unit_test_setup_teardown(change_with_row_is_published_without_fetch, setup_200,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(change_without_row_after_one_with_is_fetched, setup_200,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(lowest_pending_position, setup_200, teardown),
     };
     return cmocka_run_group_tests_name("debounce", tests, NULL, NULL);
 }
