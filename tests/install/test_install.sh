@@ -3,7 +3,8 @@
 # and an operator would: the daemon, the tools, the headers, the SQL, the pkg-config files and
 # the CMake package are in place; the example plugins build against the installed header, each
 # through find_package(Syncbroker) and through pkg-config; client programs link libsyncclient
-# both ways; the installed daemon loads the installed plugins and the examples (--check).
+# both ways; the installed daemon loads the installed plugins and the examples (--check), then
+# runs source_memory with transport_zmq, and the installed client tools see its rows.
 # Usage: test_install.sh BUILD_DIR SOURCE_DIR [LINK_FLAG] (the sanitizer flag of a sanitized
 # build: its libsyncclient needs the sanitizer runtimes in the program)
 set -euo pipefail
@@ -38,7 +39,7 @@ done
 ccdir=$prefix/cc-plugins
 mkdir "$ccdir"
 ln -s "$plugindir/source_poll.so" "$plugindir/transport_zmq.so" "$ccdir/"
-for ex in transport_file; do
+for ex in transport_file source_memory; do
     cmake -S "$src/examples/$ex" -B "$prefix/build-$ex" -DCMAKE_PREFIX_PATH="$prefix" \
         -DCMAKE_C_FLAGS="-Wall -Wextra -Werror" >/dev/null
     cmake --build "$prefix/build-$ex" >/dev/null
@@ -85,10 +86,19 @@ if ldd "$prefix/client/build/client_static" | grep -q libsyncclient; then
     fail "Syncbroker::client_static linked the shared libsyncclient"
 fi
 
-# The installed daemon checks a config that loads installed plugins and the examples, once
-# from each folder they were built into.
+# The installed daemon checks configs that load the installed plugins and the examples, from
+# each folder the examples were built into.
+check_config() { # FILE DIR EXAMPLE...: --check passes and names each example as loaded
+    local out file=$1 dir=$2
+    shift 2
+    out=$("$prefix/bin/syncbroker" -c "$file" --check 2>&1) ||
+        fail "syncbroker --check refused $file (plugins of $dir): $out"
+    for ex in "$@"; do
+        grep -q "plugin = $ex  ; $ex " <<<"$out" || fail "--check did not load $ex of $dir: $out"
+    done
+}
 for dir in "$plugindir" "$ccdir"; do
-    cat >"$prefix/check.ini" <<INI
+    cat >"$prefix/poll.ini" <<INI
 [broker]
 plugin_dir = $dir
 [database]
@@ -104,8 +114,120 @@ service = tcp://127.0.0.1:0
 plugin = transport_file
 path = $prefix/events.log
 INI
-    out=$("$prefix/bin/syncbroker" -c "$prefix/check.ini" --check 2>&1) ||
-        fail "syncbroker --check refused the plugins of $dir: $out"
-    grep -q "transport_file" <<<"$out" || fail "--check did not list transport_file of $dir: $out"
+    # source_memory declares no [database] keys: `tables` is all that section holds.
+    cat >"$prefix/memory.ini" <<INI
+[broker]
+plugin_dir = $dir
+[database]
+tables = public.ticks, public.rooms
+[source.memory]
+plugin = source_memory
+fifo = $prefix/changes
+interval_ms = 100
+[transport.zmq]
+plugin = transport_zmq
+pub = tcp://127.0.0.1:0
+service = tcp://127.0.0.1:0
+[transport.file]
+plugin = transport_file
+path = $prefix/events.log
+INI
+    check_config "$prefix/poll.ini" "$dir" transport_file
+    check_config "$prefix/memory.ini" "$dir" source_memory transport_file
 done
+
+# The installed broker runs source_memory (the find_package build) and transport_zmq on ports
+# the system picks; the installed sync-tail follows both tables and sync-snapshot reads them.
+# Every wait is on a line that the broker or sync-tail prints (read -t bounds each).
+run=$prefix/run
+mkdir "$run"
+mkfifo "$run/broker.err" "$run/tail.out" "$run/tail.err"
+cat >"$run/memory.ini" <<INI
+[broker]
+plugin_dir = $plugindir
+debounce_ms = 0
+heartbeat_ms = 100
+[database]
+tables = public.ticks, public.rooms
+[source.memory]
+plugin = source_memory
+fifo = $run/changes
+interval_ms = 100
+[transport.zmq]
+plugin = transport_zmq
+pub = tcp://127.0.0.1:0
+service = tcp://127.0.0.1:0
+INI
+export ASAN_OPTIONS=detect_leaks=0 # the tools and broker of a sanitized build; leaks: valgrind
+pids=()
+stop_all() { # the broker and sync-tail, whatever happened: nothing outlives the test
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    wait
+    rm -rf "$prefix"
+}
+trap stop_all EXIT
+"$prefix/bin/syncbroker" -c "$run/memory.ini" 2>"$run/broker.err" &
+broker=$!
+pids+=("$broker")
+exec 3<"$run/broker.err"
+pub='' service=''
+while [[ -z $pub || -z $service ]] && read -r -t 20 -u 3 line; do
+    echo "$line" >>"$run/broker.log"
+    case $line in
+    *"events "*"listening on tcp://"*) pub=${line##* } ;;
+    *"service "*"listening on tcp://"*) service=${line##* } ;;
+    esac
+done
+cat <&3 >>"$run/broker.log" &
+run_fail() { fail "$*; the broker said: $(cat "$run/broker.log")"; }
+[[ -n $pub && -n $service ]] || run_fail "the broker did not say where it listens"
+
+"$prefix/bin/sync-tail" --pub "$pub" --service "$service" --table public.rooms \
+    --table public.ticks >"$run/tail.out" 2>"$run/tail.err" &
+pids+=("$!")
+exec 4<"$run/tail.out" 5<"$run/tail.err"
+until [[ ${line:-} == online ]]; do
+    read -r -t 20 -u 5 line || run_fail "sync-tail did not get online"
+done
+cat <&5 >"$run/tail.log" &
+
+next_event() { # TABLE: the next event of TABLE that sync-tail prints (a JSON line)
+    local ev
+    while read -r -t 20 -u 4 ev; do
+        if [[ $ev == *'"table":"'"$1"'"'* ]]; then
+            printf '%s\n' "$ev"
+            return
+        fi
+    done
+    run_fail "no event of $1 from sync-tail"
+}
+expect() { # JSON PYTHON-CONDITION-ON-e: the decoded JSON satisfies the condition
+    /usr/bin/python3 -c 'import json, sys; e = json.loads(sys.argv[1]); sys.exit(not eval(sys.argv[2]))' \
+        "$1" "$2" || run_fail "expected $2, got $1"
+}
+snapshot() { # TABLE: the rows of a snapshot, as one JSON list
+    "$prefix/bin/sync-snapshot" --service "$service" --table "$1" --timeout-ms 10000 |
+        /usr/bin/python3 -c 'import json, sys; print(json.dumps([json.loads(l) for l in sys.stdin]))'
+}
+change() { echo "$*" >"$run/changes"; }
+
+change upsert public.rooms 7 name=Blue floor=3
+expect "$(next_event public.rooms)" \
+    'e["key"] in ("7", ["7"]) and e["op"] == "insert" and e["version"] == 1 and e["row"] == {"name": "Blue", "floor": 3}'
+expect "$(snapshot public.rooms)" \
+    '[(r["key"], r["version"], r["row"]) for r in e] == [("7", 1, {"name": "Blue", "floor": 3})]'
+change upsert public.rooms 7 name=Green
+expect "$(next_event public.rooms)" 'e["op"] == "update" and e["version"] == 2 and e["row"] == {"name": "Green"}'
+change delete public.rooms 7
+expect "$(next_event public.rooms)" 'e["op"] == "delete" and e["version"] == 3 and e["row"] is None'
+change upsert public.rooms 8 name=Red
+expect "$(next_event public.rooms)" 'e["op"] == "insert" and e["version"] == 1'
+expect "$(snapshot public.rooms)" '[(r["key"], r["row"]) for r in e] == [("8", {"name": "Red"})]'
+expect "$(next_event public.ticks)" 'e["key"] in ("counter", ["counter"]) and e["row"]["count"] >= 1'
+expect "$(snapshot public.ticks)" '[r["key"] for r in e] == ["counter"] and e[0]["row"]["count"] >= 1'
+
+kill -TERM "$broker"
+wait "$broker" || run_fail "the broker did not stop cleanly on SIGTERM (exit $?)"
 echo "test_install: ok ($prefix)"

@@ -283,8 +283,8 @@ static void run_due(broker *b)
 /* The msgpack map {"x": v}: the rows the fakes hand over. */
 #define ROW(v) ((const char[]){'\x81', '\xa1', 'x', (char)(v)})
 
-static sb_change change(uint32_t table, const char *const *key, uint64_t version,
-                        uint64_t position, const char *row)
+static sb_change change(uint32_t table, const char *const *key, uint64_t version, uint64_t position,
+                        const char *row)
 {
     return (sb_change){.table = table,
                        .key = {key, 1},

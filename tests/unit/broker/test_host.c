@@ -246,8 +246,8 @@ static void unload(fixture *f)
 static int open_source(fixture *f, const void *desc, const char **log, sb_host **out)
 {
     capture();
-    int rc = sb_host_open_descriptor(f->core, f->loop, NULL, f->cfg, &f->cfg->sections[0], desc,
-                                     out);
+    int rc =
+        sb_host_open_descriptor(f->core, f->loop, NULL, f->cfg, &f->cfg->sections[0], desc, out);
     *log = captured_text();
     return rc;
 }
@@ -309,7 +309,8 @@ static void database_keys_resolved_against_the_source(void **state)
     f = load("conninfo = host=x\ncolour = blue\nbatch = 0\n");
     assert_int_equal(open_source(f, &good_source, &log, &h), SB_ERR_CONFIG);
     assert_logged(log, "/test/sb.ini:5: [database] colour: unknown key for plugin src");
-    assert_logged(log, "/test/sb.ini:6: [database] batch: '0' is not an integer between 1 and 1000");
+    assert_logged(log,
+                  "/test/sb.ini:6: [database] batch: '0' is not an integer between 1 and 1000");
     unload(f);
 
     f = load("");
