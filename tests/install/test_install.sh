@@ -188,6 +188,7 @@ run_fail() { fail "$*; the broker said: $(cat "$run/broker.log")"; }
     --table public.ticks >"$run/tail.out" 2>"$run/tail.err" &
 pids+=("$!")
 exec 4<"$run/tail.out" 5<"$run/tail.err"
+line=''
 until [[ ${line:-} == online ]]; do
     read -r -t 20 -u 5 line || run_fail "sync-tail did not get online"
 done
@@ -215,7 +216,7 @@ change() { echo "$*" >"$run/changes"; }
 
 change upsert public.rooms 7 name=Blue floor=3
 expect "$(next_event public.rooms)" \
-    'e["key"] in ("7", ["7"]) and e["op"] == "insert" and e["version"] == 1 and e["row"] == {"name": "Blue", "floor": 3}'
+    'e["key"] == "7" and e["op"] == "insert" and e["version"] == 1 and e["row"] == {"name": "Blue", "floor": 3}'
 expect "$(snapshot public.rooms)" \
     '[(r["key"], r["version"], r["row"]) for r in e] == [("7", 1, {"name": "Blue", "floor": 3})]'
 change upsert public.rooms 7 name=Green
@@ -225,7 +226,7 @@ expect "$(next_event public.rooms)" 'e["op"] == "delete" and e["version"] == 3 a
 change upsert public.rooms 8 name=Red
 expect "$(next_event public.rooms)" 'e["op"] == "insert" and e["version"] == 1'
 expect "$(snapshot public.rooms)" '[(r["key"], r["row"]) for r in e] == [("8", {"name": "Red"})]'
-expect "$(next_event public.ticks)" 'e["key"] in ("counter", ["counter"]) and e["row"]["count"] >= 1'
+expect "$(next_event public.ticks)" 'e["key"] == "counter" and e["row"]["count"] >= 1'
 expect "$(snapshot public.ticks)" '[r["key"] for r in e] == ["counter"] and e[0]["row"]["count"] >= 1'
 
 kill -TERM "$broker"
