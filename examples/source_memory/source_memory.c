@@ -284,9 +284,10 @@ static void on_fifo(void *ud, unsigned revents)
     }
     s->len = end - start;
     memmove(s->line, s->line + start, s->len);
-    if (s->len == sizeof s->line) {
-        s->api->base.log(s->host, SB_LOG_WARN, "%s: line longer than %d bytes skipped", s->fifo,
-                         LINE_BYTES - 1);
+    if (s->len == sizeof s->line) { /* a full buffer and no end of line */
+        if (!s->skipping)
+            s->api->base.log(s->host, SB_LOG_WARN, "%s: line longer than %d bytes skipped", s->fifo,
+                             LINE_BYTES - 1);
         s->skipping = true;
         s->len = 0;
     }
