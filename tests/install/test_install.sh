@@ -31,6 +31,11 @@ plugindir=$(pkg-config --variable=plugindir syncbroker-plugin)
 for p in source_poll source_notify transport_zmq; do
     [[ -e $plugindir/$p.so ]] || fail "$p.so is not in the plugindir pkg-config names ($plugindir)"
 done
+# The plugin ABI the installed header has, as pkg-config and the CMake package (below) say it.
+abi=$(sed -n 's/^#define SB_ABI_\(MAJOR\|MINOR\) \([0-9]*\)$/\2/p' "$prefix/include/syncbroker/plugin.h" |
+    paste -sd.)
+[[ $(pkg-config --variable=pluginabi syncbroker-plugin) == "$abi" ]] ||
+    fail "pkg-config's pluginabi is not the installed header's ABI $abi"
 
 # The examples, from the installed prefix only and linked against nothing of the broker, each
 # built twice: by its own CMake project through find_package(Syncbroker) (whose install step
@@ -66,6 +71,9 @@ cat >"$prefix/client/CMakeLists.txt" <<'CMAKE'
 cmake_minimum_required(VERSION 3.18)
 project(client C)
 find_package(Syncbroker 0.1 REQUIRED)
+if(NOT Syncbroker_ABI_VERSION STREQUAL EXPECTED_ABI)
+  message(FATAL_ERROR "Syncbroker_ABI_VERSION is ${Syncbroker_ABI_VERSION}, not ${EXPECTED_ABI}")
+endif()
 add_executable(client_shared client.c)
 target_link_libraries(client_shared PRIVATE Syncbroker::client)
 add_executable(client_static client.c)
@@ -74,7 +82,7 @@ CMAKE
 # shellcheck disable=SC2046,SC2086
 cc -std=c11 -Wall -Wextra -Werror $link_flag "$prefix/client/client.c" \
     -o "$prefix/client/client_pc" $(pkg-config --cflags --libs syncclient)
-cmake -S "$prefix/client" -B "$prefix/client/build" -DCMAKE_PREFIX_PATH="$prefix" \
+cmake -S "$prefix/client" -B "$prefix/client/build" -DCMAKE_PREFIX_PATH="$prefix" -DEXPECTED_ABI="$abi" \
     -DCMAKE_C_FLAGS="-Wall -Wextra -Werror" -DCMAKE_EXE_LINKER_FLAGS="$link_flag" >/dev/null
 cmake --build "$prefix/client/build" >/dev/null
 export LD_LIBRARY_PATH
