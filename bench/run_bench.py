@@ -63,7 +63,8 @@ def tool(name):
 def broker_throughput(work, p, curve=None):
     """source_synthetic -> core -> transport_zmq -> N subscribers, per count in p["subs"]; with
     curve (an sbbench.Curve) CURVE on both sockets."""
-    broker = sbbench.Broker(work, "host=127.0.0.1 port=1 dbname=none", ["public.synth"],
+    # No conninfo: the synthetic source declares no [database] keys, and one would be refused.
+    broker = sbbench.Broker(work, None, ["public.synth"],
                             "source_synthetic", {}, debounce_ms=0, heartbeat_ms=1000, curve=curve)
     results = []
     try:

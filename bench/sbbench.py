@@ -133,7 +133,8 @@ class Broker:
             "broker": {"plugin_dir": plugin_dir or os.path.join(bdir, "plugins"),
                        "debounce_ms": debounce_ms, "heartbeat_ms": heartbeat_ms,
                        "log_level": "warn"},
-            "database": {"conninfo": conninfo, "tables": ",\n    ".join(tables)},
+            "database": {**({"conninfo": conninfo} if conninfo else {}),
+                         "tables": ",\n    ".join(tables)},
             "source.main": {"plugin": source, **(source_opts or {})},
             "transport.zmq": transport,
         }

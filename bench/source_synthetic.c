@@ -5,8 +5,10 @@
  *
  * Every tick_ms it emits `batch` changes of the first configured table (keys round-robin over
  * `keys`), unless the core already holds `max_pending` entities: that is the back-pressure
- * that makes "max rate" mean "as fast as the core publishes". snapshot() answers done at once
- * with no rows. Nothing touches PostgreSQL. Built NO_INSTALL: a benchmark tool, not a product.
+ * that makes "max rate" mean "as fast as the core publishes". Its changes come without their
+ * rows, so the core fetches them as it does for the trigger sources: the benchmark keeps
+ * measuring the fetch path. snapshot() answers done at once with no rows. Nothing touches
+ * PostgreSQL. Built NO_INSTALL: a benchmark tool, not a product.
  *
  * Ownership: the instance owns its answer queue (keys copied at fetch()).
  */
@@ -35,10 +37,9 @@ typedef struct answer {
 } answer;
 
 typedef struct synth {
-    const sb_host_api *api;
+    const sb_source_api *api;
     sb_host *host;
     int64_t tick_ms, batch, max_pending, keys;
-    const char *table; /* borrowed from the host */
     sb_timer *tick;
     bool answer_armed; /* a one-shot answer timer is pending */
     uint64_t next_key, version;
@@ -68,7 +69,7 @@ static void on_tick(void *ud)
     key_text *txt = malloc(n * sizeof *txt);
     const char **parts = malloc(n * sizeof *parts);
     if (!ch || !txt || !parts) {
-        s->api->log(s->host, SB_LOG_ERROR, "out of memory for a batch of %zu", n);
+        s->api->base.log(s->host, SB_LOG_ERROR, "out of memory for a batch of %zu", n);
         free(ch);
         free(txt);
         free(parts);
@@ -79,7 +80,7 @@ static void on_tick(void *ud)
         snprintf(txt[i], sizeof txt[i], "%llu",
                  (unsigned long long)(s->next_key++ % (uint64_t)s->keys));
         parts[i] = txt[i];
-        ch[i] = (sb_change){.table = s->table,
+        ch[i] = (sb_change){.table = 0, /* the first configured table */
                             .key = {.parts = &parts[i], .nparts = 1},
                             .op = SB_OP_UPDATE,
                             .version = ++s->version,
@@ -87,7 +88,7 @@ static void on_tick(void *ud)
     }
     int rc = s->api->emit(s->host, ch, n);
     if (rc < 0)
-        s->api->log(s->host, SB_LOG_WARN, "emit: %s", sb_strerror(rc));
+        s->api->base.log(s->host, SB_LOG_WARN, "emit: %s", sb_strerror(rc));
     free(ch);
     free(txt);
     free(parts);
@@ -112,7 +113,7 @@ static void on_answer(void *ud)
         } else if (n) {
             for (size_t i = 0; i < n; i++) {
                 parts[i] = q[a].keys[i];
-                rows[i] = (sb_row){.table = s->table,
+                rows[i] = (sb_row){.table = 0,
                                    .key = {.parts = &parts[i], .nparts = 1},
                                    .version = s->version,
                                    .row = row_bytes,
@@ -146,7 +147,7 @@ static int enqueue(synth *s, uint64_t req, const sb_key *keys, size_t n)
         snprintf(a->keys[i], sizeof a->keys[i], "%s", keys[i].nparts ? keys[i].parts[0] : "");
     s->nqueue++;
     if (!s->answer_armed) {
-        int rc = s->api->timer_start(s->host, 0, 0, on_answer, s, NULL);
+        int rc = s->api->base.timer_start(s->host, 0, 0, on_answer, s, NULL);
         if (rc < 0)
             return rc;
         s->answer_armed = true;
@@ -154,9 +155,10 @@ static int enqueue(synth *s, uint64_t req, const sb_key *keys, size_t n)
     return SB_OK;
 }
 
-static int synth_create(const sb_host_api *api, sb_host *host, const sb_option_value *opts,
+static int synth_create(const sb_source_api *api, sb_host *host, const sb_source_setup *setup,
                         void **state)
 {
+    const sb_option_value *opts = setup->options;
     synth *s = calloc(1, sizeof *s);
     if (!s)
         return SB_ERR_NOMEM;
@@ -173,21 +175,14 @@ static int synth_create(const sb_host_api *api, sb_host *host, const sb_option_v
 static int synth_start(void *state)
 {
     synth *s = state;
-    size_t n = 0;
-    const char *const *tables = s->api->tables(s->host, &n);
-    if (n == 0) {
-        s->api->log(s->host, SB_LOG_ERROR, "no table configured");
-        return SB_ERR_CONFIG;
-    }
-    s->table = tables[0];
-    return s->api->timer_start(s->host, (uint64_t)s->tick_ms, (uint64_t)s->tick_ms, on_tick, s,
-                               &s->tick);
+    return s->api->base.timer_start(s->host, (uint64_t)s->tick_ms, (uint64_t)s->tick_ms, on_tick, s,
+                                    &s->tick);
 }
 
 static void synth_stop(void *state)
 {
     synth *s = state;
-    s->api->timer_stop(s->tick);
+    s->api->base.timer_stop(s->tick);
     s->tick = NULL;
 }
 
@@ -200,14 +195,13 @@ static void synth_destroy(void *state)
     free(s);
 }
 
-static int synth_fetch(void *state, uint64_t req, const char *table, const sb_key *keys,
-                       size_t nkeys)
+static int synth_fetch(void *state, uint64_t req, uint32_t table, const sb_key *keys, size_t nkeys)
 {
     (void)table;
     return enqueue(state, req, keys, nkeys);
 }
 
-static int synth_snapshot(void *state, uint64_t req, const char *const *tables, size_t n)
+static int synth_snapshot(void *state, uint64_t req, const uint32_t *tables, size_t n)
 {
     (void)tables;
     (void)n;
@@ -226,15 +220,10 @@ static void synth_cancel(void *state, uint64_t req)
     }
 }
 
-static const sb_plugin synth_plugin = {
-    .abi_major = SB_PLUGIN_ABI_MAJOR,
-    .abi_minor = SB_PLUGIN_ABI_MINOR,
-    .size = sizeof(sb_plugin),
-    .kind = SB_PLUGIN_SOURCE,
-    .name = "source_synthetic",
-    .version = "1.0.0",
-    .description = "benchmark source: changes at the core's max rate, rows answered at once",
-    .options = synth_options,
+static const sb_source_plugin synth_plugin = {
+    .header = SB_SOURCE_PLUGIN_HEADER(
+        "source_synthetic", SB_VERSION,
+        "benchmark source: changes at the core's max rate, rows answered at once", synth_options),
     .create = synth_create,
     .start = synth_start,
     .stop = synth_stop,

@@ -1,16 +1,19 @@
 /*
- * One deliberately broken plugin per BAD_* definition (see CMakeLists.txt): each variant
- * breaks exactly one rule the loader enforces.
+ * One deliberately broken transport per BAD_* definition (see CMakeLists.txt): each variant
+ * breaks exactly one rule the loader enforces. BAD_GOOD breaks none: it has options, and its
+ * publish() logs every event it is handed ("published event SEQ TOPIC row=NAME"), so the
+ * tests see what the core published from a source (abi_source.c).
  */
 #include <stddef.h>
+#include <string.h>
 #include <syncbroker/plugin.h>
 
 /* What check() reports through; one instance per process is all --check makes. */
-static const sb_host_api *host_api;
+static const sb_transport_api *host_api;
 static sb_host *host_handle;
 static int64_t level; /* option `level` */
 
-static int bad_create(const sb_host_api *api, sb_host *host, const sb_option_value *opts,
+static int bad_create(const sb_transport_api *api, sb_host *host, const sb_option_value *opts,
                       void **state)
 {
     host_api = api;
@@ -19,19 +22,17 @@ static int bad_create(const sb_host_api *api, sb_host *host, const sb_option_val
     level = opts[0].num;
     return SB_OK;
 }
-#if defined(BAD_RELOAD) || defined(BAD_V11)
-/* BAD_RELOAD says it was called (and fails when level = 5); BAD_V11 has the same reload()
- * in a 1.1 descriptor (minor 1, a 1.1 size), where the broker must not look. */
+#ifdef BAD_RELOAD
+/* Says it was called (and fails when level = 5). */
 static int bad_reload(void *state)
 {
     (void)state;
-    host_api->log(host_handle, SB_LOG_INFO, "reload called");
+    host_api->base.log(host_handle, SB_LOG_INFO, "reload called");
     return level == 5 ? SB_ERR_BUSY : SB_OK;
 }
 #endif
-#if defined(BAD_CHECK) || defined(BAD_V10)
-/* BAD_CHECK refuses in check(); BAD_V10 has the same check() beyond a 1.0 descriptor's size,
- * where the broker must not look. */
+#if defined(BAD_CHECK) || defined(BAD_V1)
+/* BAD_CHECK refuses in check(); BAD_V1 has it in a v1 descriptor the broker must not call. */
 static int bad_check(void *state)
 {
     (void)state;
@@ -50,9 +51,26 @@ static void bad_void(void *state)
 {
     (void)state;
 }
+
+/* The name of the row an event carries: abi_source.c packs {"v": NAME}. */
+static const char *row_name(const sb_message *m)
+{
+    static const char *const names[] = {"emitted", "fetched"};
+    for (size_t i = 0; i < 2; i++) {
+        size_t n = strlen(names[i]);
+        for (size_t at = 0; at + n <= m->body_len; at++)
+            if (!memcmp((const char *)m->body + at, names[i], n))
+                return names[i];
+    }
+    return "none";
+}
+
 static int bad_publish(void *state, const sb_message *m)
 {
-    (void)state, (void)m;
+    (void)state;
+    if (m->kind == SB_MSG_EVENT)
+        host_api->base.log(host_handle, SB_LOG_INFO, "published event %llu %.*s row=%s",
+                           (unsigned long long)m->seq, (int)m->topic_len, m->topic, row_name(m));
     return SB_OK;
 }
 
@@ -66,32 +84,83 @@ static const sb_option_spec options[] = {
     {NULL, 0, NULL, 0, 0, NULL},
 };
 
-static const sb_plugin descriptor = {
-#ifdef BAD_ABI_MAJOR
-    .abi_major = 2,
-#else
+#ifdef BAD_V1
+/* ABI 1's descriptor as plugin.h 1.2 laid it out (that header is gone, so it is written out
+ * here): the same first fields as sb_plugin_header, then one table for both kinds. */
+typedef struct v1_plugin {
+    uint16_t abi_major, abi_minor;
+    uint32_t size;
+    int kind;
+    const char *name, *version, *description;
+    const sb_option_spec *options;
+    int (*create)(const void *api, sb_host *host, const sb_option_value *opts, void **state);
+    int (*start)(void *state);
+    void (*stop)(void *state);
+    void (*destroy)(void *state);
+    int (*fetch)(void *state, uint64_t req, const char *table, const sb_key *keys, size_t n);
+    int (*snapshot)(void *state, uint64_t req, const char *const *tables, size_t n);
+    void (*cancel)(void *state, uint64_t req);
+    int (*publish)(void *state, const sb_message *m);
+    int (*check)(void *state);
+    int (*reload)(void *state);
+} v1_plugin;
+
+/* Never called: the broker refuses the descriptor first. */
+static int v1_create(const void *api, sb_host *host, const sb_option_value *opts, void **state)
+{
+    return bad_create(api, host, opts, state);
+}
+
+static const v1_plugin descriptor = {
     .abi_major = 1,
-#endif
-#ifdef BAD_RELOAD
     .abi_minor = 2,
-#elif defined(BAD_V11)
-    .abi_minor = 1,
-#else
-    .abi_minor = 0,
-#endif
-#ifdef BAD_SIZE
-    .size = 24,
-#elif defined(BAD_V10)
-    .size = SB_PLUGIN_V1_SIZE,
-#elif defined(BAD_V11)
-    .size = offsetof(sb_plugin, reload),
-#else
-    .size = sizeof(sb_plugin),
-#endif
+    .size = sizeof(v1_plugin),
     .kind = SB_PLUGIN_TRANSPORT,
     .name = PLUGIN_NAME,
-    .version = "0.0.1",
+    .version = "0.1.0",
     .options = options,
+    .create = v1_create,
+    .start = bad_start,
+    .stop = bad_void,
+    .destroy = bad_void,
+    .publish = bad_publish,
+    .check = bad_check,
+};
+
+/* v1's entry took no argument. */
+SB_EXPORT const v1_plugin *sb_plugin_entry(void);
+SB_EXPORT const v1_plugin *sb_plugin_entry(void)
+{
+    return &descriptor;
+}
+#else
+static const sb_transport_plugin descriptor = {
+#if defined(BAD_ABI_MAJOR) || defined(BAD_MINOR) || defined(BAD_SIZE)
+    /* Written out: the version or size is the rule this variant breaks. */
+    .header =
+        {
+#ifdef BAD_ABI_MAJOR
+            .abi_major = 3,
+            .abi_minor = 0,
+#elif defined(BAD_MINOR)
+            .abi_major = SB_ABI_MAJOR,
+            .abi_minor = 99,
+#else
+            .abi_major = SB_ABI_MAJOR,
+            .abi_minor = SB_ABI_MINOR,
+#endif
+#ifdef BAD_SIZE
+            .size = 24,
+#else
+            .size = sizeof(sb_transport_plugin),
+#endif
+            .kind = SB_PLUGIN_TRANSPORT,
+            .name = PLUGIN_NAME,
+            .version = "0.0.1",
+            .options = options},
+#else
+    .header = SB_TRANSPORT_PLUGIN_HEADER(PLUGIN_NAME, "0.0.1", "a test transport", options),
+#endif
     .create = bad_create,
 #ifndef BAD_NULL_START
     .start = bad_start,
@@ -99,30 +168,31 @@ static const sb_plugin descriptor = {
     .stop = bad_void,
     .destroy = bad_void,
     .publish = bad_publish,
-#if defined(BAD_CHECK) || defined(BAD_V10)
+#ifdef BAD_CHECK
     .check = bad_check,
 #endif
-#if defined(BAD_RELOAD) || defined(BAD_V11)
+#ifdef BAD_RELOAD
     .reload = bad_reload,
 #endif
 };
 
-#ifndef BAD_NO_ENTRY
-SB_EXPORT const sb_plugin *sb_plugin_entry(void);
-SB_EXPORT const sb_plugin *sb_plugin_entry(void)
-{
-#ifdef BAD_NULL_DESCRIPTOR
-    (void)descriptor;
-    return NULL;
-#else
-    return &descriptor;
-#endif
-}
-#else
+#ifdef BAD_NO_ENTRY
 /* Exported under another name: the loader must not find an entry point. */
-SB_EXPORT const sb_plugin *plugin_entry(void);
-SB_EXPORT const sb_plugin *plugin_entry(void)
+SB_EXPORT const sb_plugin_header *plugin_entry(const sb_abi_offer *offer);
+SB_EXPORT const sb_plugin_header *plugin_entry(const sb_abi_offer *offer)
 {
-    return &descriptor;
+    (void)offer;
+    return &descriptor.header;
 }
+#elif defined(BAD_NULL_DESCRIPTOR)
+/* Supports none of the versions offered. */
+SB_EXPORT const sb_plugin_header *sb_plugin_entry(const sb_abi_offer *offer);
+SB_EXPORT const sb_plugin_header *sb_plugin_entry(const sb_abi_offer *offer)
+{
+    (void)offer, (void)descriptor;
+    return NULL;
+}
+#else
+SB_PLUGIN_DECLARE(descriptor)
+#endif
 #endif

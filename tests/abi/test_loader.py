@@ -90,10 +90,14 @@ def test_check_prints_resolved_config(tmp_path, plugin_dir):
 @pytest.mark.parametrize("variant, message", [
     ("abi_not_elf", "cannot load"),
     ("abi_no_entry", "no entry symbol sb_plugin_entry()"),
-    ("abi_abi_major", "built for plugin ABI 2.0, this broker speaks ABI 1.2"),
-    ("abi_size", "descriptor is 24 bytes"),
+    ("abi_abi_major", "built for ABI 3.0; this broker has 2.0"),
+    ("abi_minor", "built against ABI 2.99, newer than this broker's 2.0: upgrade the broker or "
+                  "build the plugin against the 2.0 header"),
+    ("abi_v1", "was built for plugin ABI 1 (Syncbroker 0.1); this broker has ABI 2.0: rebuild it "
+               "against include/syncbroker/plugin.h 2.0 (docs/plugins.md, Porting from ABI 1)"),
+    ("abi_size", "descriptor is 24 bytes, a transport of ABI 2.0 is at least"),
     ("abi_null_start", "mandatory callback 'start' is NULL"),
-    ("abi_null_descriptor", "sb_plugin_entry() returned NULL"),
+    ("abi_null_descriptor", "supports none of the ABI versions this broker has (2.0)"),
     ("abi_dup_option", "an option is declared twice"),
     ("abi_missing", "No such file or directory"),
 ])
@@ -120,10 +124,12 @@ def test_check_callback_refusal_names_the_line(tmp_path, plugin_dir):
     assert f"{cfg}: start-up would refuse this configuration" in err
 
 
-def test_check_callback_beyond_a_1_0_descriptor_is_not_called(tmp_path, plugin_dir):
-    cfg = write_config(tmp_path, plugin_dir, transport="abi_v10", extra="name = x\n")
-    r = run_broker(cfg, "--check")
-    assert r.returncode == 0 and "refused by check()" not in r.stderr, r.stderr
+def test_v1_plugin_is_refused_before_any_call(tmp_path, plugin_dir):
+    """A v1 descriptor is recognised by its first fields: nothing of it is called (its check()
+    would refuse), and the refusal is the only error."""
+    cfg = write_config(tmp_path, plugin_dir, transport="abi_v1", extra="name = x\n")
+    err = refused(cfg, "--check")
+    assert "was built for plugin ABI 1" in err and "refused by check()" not in err, err
 
 
 def test_loader_refuses_wrong_kind(tmp_path, plugin_dir):
@@ -132,6 +138,23 @@ def test_loader_refuses_wrong_kind(tmp_path, plugin_dir):
     line = line_of(cfg, "plugin = transport_file")
     assert (f"{cfg}:{line}: [source.main] plugin: {plugin_dir}/transport_file.so: is a "
             "transport plugin, but [source.main] needs a source plugin") in err
+
+
+def test_loader_refuses_a_source_as_transport(tmp_path, plugin_dir):
+    cfg = write_config(tmp_path, plugin_dir, transport="abi_source_rows")
+    err = refused(cfg, "--check")
+    line = line_of(cfg, "plugin = abi_source_rows")
+    assert (f"{cfg}:{line}: [transport.t] plugin: {plugin_dir}/abi_source_rows.so: is a "
+            "source plugin, but [transport.t] needs a transport plugin") in err, err
+
+
+def test_loader_refuses_a_transport_as_source(tmp_path, plugin_dir):
+    cfg = write_config(tmp_path, plugin_dir, source="abi_good", transport="abi_good",
+                       extra="name = x\n")
+    err = refused(cfg, "--check")
+    line = line_of(cfg, "plugin = abi_good")
+    assert (f"{cfg}:{line}: [source.main] plugin: {plugin_dir}/abi_good.so: is a transport "
+            "plugin, but [source.main] needs a source plugin") in err, err
 
 
 NOBODY = 65534
@@ -275,12 +298,16 @@ def test_broker_key_errors(tmp_path, plugin_dir, broker_extra, needle, message):
     ("conninfo = x\ntables = public.a\n    public.b\n", "    public.b",
      "missing comma before 'public.b'"),
     ("tables = public.a\n", None, "[database] conninfo: required key is missing"),
+    ("conninfo = x\ntables = public.a\ncolour = blue\n", "colour =",
+     "[database] colour: unknown key for plugin source_poll"),
 ])
 def test_database_errors(tmp_path, plugin_dir, database, needle, message):
     cfg = write_config(tmp_path, plugin_dir, database=database)
     r = run_broker(cfg, "--check")
     assert r.returncode == 1
-    if needle:
+    if needle and message.startswith("[database]"):
+        assert f"{cfg}:{line_of(cfg, needle)}: {message}" in r.stderr, r.stderr
+    elif needle:
         assert f"{cfg}:{line_of(cfg, needle)}: [database] tables: {message}" in r.stderr, r.stderr
     else:
         assert message in r.stderr
@@ -485,7 +512,7 @@ def test_refused_before_anything_binds(tmp_path, plugin_dir):
 
 def test_version_and_usage():
     r = subprocess.run([BROKER, "--version"], capture_output=True, text=True)
-    assert r.returncode == 0 and "plugin ABI 1.2" in r.stdout
+    assert r.returncode == 0 and "plugin ABI 2.0" in r.stdout
     r = subprocess.run([BROKER, "--frobnicate"], capture_output=True, text=True)
     assert r.returncode == 1 and "unknown argument" in r.stderr
 
@@ -526,8 +553,60 @@ def test_reload_failure_is_logged_and_the_broker_carries_on(tmp_path, plugin_dir
     assert "[transport.t] reload failed: busy; running state kept" in log, log
 
 
-def test_reload_beyond_a_1_1_descriptor_is_not_called(tmp_path, plugin_dir):
-    """A plugin built for ABI 1.1 (no reload member) loads, and SIGHUP leaves it alone."""
-    log = start_and_reload(write_config(tmp_path, plugin_dir, transport="abi_v11",
+def test_no_reload_callback_is_left_alone(tmp_path, plugin_dir):
+    """A plugin without reload() loads, and SIGHUP leaves it alone."""
+    log = start_and_reload(write_config(tmp_path, plugin_dir, transport="abi_good",
                                         extra="name = x\n"))
     assert "SIGHUP: reloading" in log and "reload called" not in log, log
+
+
+def test_second_source_section_names_the_first(tmp_path, plugin_dir):
+    """The first source section's line, not the file's first section's."""
+    cfg = write_config(tmp_path, plugin_dir, extra="\n[source.other]\nplugin = source_poll\n")
+    err = refused(cfg, "--check")
+    assert (f"{cfg}:{line_of(cfg, '[source.other]')}: [source.other]: only one source section "
+            f"is allowed (the first is on line {line_of(cfg, '[source.main]')})") in err, err
+
+
+def events_published(cfg, count):
+    """Start the broker, read its log until the transport logged `count` published events,
+    stop it; (events as (topic, row name), the whole log)."""
+    proc = subprocess.Popen([BROKER, "-c", str(cfg)], stderr=subprocess.PIPE, text=True)
+    lines, events = [], []
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if "published event" in line:
+                _, _, rest = line.partition("published event ")
+                seq, topic, row = rest.split()
+                events.append((topic, row))
+                if len(events) == count:
+                    break
+        proc.terminate()
+        lines.append(rest_of(proc, 30))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = "".join(lines)
+    assert proc.returncode == 0, log
+    assert "AddressSanitizer" not in log and "runtime error" not in log, log
+    return events, log
+
+
+def test_source_with_rows_is_published_without_fetch(tmp_path, plugin_dir):
+    cfg = write_config(tmp_path, plugin_dir, source="abi_source_rows", transport="abi_good",
+                       extra="name = x\n")
+    events, log = events_published(cfg, 2)
+    assert sorted(events) == [("public.bookings/1", "row=emitted"),
+                              ("public.rooms/2", "row=emitted")], log
+    assert "emitted 2 changes: ok" in log and "fetch table=" not in log, log
+
+
+def test_source_without_rows_is_asked_to_fetch(tmp_path, plugin_dir):
+    cfg = write_config(tmp_path, plugin_dir, source="abi_source_fetch", transport="abi_good",
+                       extra="name = x\n")
+    events, log = events_published(cfg, 2)
+    assert sorted(events) == [("public.bookings/1", "row=fetched"),
+                              ("public.rooms/2", "row=fetched")], log
+    assert "fetch table=0 keys=1" in log and "fetch table=1 keys=1" in log, log
