@@ -368,9 +368,11 @@ typedef struct sb_source_api {
     sb_host_base base;
 
     /* Hand the core a batch of changes read together, in commit order per entity. Copied.
-     * 0, or SB_ERR_INVAL when a change was refused (unknown table index or op; no row while
-     * the source has no fetch(): logged once), SB_ERR_NOMEM when one could not be queued
-     * (the core then starts a new epoch itself). The rest of the batch is taken either way. */
+     * Returns 0; SB_ERR_INVAL when a change was refused: an unknown table index or op (the
+     * core starts a new epoch, as for a lost change) or, from a source without fetch(), a
+     * change without its row (logged once); SB_ERR_NOMEM when one could not be queued (new
+     * epoch too). The rest of the batch is taken either way. While the lease is lost the
+     * changes are dropped and 0 is returned. */
     int (*emit)(sb_host *h, const sb_change *changes, size_t n);
 
     /* Answer a fetch() or snapshot() request: a batch of rows (copied), any number of times.

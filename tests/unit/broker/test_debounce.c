@@ -635,6 +635,36 @@ static void lowest_pending_position(void **state)
     assert_int_equal(f->nevents, 5);
 }
 
+static void rows_answered_out_of_order(void **state)
+{
+    fixture *f = *state;
+    const char *keys[] = {"1", "2", "3"};
+    for (size_t i = 0; i < 3; i++)
+        change(f, 0, keys[i], SB_OP_INSERT, 10 + i, keys[i]);
+    run(f);
+    assert_int_equal(f->nfetches, 1);
+    assert_int_equal(f->fetches[0].n, 3);
+    /* The source answers 3, 1, 2 (and 1 twice): every entity gets its own row, once. */
+    static const size_t order[] = {2, 0, 1, 0};
+    for (size_t j = 0; j < 4; j++) {
+        const char *k = f->fetches[0].keys[order[j]];
+        sb_row row = {.table = 0,
+                      .key = {&k, 1},
+                      .version = db_find(f, k)->version,
+                      .row = db_find(f, k)->row,
+                      .row_len = strlen(db_find(f, k)->row)};
+        sb_debounce_rows(f->d, f->fetches[0].req, &row, 1, f->now);
+    }
+    sb_debounce_done(f->d, f->fetches[0].req, SB_OK, f->now);
+    assert_int_equal(f->nevents, 3);
+    assert_string_equal(f->events[0].key, "3");
+    assert_string_equal(f->events[0].row, "3");
+    assert_string_equal(f->events[1].key, "1");
+    assert_int_equal(f->events[1].version, 10);
+    assert_string_equal(f->events[2].key, "2");
+    assert_string_equal(f->events[2].row, "2");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -670,6 +700,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(change_without_row_after_one_with_is_fetched, setup_200,
                                         teardown),
         cmocka_unit_test_setup_teardown(lowest_pending_position, setup_200, teardown),
+        cmocka_unit_test_setup_teardown(rows_answered_out_of_order, setup_0, teardown),
     };
     return cmocka_run_group_tests_name("debounce", tests, NULL, NULL);
 }
