@@ -18,6 +18,7 @@
 #include "tz.h"
 
 #include "sb_mp.h"
+#include "sb_proto.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -277,9 +278,9 @@ static void take_tseq(tz *t, tz_snap *s)
     uint64_t seq;
     const msgpack_object *map = NULL;
     if (tz_last_heartbeat(t, &hb) == SB_OK &&
-        sb_mp_get_uint(sb_mp_map_get(&hb.data, "seq"), &seq) == SB_OK && seq == s->seq &&
-        sb_mp_str_eq(sb_mp_map_get(&hb.data, "epoch"), t->api->epoch(t->host)))
-        map = sb_mp_map_get(&hb.data, "tseq");
+        sb_mp_get_uint(sb_mp_map_get(&hb.data, SB_PF_SEQ), &seq) == SB_OK && seq == s->seq &&
+        sb_mp_str_eq(sb_mp_map_get(&hb.data, SB_PF_EPOCH), t->api->epoch(t->host)))
+        map = sb_mp_map_get(&hb.data, SB_PF_TSEQ);
     s->tseq = map ? calloc(s->ntables ? s->ntables : 1, sizeof *s->tseq) : NULL;
     for (size_t i = 0; s->tseq && i < s->ntables; i++) {
         if (sb_mp_get_uint(sb_mp_map_get(map, s->tables[i]), &s->tseq[i]) != SB_OK) {
