@@ -74,7 +74,4 @@ void sb_config_print_kv(FILE *out, const char *key, const char *value);
 /* Print [broker] and [database] with every default resolved, in INI form. */
 void sb_config_print_core(const sb_config *cfg, FILE *out);
 
-/* Check "schema.name" with unquoted lowercase identifiers; returns 0 or SB_ERR_INVAL. */
-int sb_config_check_table_name(const char *name);
-
 #endif

@@ -252,7 +252,8 @@ static int decode_event(const msgpack_object *map, msgpack_zone *z, msgpack_sbuf
     rc = rc ? rc : sb_mp_zone_opt_str(z, sb_mp_map_get(map, SB_PF_ORIGIN), &ev->origin);
     rc = rc ? rc : sb_mp_get_int(sb_mp_map_get(map, SB_PF_TS), &ev->ts_ms);
     rc = rc ? rc : opt_uint_field(map, SB_PF_N, &n);
-    rc = rc ? rc : sb_proto_decode_row(sb_mp_map_get(map, SB_PF_ROW), rowbuf, &ev->row, &ev->row_len);
+    rc = rc ? rc
+            : sb_proto_decode_row(sb_mp_map_get(map, SB_PF_ROW), rowbuf, &ev->row, &ev->row_len);
     if (rc != SB_OK)
         return rc;
     /* A truncate has no key; everything else has one and a row unless it is a delete. */

@@ -165,9 +165,9 @@ static void encoded_heartbeat_and_presence_match_the_protocol_bytes(void **state
     buf_init(&want);
     const char *tables[] = {"public.a", "public.b"};
     const uint64_t tseq[] = {3, 0};
-    assert_int_equal(sb_proto_encode_heartbeat(&topic, &body, "e1", 11, tables, tseq, 2,
-                                               1764288000123, 5000),
-                     SB_OK);
+    assert_int_equal(
+        sb_proto_encode_heartbeat(&topic, &body, "e1", 11, tables, tseq, 2, 1764288000123, 5000),
+        SB_OK);
     msgpack_packer *pk = &want.pk;
     msgpack_pack_map(pk, 6);
     str(pk, "epoch");
@@ -372,7 +372,7 @@ enum { F_SEQ, F_TSEQ, F_EPOCH, F_TABLE, F_KEY, F_OP, F_VERSION, F_ORIGIN, F_TS, 
  * (-1: none). */
 static void pack_event_with(buf *b, int omit, int wrong)
 {
-    static const char *const names[NF] = {"seq", "tseq",   "epoch", "table", "key", "op",
+    static const char *const names[NF] = {"seq",     "tseq",   "epoch", "table", "key", "op",
                                           "version", "origin", "ts",    "row",   "n"};
     msgpack_packer *pk = &b->pk;
     msgpack_pack_map(pk, omit >= 0 ? NF - 1 : NF);
@@ -382,8 +382,7 @@ static void pack_event_with(buf *b, int omit, int wrong)
         str(pk, names[f]);
         if (f == wrong) {
             /* a str where a number or map goes, a number where a str or key goes */
-            if (f == F_SEQ || f == F_TSEQ || f == F_VERSION || f == F_TS || f == F_N ||
-                f == F_ROW)
+            if (f == F_SEQ || f == F_TSEQ || f == F_VERSION || f == F_TS || f == F_N || f == F_ROW)
                 str(pk, "1");
             else
                 msgpack_pack_uint64(pk, 1);
@@ -583,14 +582,18 @@ static void truncated_messages_are_refused(void **state)
     const uint64_t tseq[] = {1, 2};
     sb_proto_editor ed[] = {{"ada", "editing", 1000}};
     sb_key key = {parts, 2};
-    sb_proto_event ev = {.seq = 1, .epoch = "e", .table = "public.t", .key = key,
-                         .op = SB_OP_INSERT, .row = row.sb.data, .row_len = row.sb.size};
+    sb_proto_event ev = {.seq = 1,
+                         .epoch = "e",
+                         .table = "public.t",
+                         .key = key,
+                         .op = SB_OP_INSERT,
+                         .row = row.sb.data,
+                         .row_len = row.sb.size};
     for (int kind = 0; kind < 3; kind++) {
-        int rc = kind == 0   ? sb_proto_encode_event(&topic, &body, &ev)
-                 : kind == 1 ? sb_proto_encode_heartbeat(&topic, &body, "e", 1, tables, tseq, 2, 5,
-                                                         100)
-                             : sb_proto_encode_presence(&topic, &body, "public.t", &key, ed, 1,
-                                                        "e", 2);
+        int rc = kind == 0 ? sb_proto_encode_event(&topic, &body, &ev)
+                 : kind == 1
+                     ? sb_proto_encode_heartbeat(&topic, &body, "e", 1, tables, tseq, 2, 5, 100)
+                     : sb_proto_encode_presence(&topic, &body, "public.t", &key, ed, 1, "e", 2);
         assert_int_equal(rc, SB_OK);
         for (size_t len = 0; len < body.size; len++) {
             /* a copy of exactly len bytes, so that the sanitizer sees a read past it */
@@ -636,9 +639,9 @@ static void heartbeat_filter_keeps_only_the_tables_asked(void **state)
     assert_int_equal(sb_proto_heartbeat_filter(body.data, body.size, keep_b, &asked, &out), SB_OK);
     assert_int_equal(asked, 6); /* two passes over three tables */
     /* The same bytes as the broker's heartbeat of that one table. */
-    assert_int_equal(
-        sb_proto_encode_heartbeat(&want_topic, &want, "e1", 11, tables + 1, tseq + 1, 1, 1234, 5000),
-        SB_OK);
+    assert_int_equal(sb_proto_encode_heartbeat(&want_topic, &want, "e1", 11, tables + 1, tseq + 1,
+                                               1, 1234, 5000),
+                     SB_OK);
     assert_same_bytes(&out, &want);
     /* Not a heartbeat's bytes: refused. */
     msgpack_sbuffer_clear(&out);
