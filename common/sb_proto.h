@@ -12,7 +12,8 @@
  * malformed message with SB_ERR_INVAL. A decoded sb_proto_msg owns its msgpack_unpacked:
  * every string, key part and editor it points to is a NUL-terminated copy in that zone and
  * dies with sb_proto_release(); an event's `row` points into the caller's `rowbuf`, valid
- * until that buffer is next used. Nothing points into the input bytes.
+ * until that buffer is next used. Only a heartbeat's `tseq` map points into the input bytes
+ * (its table names): it is valid while both the message and the input are.
  */
 #ifndef SB_PROTO_H
 #define SB_PROTO_H
@@ -78,7 +79,7 @@ typedef struct sb_proto_editor {
 typedef struct sb_proto_heartbeat {
     uint64_t seq;
     const char *epoch;
-    const msgpack_object *tseq; /* a map of table name -> tseq, in the message's zone */
+    const msgpack_object *tseq; /* a map of table name -> tseq (see the top) */
     int64_t ts_ms;              /* 0 when absent */
     uint64_t hb_ms;             /* 0 when absent (brokers before it was added) */
     uint64_t proto;             /* 0 when absent (such brokers speak version 1) */

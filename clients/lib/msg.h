@@ -7,8 +7,8 @@
  * Ownership: an sb_msg owns its decoded sb_proto_msg; every string, key part and editor it
  * points to is allocated in that message's zone (NUL-terminated copies) and dies with
  * sb_msg_release(). `row` points into the caller's `rowbuf` sbuffer (the row re-packed),
- * valid until that buffer is next used. Nothing points into the input bytes afterwards
- * except `body`, which is the input itself (borrowed).
+ * valid until that buffer is next used. Only `body` (the input itself) and a heartbeat's
+ * tseq map point into the input bytes (borrowed).
  */
 #ifndef SB_CLIENT_MSG_H
 #define SB_CLIENT_MSG_H
@@ -31,8 +31,9 @@ typedef struct sb_msg {
     const char *epoch;
     /* events: every field of sb_client_event (own is left to the caller) */
     sb_client_event ev;
-    /* heartbeats: the tseq map (borrowed from the decoded message), the broker's heartbeat
-     * period (0: not sent, as by brokers before it was added, or beyond SB_MSG_MAX_HB_MS) */
+    /* heartbeats: the tseq map (borrowed from the decoded message and the body), the broker's
+     * heartbeat period (0: not sent, as by brokers before it was added, or beyond SB_MSG_MAX_HB_MS)
+     */
     const msgpack_object *tseq_map;
     uint32_t hb_ms;
     /* presence: table, key and editors */
