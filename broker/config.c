@@ -1,6 +1,7 @@
 /* config.c - see config.h. */
 #include "config.h"
 #include "log.h"
+#include "sb_ident.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -101,27 +102,6 @@ static int parse_int(const char *text, int64_t min, int64_t max, int64_t *out)
     return SB_OK;
 }
 
-static bool ident_ok(const char *s, size_t len)
-{
-    if (len == 0 || len > 63 || !(islower((unsigned char)s[0]) || s[0] == '_'))
-        return false;
-    for (size_t i = 1; i < len; i++)
-        if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) || s[i] == '_' ||
-              s[i] == '$'))
-            return false;
-    return true;
-}
-
-int sb_config_check_table_name(const char *name)
-{
-    const char *dot = strchr(name, '.');
-    if (!dot || strchr(dot + 1, '.'))
-        return SB_ERR_INVAL;
-    return ident_ok(name, (size_t)(dot - name)) && ident_ok(dot + 1, strlen(dot + 1))
-               ? SB_OK
-               : SB_ERR_INVAL;
-}
-
 static char *resolve_path(const char *config_path, const char *value)
 {
     if (value[0] == '/')
@@ -171,7 +151,7 @@ static void add_tables(parse_state *ps, const char *value)
         bool dup = false;
         for (size_t i = 0; i < cfg->ntables; i++)
             dup |= strcmp(cfg->tables[i], name) == 0;
-        bool valid = sb_config_check_table_name(name) == SB_OK;
+        bool valid = sb_table_name_valid(name);
         if (!expected)
             config_error(ps, ps->line, "database", "tables", "missing comma before '%s'", name);
         else if (!valid)
@@ -351,7 +331,7 @@ static void open_section(parse_state *ps, const char *name)
                      "transport.NAME)");
         return;
     }
-    if (!ident_ok(instance, strlen(instance))) {
+    if (!sb_ident_valid(instance, strlen(instance))) {
         config_error(ps, ps->line, name, NULL, "instance name '%s' must be a lowercase identifier",
                      instance);
         return;
@@ -473,7 +453,7 @@ static void check_complete(parse_state *ps)
             config_error(ps, s->line, s->name, "plugin", "required key is missing");
             continue;
         }
-        if (!ident_ok(s->plugin, strlen(s->plugin)))
+        if (!sb_ident_valid(s->plugin, strlen(s->plugin)))
             config_error(ps, s->plugin_line, s->name, "plugin",
                          "'%s' is not a plugin name (lowercase letters, digits, _)", s->plugin);
     }

@@ -90,7 +90,4 @@ void sb_config_print_options(FILE *out, const sb_option_spec *specs, const sb_op
 void sb_config_print_core(const sb_config *cfg, const sb_option_spec *db_specs,
                           const sb_option_value *db_values, FILE *out);
 
-/* Check "schema.name" with unquoted lowercase identifiers; returns 0 or SB_ERR_INVAL. */
-int sb_config_check_table_name(const char *name);
-
 #endif

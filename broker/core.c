@@ -1,11 +1,11 @@
 /* core.c - see core.h. */
 #include "core.h"
 #include "debounce.h"
-#include "event.h"
 #include "fault.h"
 #include "log.h"
 #include "presence.h"
 #include "ring.h"
+#include "sb_proto.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -82,7 +82,7 @@ static void new_epoch(sb_core *core)
         close(fd);
     if (got != (ssize_t)sizeof raw) {
         /* No urandom (chroot): the clock and pid still differ between runs. */
-        uint64_t x = (uint64_t)sb_event_wall_ms() ^ ((uint64_t)getpid() << 32);
+        uint64_t x = (uint64_t)sb_proto_wall_ms() ^ ((uint64_t)getpid() << 32);
         memcpy(raw, &x, sizeof raw);
     }
     for (size_t i = 0; i < sizeof raw; i++)
@@ -139,9 +139,19 @@ static void publish_event(void *ud, const sb_debounce_event *ev)
         return; /* a fetch answered after the lease was lost */
     uint64_t seq = core->seq + 1;
     uint64_t tseq = core->tseq[ev->table] + 1;
-    if (SB_FAULT("core.encode") ||
-        sb_event_encode_change(&core->topic, &core->body, ev, core->cfg->tables[ev->table],
-                               core->epoch, seq, tseq)) {
+    sb_proto_event pe = {.seq = seq,
+                         .tseq = tseq,
+                         .epoch = core->epoch,
+                         .table = core->cfg->tables[ev->table],
+                         .key = ev->key,
+                         .op = ev->op,
+                         .version = ev->version,
+                         .origin = ev->origin,
+                         .ts_ms = ev->ts_ms,
+                         .row = ev->row,
+                         .row_len = ev->row_len,
+                         .n = ev->n};
+    if (SB_FAULT("core.encode") || sb_proto_encode_event(&core->topic, &core->body, &pe)) {
         char what[160];
         snprintf(what, sizeof what, "out of memory encoding an event of %s",
                  core->cfg->tables[ev->table]);
@@ -162,9 +172,9 @@ static void heartbeat(void *ud)
     if (!core->active)
         return; /* clients see this broker offline and move on */
     report_published(core);
-    if (sb_event_encode_heartbeat(&core->topic, &core->body, core->epoch, core->seq,
+    if (sb_proto_encode_heartbeat(&core->topic, &core->body, core->epoch, core->seq,
                                   (const char *const *)core->cfg->tables, core->tseq,
-                                  core->cfg->ntables, sb_event_wall_ms(),
+                                  core->cfg->ntables, sb_proto_wall_ms(),
                                   core->heartbeat_ms) == SB_OK)
         fan_out(core, SB_MSG_HEARTBEAT, core->seq);
 }
@@ -360,7 +370,7 @@ int sb_core_emit(sb_core *core, const sb_change *changes, size_t n)
     if (!core->active)
         return SB_OK; /* no lease: the new epoch at lease(true) covers what is dropped */
     uint64_t now = sb_loop_now(core->loop);
-    int64_t wall = sb_event_wall_ms();
+    int64_t wall = sb_proto_wall_ms();
     bool fetches = core->source && sb_host_source_has_fetch(core->source);
     int rc = SB_OK;
     char dropped[192] = ""; /* the first change this batch could not queue */
@@ -432,7 +442,7 @@ static void remove_snapshot(sb_core *core, snapshot_req *s)
             core->snapshots[i] = core->snapshots[--core->nsnapshots];
     free(s->tseq);
     free(s);
-    core->last_snapshot_end_ms = sb_event_wall_ms();
+    core->last_snapshot_end_ms = sb_proto_wall_ms();
     update_exposure(core);
 }
 
@@ -676,13 +686,13 @@ int sb_core_since(sb_core *core, const char *epoch, uint64_t seq, sb_replay_fn f
 }
 
 static void publish_presence(void *ud, uint32_t table, const sb_key *key,
-                             const sb_event_editor *editors, size_t n)
+                             const sb_proto_editor *editors, size_t n)
 {
     sb_core *core = ud;
     if (!core->active)
         return;
     uint64_t seq = core->seq + 1;
-    if (sb_event_encode_presence(&core->topic, &core->body, core->cfg->tables[table], key, editors,
+    if (sb_proto_encode_presence(&core->topic, &core->body, core->cfg->tables[table], key, editors,
                                  n, core->epoch, seq))
         return;
     core->seq = seq;
@@ -721,7 +731,7 @@ int sb_core_presence(sb_core *core, const sb_presence *p)
         return SB_ERR_INVAL;
     const char *limit = NULL;
     int rc = sb_presence_apply(core->presence, p->table, &p->key, p->client, p->state, p->ttl_ms,
-                               sb_loop_now(core->loop), sb_event_wall_ms(), publish_presence, core,
+                               sb_loop_now(core->loop), sb_proto_wall_ms(), publish_presence, core,
                                &limit);
     if (rc == SB_ERR_BUSY) {
         uint64_t n = ++core->presence_refused;

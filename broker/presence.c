@@ -189,12 +189,12 @@ static char *flatten(const sb_key *key, size_t *len)
 
 static void publish(const pentity *e, sb_presence_fn fn, void *ud)
 {
-    sb_event_editor stack[16] = {{0}}; /* zeroed: gcc -O2 warns of an empty list otherwise */
-    sb_event_editor *ed = e->n <= 16 ? stack : malloc(e->n * sizeof *ed);
+    sb_proto_editor stack[16] = {{0}}; /* zeroed: gcc -O2 warns of an empty list otherwise */
+    sb_proto_editor *ed = e->n <= 16 ? stack : malloc(e->n * sizeof *ed);
     if (!ed)
         return;
     for (size_t i = 0; i < e->n; i++)
-        ed[i] = (sb_event_editor){e->ed[i]->client->name, e->ed[i]->state, e->ed[i]->since_ms};
+        ed[i] = (sb_proto_editor){e->ed[i]->client->name, e->ed[i]->state, e->ed[i]->since_ms};
     const char *parts[MAX_PARTS];
     const char *p = e->key;
     for (uint32_t i = 0; i < e->nparts; i++) {

@@ -11,7 +11,7 @@
 #ifndef SB_PRESENCE_H
 #define SB_PRESENCE_H
 
-#include "event.h"
+#include "sb_proto.h"
 
 #include <stdint.h>
 #include <syncbroker/plugin.h>
@@ -30,7 +30,7 @@ typedef struct sb_presence_set sb_presence_set;
 
 /* The full editor list of one entity (empty when the last one left). Borrowed for the call. */
 typedef void (*sb_presence_fn)(void *ud, uint32_t table, const sb_key *key,
-                               const sb_event_editor *editors, size_t n);
+                               const sb_proto_editor *editors, size_t n);
 
 int sb_presence_set_new(const sb_presence_limits *limits, sb_presence_set **out);
 void sb_presence_set_free(sb_presence_set *ps);

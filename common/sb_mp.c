@@ -201,6 +201,19 @@ int sb_mp_get_uint(const msgpack_object *o, uint64_t *out)
     return SB_OK;
 }
 
+int sb_mp_get_int(const msgpack_object *o, int64_t *out)
+{
+    if (o && o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+        *out = o->via.i64;
+        return SB_OK;
+    }
+    uint64_t u;
+    if (sb_mp_get_uint(o, &u) < 0 || u > INT64_MAX)
+        return SB_ERR_INVAL;
+    *out = (int64_t)u;
+    return SB_OK;
+}
+
 int sb_mp_get_bool(const msgpack_object *o, bool *out)
 {
     if (!o || o->type != MSGPACK_OBJECT_BOOLEAN)
@@ -328,4 +341,57 @@ int sb_mp_pack_kv_bool(msgpack_packer *pk, const char *key, bool val)
     if (sb_mp_pack_cstr(pk, key) < 0)
         return -1;
     return val ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+}
+
+int sb_mp_zone_str(msgpack_zone *z, const msgpack_object *o, const char **out)
+{
+    const char *s;
+    size_t n;
+    if (sb_mp_get_str(o, &s, &n) < 0 || (n > 0 && memchr(s, '\0', n)))
+        return SB_ERR_INVAL;
+    char *copy = msgpack_zone_malloc(z, n + 1);
+    if (!copy)
+        return SB_ERR_NOMEM;
+    if (n > 0)
+        memcpy(copy, s, n);
+    copy[n] = '\0';
+    *out = copy;
+    return SB_OK;
+}
+
+int sb_mp_zone_opt_str(msgpack_zone *z, const msgpack_object *o, const char **out)
+{
+    if (!o || o->type == MSGPACK_OBJECT_NIL) {
+        *out = NULL;
+        return SB_OK;
+    }
+    return sb_mp_zone_str(z, o, out);
+}
+
+int sb_mp_zone_key(msgpack_zone *z, const msgpack_object *o, sb_key *out)
+{
+    if (o && o->type == MSGPACK_OBJECT_NIL) {
+        *out = (sb_key){0};
+        return SB_OK;
+    }
+    const msgpack_object *items;
+    uint32_t n;
+    if (sb_mp_get_array(o, &items, &n) < 0) {
+        if (!o || o->type != MSGPACK_OBJECT_STR)
+            return SB_ERR_INVAL;
+        items = o; /* a simple key: one part */
+        n = 1;
+    } else if (n == 0) {
+        return SB_ERR_INVAL;
+    }
+    const char **parts = msgpack_zone_malloc(z, n * sizeof *parts);
+    if (!parts)
+        return SB_ERR_NOMEM;
+    for (uint32_t i = 0; i < n; i++) {
+        int rc = sb_mp_zone_str(z, &items[i], &parts[i]);
+        if (rc < 0)
+            return rc;
+    }
+    *out = (sb_key){.parts = parts, .nparts = n};
+    return SB_OK;
 }

@@ -12,7 +12,8 @@
  * Ownership: readers return pointers into the msgpack_object (and so into the input buffer
  * the object was unpacked from): they are valid as long as both are. Strings read from
  * msgpack are NOT NUL-terminated; sb_mp_dup_str() and sb_mp_dup_key() make malloc'd C copies
- * owned by the caller. Pack helpers borrow everything they are given.
+ * owned by the caller, sb_mp_zone_str() and sb_mp_zone_key() copies owned by a msgpack zone
+ * (freed with it). Pack helpers borrow everything they are given.
  */
 #ifndef SB_MP_H
 #define SB_MP_H
@@ -60,6 +61,9 @@ bool sb_mp_str_eq(const msgpack_object *o, const char *s);
 /* A non-negative integer of any encoding. */
 int sb_mp_get_uint(const msgpack_object *o, uint64_t *out);
 
+/* An integer of any encoding and sign that fits int64_t. */
+int sb_mp_get_int(const msgpack_object *o, int64_t *out);
+
 int sb_mp_get_bool(const msgpack_object *o, bool *out);
 
 /* An array: *items (owned by the object) and *n. */
@@ -75,6 +79,15 @@ int sb_mp_dup_key(const msgpack_object *o, sb_key *out);
 
 /* Free what sb_mp_dup_key() allocated and zero *key. NULL and zeroed keys are fine. */
 void sb_mp_key_free(sb_key *key);
+
+/* As sb_mp_dup_str(), the copy allocated in zone z (o NULL: SB_ERR_INVAL). */
+int sb_mp_zone_str(msgpack_zone *z, const msgpack_object *o, const char **out);
+
+/* A str copied as sb_mp_zone_str(), or nil or absent (o NULL): *out = NULL. */
+int sb_mp_zone_opt_str(msgpack_zone *z, const msgpack_object *o, const char **out);
+
+/* As sb_mp_dup_key(), the parts allocated in zone z; nil is the key of 0 parts (truncate). */
+int sb_mp_zone_key(msgpack_zone *z, const msgpack_object *o, sb_key *out);
 
 /* ---- packing (0, or -1 when the packer's write callback fails, e.g. out of memory) ---- */
 

@@ -139,9 +139,9 @@ int sb_client_start(sb_client *c)
         rc = subscribe(c, "", NULL);
     for (size_t i = 0; rc == SB_OK && i < c->ntables; i++) {
         rc = subscribe(c, "", c->pos[i].table);
-        rc = rc ? rc : subscribe(c, "@presence/", c->pos[i].table);
+        rc = rc ? rc : subscribe(c, SB_PROTO_TOPIC_PRESENCE, c->pos[i].table);
     }
-    rc = rc ? rc : subscribe(c, "@hb", NULL);
+    rc = rc ? rc : subscribe(c, SB_PROTO_TOPIC_HB, NULL);
     if (rc != SB_OK)
         return rc;
     rc = sb_svc_open(&c->svc, c->ctx, c->service_endpoint, &c->curve);

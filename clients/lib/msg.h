@@ -1,16 +1,19 @@
 /*
- * msg.h - decode what the broker sends (docs/protocol.md): change events, heartbeats,
- * presence messages, snapshot rows. Every byte is validated (sb_mp_unpack) before msgpack-c
- * sees it; a malformed message is refused with SB_ERR_INVAL, never trusted.
+ * msg.h - what the broker sends (docs/protocol.md) as libsyncclient's callbacks see it:
+ * PUB messages (decoded by sb_proto), service replies, snapshot rows. Every byte is validated
+ * (sb_mp_unpack) before msgpack-c sees it; a malformed message is refused with SB_ERR_INVAL,
+ * never trusted.
  *
- * Ownership: an sb_msg owns its msgpack_unpacked; every string, key part and editor it
- * points to is allocated in that zone (NUL-terminated copies) and dies with
+ * Ownership: an sb_msg owns its decoded sb_proto_msg; every string, key part and editor it
+ * points to is allocated in that message's zone (NUL-terminated copies) and dies with
  * sb_msg_release(). `row` points into the caller's `rowbuf` sbuffer (the row re-packed),
- * valid until that buffer is next used. Nothing points into the input bytes afterwards
- * except `body`, which is the input itself (borrowed).
+ * valid until that buffer is next used. Only `body` (the input itself) and a heartbeat's
+ * tseq map point into the input bytes (borrowed).
  */
 #ifndef SB_CLIENT_MSG_H
 #define SB_CLIENT_MSG_H
+
+#include "sb_proto.h"
 
 #include <syncbroker/client.h>
 
@@ -22,16 +25,15 @@
 /* The longest heartbeat period a broker may announce (its heartbeat_ms limit). */
 #define SB_MSG_MAX_HB_MS 3600000u
 
-typedef enum sb_msg_type { SB_CMSG_EVENT = 1, SB_CMSG_HEARTBEAT, SB_CMSG_PRESENCE } sb_msg_type;
-
 typedef struct sb_msg {
-    sb_msg_type type;
+    sb_proto_kind type;
     uint64_t seq;
     const char *epoch;
     /* events: every field of sb_client_event (own is left to the caller) */
     sb_client_event ev;
-    /* heartbeats: the tseq map (borrowed from the unpacked object), the broker's heartbeat
-     * period (0: not sent, as by brokers before it was added) */
+    /* heartbeats: the tseq map (borrowed from the decoded message and the body), the broker's
+     * heartbeat period (0: not sent, as by brokers before it was added, or beyond SB_MSG_MAX_HB_MS)
+     */
     const msgpack_object *tseq_map;
     uint32_t hb_ms;
     /* presence: table, key and editors */
@@ -40,11 +42,11 @@ typedef struct sb_msg {
     uint32_t nkey;
     sb_client_editor *editors;
     size_t neditors;
-    msgpack_unpacked up;
+    sb_proto_msg p;
 } sb_msg;
 
-/* Decode one PUB body (or one `since` replay frame). The type comes from the body: `op`
- * means an event, `editors` presence, a `tseq` map a heartbeat. On error *m is released. */
+/* Decode one PUB body (or one `since` replay frame) with sb_proto_decode(). On error *m is
+ * released. */
 int sb_msg_parse(const void *body, size_t len, msgpack_sbuffer *rowbuf, sb_msg *m);
 void sb_msg_release(sb_msg *m);
 

@@ -143,8 +143,9 @@ static int set_epoch(sb_client *c, const char *epoch)
 
 void sb_sync_hb_topic(sb_client *c, const void *topic, size_t len)
 {
-    if (len >= 3 && memcmp(topic, "@hb", 3) == 0)
-        c->own_hb = len > 3;
+    const size_t hl = sizeof SB_PROTO_TOPIC_HB - 1;
+    if (len >= hl && memcmp(topic, SB_PROTO_TOPIC_HB, hl) == 0)
+        c->own_hb = len > hl;
 }
 
 /* A client that follows all tables follows, from a heartbeat on its own topic, the tables
@@ -217,7 +218,7 @@ static void start_sync(sb_client *c, const sb_msg *hb)
 /* In WAIT_HB: a heartbeat starts the synchronisation once the back-off has passed. */
 static void wait_hb_feed(sb_client *c, const sb_msg *m)
 {
-    if (m->type == SB_CMSG_HEARTBEAT && sb_svc_now_ms() >= c->resync_at_ms)
+    if (m->type == SB_PROTO_HEARTBEAT && sb_svc_now_ms() >= c->resync_at_ms)
         start_sync(c, m);
 }
 
@@ -349,9 +350,9 @@ static feed_result process(sb_client *c, const sb_msg *m)
     if (strcmp(m->epoch, c->epoch) != 0)
         return FEED_NEW_EPOCH;
     switch (m->type) {
-    case SB_CMSG_EVENT:
+    case SB_PROTO_EVENT:
         return process_event(c, m);
-    case SB_CMSG_PRESENCE:
+    case SB_PROTO_PRESENCE:
         return process_presence(c, m);
     default:
         return process_heartbeat(c, m);
@@ -374,7 +375,7 @@ void sb_sync_feed(sb_client *c, const void *body, size_t len)
                                                      : "not an event, presence or heartbeat");
         return;
     }
-    if (m.type == SB_CMSG_HEARTBEAT && m.hb_ms && m.hb_ms != c->heartbeat_ms) {
+    if (m.type == SB_PROTO_HEARTBEAT && m.hb_ms && m.hb_ms != c->heartbeat_ms) {
         /* Offline detection and back-off follow the broker's period, not our guess. */
         sb_client_log(c, SB_LOG_INFO, "broker heartbeat every %u ms", m.hb_ms);
         c->heartbeat_ms = m.hb_ms;

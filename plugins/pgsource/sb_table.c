@@ -24,26 +24,6 @@ const char SB_TABLE_RESOLVE_SQL[] =
     " LEFT JOIN syncbroker.tracked t ON t.relid = c.oid"
     " ORDER BY n.ord";
 
-#define MAX_IDENT 63 /* NAMEDATALEN - 1 */
-
-static bool valid_part(const char *s, size_t len)
-{
-    if (len == 0 || len > MAX_IDENT || !((s[0] >= 'a' && s[0] <= 'z') || s[0] == '_'))
-        return false;
-    for (size_t i = 1; i < len; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '$'))
-            return false;
-    }
-    return true;
-}
-
-bool sb_table_name_valid(const char *name)
-{
-    const char *dot = name ? strchr(name, '.') : NULL;
-    return dot && valid_part(name, (size_t)(dot - name)) && valid_part(dot + 1, strlen(dot + 1));
-}
-
 char *sb_quote_ident(const char *ident)
 {
     size_t len = 3;

@@ -1,10 +1,12 @@
 /*
- * sb_table.h - the configured tables a source serves: name checks, resolution against
+ * sb_table.h - the configured tables a source serves: resolution against
  * syncbroker.tracked (relid, key columns and types), and the per-table SQL built once from
  * them (row fetch by key, snapshot scan). Identifiers are quoted here, never concatenated raw.
  */
 #ifndef SB_TABLE_H
 #define SB_TABLE_H
+
+#include "sb_ident.h" /* sb_table_name_valid(): the broker checks names by the same rule */
 
 #include <libpq-fe.h>
 #include <stdbool.h>
@@ -40,10 +42,6 @@ typedef struct sb_table {
 /* Resolves the names given as $1 (text[] literal) in order: name, relid (NULL: no such
  * table), tracked (bool), pk_cols, pk_types (text[] literals, NULL when untracked). */
 extern const char SB_TABLE_RESOLVE_SQL[];
-
-/* `schema.name`, each part [a-z_][a-z0-9_$]* and at most 63 bytes: the unquoted spelling
- * PostgreSQL folds to itself, so the configured name is also the catalog name. */
-bool sb_table_name_valid(const char *name);
 
 /* "ident" with embedded quotes doubled (quote_ident() that always quotes). malloc'd; NULL
  * when out of memory. */

@@ -12,6 +12,7 @@
 #include "tz.h"
 
 #include "sb_keyfile.h"
+#include "sb_proto.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -381,7 +382,7 @@ int tz_clients_load(tz *t, const char *path, tz_clients **out, char *err, size_t
  * message's "@presence/<table>/<key>") belongs to, or -1. */
 static int topic_table(tz *t, const char *topic, size_t len)
 {
-    static const char presence[] = "@presence/";
+    static const char presence[] = SB_PROTO_TOPIC_PRESENCE;
     const size_t pl = sizeof presence - 1;
     if (len >= pl && memcmp(topic, presence, pl) == 0)
         topic += pl, len -= pl;

@@ -7,6 +7,7 @@
 #include "tz.h"
 
 #include "sb_mp.h"
+#include "sb_proto.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -92,19 +93,15 @@ static int remember(tz *t, char **id, size_t idlen, const sb_message *m)
 
 void tz_editors_note(tz *t, const sb_message *m)
 {
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
-    sb_key key = {0};
-    char *table = NULL, *id = NULL;
+    sb_proto_msg pm;
+    char *id = NULL;
     size_t idlen = 0;
-    const msgpack_object *items;
-    uint32_t n = 0;
-    int rc = sb_mp_unpack(m->body, m->body_len, NULL, &up);
-    rc = rc ? rc : sb_mp_dup_str(sb_mp_map_get(&up.data, "table"), &table);
-    rc = rc ? rc : sb_mp_dup_key(sb_mp_map_get(&up.data, "key"), &key);
-    rc = rc ? rc : sb_mp_get_array(sb_mp_map_get(&up.data, "editors"), &items, &n);
-    rc = rc ? rc : make_id(table, &key, &id, &idlen);
-    bool kept = rc == SB_OK && n > 0 && (rc = remember(t, &id, idlen, m)) == SB_OK;
+    int rc = sb_proto_decode(m->body, m->body_len, NULL, &pm);
+    if (rc == SB_OK && pm.kind != SB_PROTO_PRESENCE)
+        rc = SB_ERR_INVAL;
+    const sb_proto_presence *p = rc == SB_OK ? &pm.presence : NULL;
+    rc = rc ? rc : make_id(p->table, &p->key, &id, &idlen);
+    bool kept = rc == SB_OK && p->n > 0 && (rc = remember(t, &id, idlen, m)) == SB_OK;
     /* Nobody left, or the new list could not be kept (an old one would be a wrong answer):
      * forget the entity. */
     tz_editors *e = !kept && id ? find(t, id, idlen) : NULL;
@@ -112,11 +109,9 @@ void tz_editors_note(tz *t, const sb_message *m)
         drop(t, e);
     if (rc != SB_OK)
         t->api->base.log(t->host, SB_LOG_WARN, "editors of an entity of %s not kept: %s",
-                         table ? table : "?", sb_strerror(rc));
+                         p ? p->table : "?", sb_strerror(rc));
     free(id);
-    free(table);
-    sb_mp_key_free(&key);
-    msgpack_unpacked_destroy(&up);
+    sb_proto_release(&pm);
 }
 
 void tz_editors_clear(tz *t)
@@ -142,11 +137,10 @@ void tz_editors_serve(tz *t, tz_frames *env, const msgpack_object *req)
     }
     rc = rc ? rc : make_id(table, &key, &id, &idlen);
     const tz_editors *e = rc == SB_OK ? find(t, id, idlen) : NULL;
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
-    const msgpack_object *editors = NULL;
-    if (e && sb_mp_unpack(e->body, e->len, NULL, &up) == SB_OK)
-        editors = sb_mp_map_get(&up.data, "editors");
+    sb_proto_msg pm = {0};
+    const sb_proto_presence *p = NULL;
+    if (e && sb_proto_decode(e->body, e->len, NULL, &pm) == SB_OK && pm.kind == SB_PROTO_PRESENCE)
+        p = &pm.presence;
     if (rc == SB_ERR_NOMEM) {
         tz_reply_error(t, env, "internal", "out of memory");
     } else if (rc < 0) {
@@ -163,11 +157,11 @@ void tz_editors_serve(tz *t, tz_frames *env, const msgpack_object *req)
         prc |= sb_mp_pack_kv_uint(&pk, "seq", s.seq);
         prc |= sb_mp_pack_kv_cstr(&pk, "table", table);
         prc |= sb_mp_pack_cstr(&pk, "key") | sb_mp_pack_key(&pk, &key);
-        prc |= sb_mp_pack_cstr(&pk, "editors");
-        prc |= editors ? msgpack_pack_object(&pk, *editors) : msgpack_pack_array(&pk, 0);
+        prc |= sb_mp_pack_cstr(&pk, SB_PF_EDITORS);
+        prc |= sb_proto_pack_editors(&pk, p ? p->editors : NULL, p ? p->n : 0);
         tz_reply_map(t, env, &sb, prc, NULL);
     }
-    msgpack_unpacked_destroy(&up);
+    sb_proto_release(&pm);
     free(id);
     free(table);
     sb_mp_key_free(&key);

@@ -8,6 +8,7 @@
 #include "tz.h"
 
 #include "sb_mp.h"
+#include "sb_proto.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -184,53 +185,21 @@ int tz_last_heartbeat(tz *t, msgpack_unpacked *up)
     return rc;
 }
 
-/* Pack the tseq map v keeping only the tables who may read. */
-static int pack_tseq(tz *t, const tz_principal *who, msgpack_packer *pk, const msgpack_object *v)
+typedef struct hb_reader {
+    tz *t;
+    const tz_principal *who;
+} hb_reader;
+
+static bool reads_table(void *ud, const char *name, size_t len)
 {
-    uint32_t n = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        int rc = pass ? msgpack_pack_map(pk, n) : 0;
-        for (uint32_t i = 0; rc == 0 && i < v->via.map.size; i++) {
-            const msgpack_object_kv *kv = &v->via.map.ptr[i];
-            const char *name;
-            size_t len;
-            if (sb_mp_get_str(&kv->key, &name, &len) < 0 ||
-                !tz_principal_reads(who, tz_table_index(t, name, len)))
-                continue;
-            if (pass == 0)
-                n++;
-            else
-                rc = msgpack_pack_object(pk, kv->key) | msgpack_pack_object(pk, kv->val);
-        }
-        if (rc < 0)
-            return SB_ERR_NOMEM;
-    }
-    return SB_OK;
+    const hb_reader *r = ud;
+    return tz_principal_reads(r->who, tz_table_index(r->t, name, len));
 }
 
 int tz_hb_encode(tz *t, const tz_principal *who, const void *body, size_t len, msgpack_sbuffer *out)
 {
-    msgpack_unpacked up;
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
-    msgpack_unpacked_init(&up);
-    int rc = sb_mp_unpack(body, len, NULL, &up);
-    const msgpack_object *map = &up.data;
-    if (rc == SB_OK && map->type != MSGPACK_OBJECT_MAP)
-        rc = SB_ERR_INVAL;
-    if (rc == SB_OK && msgpack_pack_map(&pk, map->via.map.size) < 0)
-        rc = SB_ERR_NOMEM;
-    for (uint32_t i = 0; rc == SB_OK && i < map->via.map.size; i++) {
-        const msgpack_object_kv *kv = &map->via.map.ptr[i];
-        if (msgpack_pack_object(&pk, kv->key) < 0)
-            rc = SB_ERR_NOMEM;
-        else if (sb_mp_str_eq(&kv->key, "tseq") && kv->val.type == MSGPACK_OBJECT_MAP)
-            rc = pack_tseq(t, who, &pk, &kv->val);
-        else if (msgpack_pack_object(&pk, kv->val) < 0)
-            rc = SB_ERR_NOMEM;
-    }
-    msgpack_unpacked_destroy(&up);
-    return rc;
+    hb_reader r = {t, who};
+    return sb_proto_heartbeat_filter(body, len, reads_table, &r, out);
 }
 
 /* The heartbeat m for every principal with a connection subscribed to heartbeats, on its own

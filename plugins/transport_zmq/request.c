@@ -5,12 +5,12 @@
 #include "tz.h"
 
 #include "sb_mp.h"
+#include "sb_proto.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* Presence entry lifetime when a request gives no ttl_ms (libsyncclient's default too). */
 #define TZ_PRESENCE_TTL_MS 6000
@@ -96,13 +96,6 @@ int tz_table_index(tz *t, const char *table, size_t len)
     return -1;
 }
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static uint64_t current_seq(tz *t)
 {
     sb_stats s = {0};
@@ -116,7 +109,7 @@ static uint64_t current_seq(tz *t)
 static void serve_ping(tz *t, tz_frames *env, const msgpack_object *req)
 {
     (void)req;
-    static const char *const from_hb[] = {"hb_ms", "proto"};
+    static const char *const from_hb[] = {SB_PF_HB_MS, SB_PF_PROTO};
     msgpack_unpacked hb;
     uint64_t v[2];
     bool have = tz_last_heartbeat(t, &hb) == SB_OK;
@@ -128,7 +121,7 @@ static void serve_ping(tz *t, tz_frames *env, const msgpack_object *req)
     int rc = msgpack_pack_map(&o.pk, have ? 5 : 3);
     rc |= sb_mp_pack_kv_cstr(&o.pk, "epoch", t->api->base.epoch(t->host));
     rc |= sb_mp_pack_kv_uint(&o.pk, "seq", current_seq(t));
-    rc |= sb_mp_pack_kv_int(&o.pk, "ts", wall_ms());
+    rc |= sb_mp_pack_kv_int(&o.pk, "ts", sb_proto_wall_ms());
     for (size_t i = 0; have && i < 2; i++)
         rc |= sb_mp_pack_kv_uint(&o.pk, from_hb[i], v[i]);
     tz_reply_map(t, env, &o.sb, rc, NULL);

@@ -26,6 +26,8 @@
  */
 #include "tz.h"
 
+#include "sb_proto.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,9 +92,9 @@ static bool data_prefix_valid(const char *const *tables, size_t n, const unsigne
 
 bool tz_subscription_valid(const char *const *tables, size_t n, const unsigned char *s, size_t len)
 {
-    static const char presence[] = "@presence/";
+    static const char presence[] = SB_PROTO_TOPIC_PRESENCE;
     const size_t pl = sizeof presence - 1;
-    if (is_prefix(s, len, "@hb") || is_prefix(s, len, presence))
+    if (is_prefix(s, len, SB_PROTO_TOPIC_HB) || is_prefix(s, len, presence))
         return true;
     if (len > pl && memcmp(s, presence, pl) == 0)
         return data_prefix_valid(tables, n, s + pl, len - pl);
@@ -138,14 +140,13 @@ static int narrow_data(tz *t, const tz_principal *who, const unsigned char *s, s
 
 size_t tz_hb_topic(const tz_principal *who, char *buf, size_t cap)
 {
-    int n = who ? snprintf(buf, cap, "@hb/%s/", who->name) : snprintf(buf, cap, "@hb");
-    return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
+    return sb_proto_hb_topic(who ? who->name : NULL, buf, cap);
 }
 
 int tz_subs_narrow(tz *t, const tz_principal *who, const unsigned char *s, size_t len,
                    tz_topic_fn fn, void *ud)
 {
-    static const char presence[] = "@presence/";
+    static const char presence[] = SB_PROTO_TOPIC_PRESENCE;
     const size_t pl = sizeof presence - 1;
     if (!who) {
         size_t n = 0;

@@ -1,8 +1,8 @@
 /*
  * fuzz_client_msg.c - libFuzzer target for what a client does with PUB bodies (untrusted:
- * anyone who can publish on the endpoint, or a broken proxy): sb_msg_parse, then what
- * sync.c does with each type (events into the cache, heartbeat tseq lookups, presence
- * editors read), and the cached rows rendered as sync-snapshot does. The input is up to 64
+ * anyone who can publish on the endpoint, or a broken proxy): sb_msg_parse (common/sb_proto.c
+ * decodes), then what sync.c does with each type (events into the cache, heartbeat tseq lookups,
+ * presence editors read), and the cached rows rendered as sync-snapshot does. The input is up to 64
  * bodies separated by SB_FUZZ_SEP, all into one cache. Invariants: no sanitizer report, a
  * decoded message's strings and key parts are NUL-terminated and its row is one msgpack
  * map, and a stored event reads back from the cache.
@@ -78,9 +78,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (sb_msg_parse(body, len, &rowbuf, &m) != SB_OK)
             continue;
         check_str(m.epoch, len);
-        if (m.type == SB_CMSG_EVENT)
+        if (m.type == SB_PROTO_EVENT)
             check_event(cache, &m);
-        else if (m.type == SB_CMSG_PRESENCE)
+        else if (m.type == SB_PROTO_PRESENCE)
             check_presence(&m, len);
         else
             (void)sb_msg_hb_tseq(&m, "public.bookings"); /* what each heartbeat costs */

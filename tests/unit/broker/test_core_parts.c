@@ -1,4 +1,4 @@
-/* Unit tests for the loop, the replay ring, presence and event encoding. */
+/* Unit tests for the loop, the replay ring and presence. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -10,9 +10,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
-#include <msgpack.h>
 
-#include "event.h"
 #include "loop.h"
 #include "presence.h"
 #include "ring.h"
@@ -174,7 +172,7 @@ typedef struct seen_list {
     char first_state[16];
 } seen_list;
 
-static void on_list(void *ud, uint32_t table, const sb_key *key, const sb_event_editor *ed,
+static void on_list(void *ud, uint32_t table, const sb_key *key, const sb_proto_editor *ed,
                     size_t n)
 {
     seen_list *s = ud;
@@ -229,7 +227,7 @@ static void presence_lists_refreshes_and_expires(void **state)
     sb_presence_set_free(ps);
 }
 
-static void count_lists(void *ud, uint32_t table, const sb_key *key, const sb_event_editor *ed,
+static void count_lists(void *ud, uint32_t table, const sb_key *key, const sb_proto_editor *ed,
                         size_t n)
 {
     (void)table, (void)key, (void)ed, (void)n;
@@ -299,7 +297,7 @@ typedef struct list_seen {
     int entity;
 } list_seen;
 
-static void remember_list(void *ud, uint32_t table, const sb_key *key, const sb_event_editor *ed,
+static void remember_list(void *ud, uint32_t table, const sb_key *key, const sb_proto_editor *ed,
                           size_t n)
 {
     (void)table, (void)ed;
@@ -370,94 +368,6 @@ static void presence_index_matches_a_scan(void **state)
     sb_presence_set_free(ps);
 }
 
-/* ---- event encoding --------------------------------------------------------------- */
-
-static const msgpack_object *field(const msgpack_object *map, const char *name)
-{
-    for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object_kv *kv = &map->via.map.ptr[i];
-        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == strlen(name) &&
-            !memcmp(kv->key.via.str.ptr, name, kv->key.via.str.size))
-            return &kv->val;
-    }
-    fail_msg("no field %s", name);
-    return NULL;
-}
-
-static void event_encoding_matches_protocol(void **state)
-{
-    (void)state;
-    msgpack_sbuffer topic, body, row;
-    msgpack_sbuffer_init(&topic);
-    msgpack_sbuffer_init(&body);
-    msgpack_sbuffer_init(&row);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &row, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 1);
-    msgpack_pack_str(&pk, 2);
-    msgpack_pack_str_body(&pk, "id", 2);
-    msgpack_pack_int(&pk, 7);
-    const char *parts[] = {"7", "2026-11-28"};
-    sb_debounce_event ev = {.key = {parts, 2},
-                            .op = SB_OP_UPDATE,
-                            .version = 99,
-                            .origin = NULL,
-                            .ts_ms = 1234,
-                            .row = row.data,
-                            .row_len = row.size,
-                            .n = 3};
-    assert_int_equal(sb_event_encode_change(&topic, &body, &ev, "public.stays", "e1", 10, 4),
-                     SB_OK);
-    assert_int_equal(topic.size, strlen("public.stays/7/2026-11-28"));
-    assert_memory_equal(topic.data, "public.stays/7/2026-11-28", topic.size);
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    size_t off = 0;
-    assert_int_equal(msgpack_unpack_next(&u, body.data, body.size, &off), MSGPACK_UNPACK_SUCCESS);
-    assert_int_equal(off, body.size);
-    const msgpack_object *m = &u.data;
-    assert_int_equal(m->via.map.size, 11);
-    assert_int_equal(field(m, "seq")->via.u64, 10);
-    assert_int_equal(field(m, "tseq")->via.u64, 4);
-    assert_int_equal(field(m, "version")->via.u64, 99);
-    assert_int_equal(field(m, "n")->via.u64, 3);
-    assert_int_equal(field(m, "ts")->via.i64, 1234);
-    assert_int_equal(field(m, "origin")->type, MSGPACK_OBJECT_NIL);
-    assert_int_equal(field(m, "key")->type, MSGPACK_OBJECT_ARRAY);
-    assert_int_equal(field(m, "key")->via.array.size, 2);
-    assert_int_equal(field(m, "row")->type, MSGPACK_OBJECT_MAP);
-    assert_int_equal(field(field(m, "row"), "id")->via.u64, 7);
-    const msgpack_object *op = field(m, "op");
-    assert_int_equal(op->via.str.size, 6);
-    assert_memory_equal(op->via.str.ptr, "update", 6);
-
-    /* A delete carries no row even if one was handed over. */
-    ev.op = SB_OP_DELETE;
-    ev.key.nparts = 1;
-    assert_int_equal(sb_event_encode_change(&topic, &body, &ev, "public.stays", "e1", 11, 5),
-                     SB_OK);
-    off = 0;
-    assert_int_equal(msgpack_unpack_next(&u, body.data, body.size, &off), MSGPACK_UNPACK_SUCCESS);
-    assert_int_equal(field(&u.data, "row")->type, MSGPACK_OBJECT_NIL);
-    assert_int_equal(field(&u.data, "key")->type, MSGPACK_OBJECT_STR);
-
-    const char *tables[] = {"public.a", "public.b"};
-    const uint64_t tseq[] = {3, 0};
-    assert_int_equal(sb_event_encode_heartbeat(&topic, &body, "e1", 11, tables, tseq, 2, 99, 5000),
-                     SB_OK);
-    assert_memory_equal(topic.data, "@hb", 3);
-    off = 0;
-    assert_int_equal(msgpack_unpack_next(&u, body.data, body.size, &off), MSGPACK_UNPACK_SUCCESS);
-    assert_int_equal(field(field(&u.data, "tseq"), "public.a")->via.u64, 3);
-    assert_int_equal(field(&u.data, "hb_ms")->via.u64, 5000);
-    assert_int_equal(field(&u.data, "proto")->via.u64, SB_PROTO_VERSION);
-
-    msgpack_unpacked_destroy(&u);
-    msgpack_sbuffer_destroy(&topic);
-    msgpack_sbuffer_destroy(&body);
-    msgpack_sbuffer_destroy(&row);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -467,7 +377,6 @@ int main(void)
         cmocka_unit_test(presence_lists_refreshes_and_expires),
         cmocka_unit_test(presence_limits_are_named),
         cmocka_unit_test(presence_index_matches_a_scan),
-        cmocka_unit_test(event_encoding_matches_protocol),
     };
     return cmocka_run_group_tests_name("broker parts", tests, NULL, NULL);
 }

@@ -328,6 +328,70 @@ static void test_dup_key_refuses_empty_and_mixed_arrays(void **state)
     msgpack_unpacked_destroy(&b);
 }
 
+/* The zone copies (what decoders keep) follow the malloc'd ones' rules; ints of both signs. */
+static void test_zone_readers_and_ints(void **state)
+{
+    (void)state;
+    buf b;
+    buf_init(&b);
+    msgpack_pack_array(&b.pk, 8);
+    sb_mp_pack_cstr(&b.pk, "hello");
+    sb_mp_pack_strn(&b.pk, "a\0b", 3);
+    msgpack_pack_nil(&b.pk);
+    msgpack_pack_array(&b.pk, 2);
+    sb_mp_pack_cstr(&b.pk, "x");
+    sb_mp_pack_cstr(&b.pk, "y");
+    msgpack_pack_array(&b.pk, 0);
+    msgpack_pack_int64(&b.pk, INT64_MIN);
+    msgpack_pack_uint64(&b.pk, (uint64_t)INT64_MAX + 1);
+    msgpack_pack_uint64(&b.pk, 5);
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    assert_int_equal(sb_mp_unpack(b.sb.data, b.sb.size, NULL, &up), SB_OK);
+    const msgpack_object *o = up.data.via.array.ptr;
+    msgpack_zone *z = up.zone;
+
+    const char *s = "untouched";
+    assert_int_equal(sb_mp_zone_str(z, &o[0], &s), SB_OK);
+    assert_string_equal(s, "hello");
+    assert_int_equal(sb_mp_zone_str(z, &o[1], &s), SB_ERR_INVAL); /* embedded NUL */
+    assert_int_equal(sb_mp_zone_str(z, &o[2], &s), SB_ERR_INVAL); /* nil */
+    assert_int_equal(sb_mp_zone_str(z, NULL, &s), SB_ERR_INVAL);
+    assert_string_equal(s, "hello");
+    assert_int_equal(sb_mp_zone_opt_str(z, &o[2], &s), SB_OK);
+    assert_null(s);
+    assert_int_equal(sb_mp_zone_opt_str(z, NULL, &s), SB_OK);
+    assert_null(s);
+    assert_int_equal(sb_mp_zone_opt_str(z, &o[0], &s), SB_OK);
+    assert_string_equal(s, "hello");
+    assert_int_equal(sb_mp_zone_opt_str(z, &o[7], &s), SB_ERR_INVAL);
+
+    sb_key key;
+    assert_int_equal(sb_mp_zone_key(z, &o[0], &key), SB_OK);
+    assert_int_equal(key.nparts, 1);
+    assert_string_equal(key.parts[0], "hello");
+    assert_int_equal(sb_mp_zone_key(z, &o[3], &key), SB_OK);
+    assert_int_equal(key.nparts, 2);
+    assert_string_equal(key.parts[1], "y");
+    assert_int_equal(sb_mp_zone_key(z, &o[2], &key), SB_OK); /* nil: a truncate's key */
+    assert_int_equal(key.nparts, 0);
+    assert_int_equal(sb_mp_zone_key(z, &o[4], &key), SB_ERR_INVAL); /* [] */
+    assert_int_equal(sb_mp_zone_key(z, &o[7], &key), SB_ERR_INVAL);
+    assert_int_equal(sb_mp_zone_key(z, NULL, &key), SB_ERR_INVAL);
+
+    int64_t i = 1;
+    assert_int_equal(sb_mp_get_int(&o[5], &i), SB_OK);
+    assert_true(i == INT64_MIN);
+    assert_int_equal(sb_mp_get_int(&o[7], &i), SB_OK);
+    assert_int_equal(i, 5);
+    assert_int_equal(sb_mp_get_int(&o[6], &i), SB_ERR_INVAL); /* beyond int64_t */
+    assert_int_equal(sb_mp_get_int(&o[0], &i), SB_ERR_INVAL);
+    assert_int_equal(sb_mp_get_int(NULL, &i), SB_ERR_INVAL);
+    assert_int_equal(i, 5);
+    msgpack_unpacked_destroy(&up);
+    msgpack_sbuffer_destroy(&b.sb);
+}
+
 static void test_pack_helpers_round_trip(void **state)
 {
     (void)state;
@@ -382,6 +446,7 @@ int main(void)
         cmocka_unit_test(test_unpack_rejects_what_check_rejects),
         cmocka_unit_test(test_readers),
         cmocka_unit_test(test_dup_key_refuses_empty_and_mixed_arrays),
+        cmocka_unit_test(test_zone_readers_and_ints),
         cmocka_unit_test(test_pack_helpers_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,4 +1,4 @@
-/* Unit tests of sb_table: configured-name checks, quoting, resolution and the built SQL. */
+/* Unit tests of sb_table: quoting, resolution and the built SQL. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,27 +11,6 @@
 #include "pgresult.h"
 #include "sb_table.h"
 #include <syncbroker/plugin.h>
-
-static void test_name_valid(void **state)
-{
-    (void)state;
-    const char *good[] = {"public.bookings", "_s.t_1", "a.b$c", "s9.x"};
-    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
-        assert_true(sb_table_name_valid(good[i]));
-    const char *bad[] = {"bookings",   "public.",     ".t",   "public.Bookings",
-                         "pub lic.t",  "public.t.x",  "1s.t", "s.1t",
-                         "s.t;drop",   "\"s\".\"t\"", "s.$t", "",
-                         "public.t-1", "s.t\n"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        assert_false(sb_table_name_valid(bad[i]));
-    assert_false(sb_table_name_valid(NULL));
-    char longname[80] = "s.";
-    memset(longname + 2, 'a', 64);
-    longname[66] = '\0';
-    assert_false(sb_table_name_valid(longname)); /* 64 > NAMEDATALEN - 1 */
-    longname[65] = '\0';
-    assert_true(sb_table_name_valid(longname));
-}
 
 static void test_quote_ident(void **state)
 {
@@ -150,7 +129,6 @@ static void test_find(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_name_valid),
         cmocka_unit_test(test_quote_ident),
         cmocka_unit_test(test_resolve_builds_sql),
         cmocka_unit_test(test_resolve_errors_name_the_table),
