@@ -142,10 +142,11 @@ static int convert_row(sb_cursor_batch *b, sb_table *tables, size_t ntables, con
     ch->table = t->index;
     ch->key = (sb_key){.parts = (const char *const *)parts, .nparts = nparts};
     ch->version = strtoull(PQgetvalue(res, r, SB_CURSOR_COL_VERSION), NULL, 10);
-    /* The change log's id is the version (version_seq numbers every change row). It grows
-     * within a read, not across reads (a long transaction's changes come later with lower
-     * ids), so the source has no published() to take it back. No row: the core fetches it. */
-    ch->position = ch->version;
+    /* No position: the change log's id (the version) grows within a read but not across
+     * reads (a long transaction's changes come later with lower ids), and plugin.h asks
+     * positions to grow in emit order. The cursor's position is its snapshot, which it
+     * records itself (pruning). No row: the core fetches it. */
+    ch->position = 0;
     ch->origin =
         PQgetisnull(res, r, SB_CURSOR_COL_ORIGIN) ? NULL : PQgetvalue(res, r, SB_CURSOR_COL_ORIGIN);
     ch->ts_ms = strtoll(PQgetvalue(res, r, SB_CURSOR_COL_TS_MS), NULL, 10);
