@@ -230,7 +230,7 @@ typedef struct sb_change {
     uint64_t version;   /* entity version after this change; grows per entity */
     const char *origin; /* the writer's syncbroker.origin, or NULL */
     int64_t ts_ms;      /* commit time, wall clock ms since the Unix epoch */
-    uint64_t position;  /* the source's own monotonic position (change log id, LSN); 0 = none */
+    uint64_t position;  /* the source's own position (e.g. an LSN), growing; 0 = none */
     bool has_row;       /* true: row/row_len are the entity's state at `version`, and the core
                            publishes from it without a fetch; false: the core fetches */
     const void *row;    /* has_row: packed msgpack map column -> value; NULL = entity absent */
