@@ -517,18 +517,17 @@ def test_version_and_usage():
     assert r.returncode == 1 and "unknown argument" in r.stderr
 
 
-def start_and_reload(cfg):
-    """Start the broker, SIGHUP it once it is ready, SIGTERM it once the reload began (the
-    plugins' reloads run right after that line, before the next signal is read); its log."""
+def run_logged(cfg, on_line):
+    """Run the broker on cfg and hand each stderr line to on_line(proc, line) until it returns
+    True (it has signalled the broker to stop by then); the whole log. The broker must exit 0
+    with no sanitizer report."""
     proc = subprocess.Popen([BROKER, "-c", str(cfg)], stderr=subprocess.PIPE, text=True)
     lines = []
     try:
-        for want, sig in (("ready", signal.SIGHUP), ("SIGHUP: reloading", signal.SIGTERM)):
-            for line in proc.stderr:
-                lines.append(line)
-                if want in line:
-                    proc.send_signal(sig)
-                    break
+        for line in proc.stderr:
+            lines.append(line)
+            if on_line(proc, line):
+                break
         lines.append(rest_of(proc, 30))
     finally:
         if proc.poll() is None:
@@ -538,6 +537,19 @@ def start_and_reload(cfg):
     assert proc.returncode == 0, log
     assert "AddressSanitizer" not in log and "runtime error" not in log, log
     return log
+
+
+def start_and_reload(cfg):
+    """Start the broker, SIGHUP it once it is ready, SIGTERM it once the reload began (the
+    plugins' reloads run right after that line, before the next signal is read); its log."""
+    steps = [("ready", signal.SIGHUP), ("SIGHUP: reloading", signal.SIGTERM)]
+
+    def on_line(proc, line):
+        if steps[0][0] in line:
+            proc.send_signal(steps.pop(0)[1])
+        return not steps
+
+    return run_logged(cfg, on_line)
 
 
 def test_reload_called_on_sighup(tmp_path, plugin_dir):
@@ -571,27 +583,19 @@ def test_second_source_section_names_the_first(tmp_path, plugin_dir):
 def events_published(cfg, count):
     """Start the broker, read its log until the transport logged `count` published events,
     stop it; (events as (topic, row name), the whole log)."""
-    proc = subprocess.Popen([BROKER, "-c", str(cfg)], stderr=subprocess.PIPE, text=True)
-    lines, events = [], []
-    try:
-        for line in proc.stderr:
-            lines.append(line)
-            if "published event" in line:
-                _, _, rest = line.partition("published event ")
-                seq, topic, row = rest.split()
-                events.append((topic, row))
-                if len(events) == count:
-                    break
-        proc.terminate()
-        lines.append(rest_of(proc, 30))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    log = "".join(lines)
-    assert proc.returncode == 0, log
-    assert "AddressSanitizer" not in log and "runtime error" not in log, log
-    return events, log
+    events = []
+
+    def on_line(proc, line):
+        if "published event" in line:
+            _, _, rest = line.partition("published event ")
+            seq, topic, row = rest.split()
+            events.append((topic, row))
+            if len(events) == count:
+                proc.terminate()
+                return True
+        return False
+
+    return events, run_logged(cfg, on_line)
 
 
 def test_source_with_rows_is_published_without_fetch(tmp_path, plugin_dir):
