@@ -251,6 +251,16 @@ static uint64_t *table_windows(const sb_config *cfg)
     return w;
 }
 
+/* An empty engine with cfg's windows (at start, and to forget everything at lease loss). */
+static int new_debounce(sb_core *core, const sb_config *cfg, sb_debounce **out)
+{
+    uint64_t *windows = table_windows(cfg);
+    int rc =
+        windows ? sb_debounce_new(cfg->ntables, windows, &debounce_ops, core, out) : SB_ERR_NOMEM;
+    free(windows);
+    return rc;
+}
+
 int sb_core_new(sb_loop *loop, const sb_config *cfg, sb_core **out)
 {
     sb_core *core = calloc(1, sizeof *core);
@@ -266,17 +276,15 @@ int sb_core_new(sb_loop *loop, const sb_config *cfg, sb_core **out)
     msgpack_sbuffer_init(&core->topic);
     msgpack_sbuffer_init(&core->body);
     new_epoch(core);
-    uint64_t *windows = table_windows(cfg);
     int rc = SB_ERR_NOMEM;
     core->tseq = calloc(cfg->ntables, sizeof *core->tseq);
     sb_presence_limits limits = {.max_entries = (size_t)cfg->presence_max_entries,
                                  .max_per_client = (size_t)cfg->presence_max_per_client,
                                  .max_per_entity = (size_t)cfg->presence_max_per_entity,
                                  .max_ttl_ms = (uint32_t)cfg->presence_max_ttl_ms};
-    if (windows && core->tseq && sb_ring_new((size_t)cfg->replay_buffer, &core->ring) == SB_OK &&
+    if (core->tseq && sb_ring_new((size_t)cfg->replay_buffer, &core->ring) == SB_OK &&
         sb_presence_set_new(&limits, &core->presence) == SB_OK)
-        rc = sb_debounce_new(cfg->ntables, windows, &debounce_ops, core, &core->debounce);
-    free(windows);
+        rc = new_debounce(core, cfg, &core->debounce);
     if (rc) {
         sb_core_free(core);
         return rc;
@@ -437,9 +445,12 @@ static void update_exposure(sb_core *core)
 /* Take s out of the running list and free it. */
 static void remove_snapshot(sb_core *core, snapshot_req *s)
 {
-    for (size_t i = 0; i < core->nsnapshots; i++)
-        if (core->snapshots[i] == s)
+    for (size_t i = 0; i < core->nsnapshots; i++) {
+        if (core->snapshots[i] == s) {
             core->snapshots[i] = core->snapshots[--core->nsnapshots];
+            break;
+        }
+    }
     free(s->tseq);
     free(s);
     core->last_snapshot_end_ms = sb_proto_wall_ms();
@@ -564,11 +575,7 @@ void sb_core_resync(sb_core *core, const char *reason)
 static void forget_everything(sb_core *core)
 {
     sb_debounce *fresh;
-    uint64_t *windows = table_windows(core->cfg);
-    int rc = windows ? sb_debounce_new(core->cfg->ntables, windows, &debounce_ops, core, &fresh)
-                     : SB_ERR_NOMEM;
-    free(windows);
-    if (rc == SB_OK) {
+    if (new_debounce(core, core->cfg, &fresh) == SB_OK) {
         sb_debounce_free(core->debounce);
         core->debounce = fresh;
     } else {

@@ -668,9 +668,9 @@ static uint64_t min_u64(uint64_t a, uint64_t b)
 
 uint64_t sb_debounce_next_deadline(const sb_debounce *d, uint64_t now)
 {
-    uint64_t next = d->retry.head ? d->retry.head->deadline : UINT64_MAX;
     if (d->rows.head)
-        next = now;
+        return now; /* nothing is sooner: the tables need not be walked */
+    uint64_t next = d->retry.head ? d->retry.head->deadline : UINT64_MAX;
     for (size_t t = 0; t < d->ntables; t++) {
         const table_state *ts = &d->tables[t];
         if (ts->window.head)

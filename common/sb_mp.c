@@ -231,18 +231,46 @@ int sb_mp_get_array(const msgpack_object *o, const msgpack_object **items, uint3
     return SB_OK;
 }
 
+/* A str that can become a C string: no NUL inside. */
+static int c_str(const msgpack_object *o, const char **s, size_t *n)
+{
+    if (sb_mp_get_str(o, s, n) < 0 || (*n > 0 && memchr(*s, '\0', *n)))
+        return SB_ERR_INVAL;
+    return SB_OK;
+}
+
+/* The n bytes of s and a NUL into copy (n + 1 bytes, or NULL: allocating failed). */
+static char *fill_c_str(char *copy, const char *s, size_t n)
+{
+    if (!copy)
+        return NULL;
+    if (n > 0)
+        memcpy(copy, s, n);
+    copy[n] = '\0';
+    return copy;
+}
+
+/* The parts of a key: a non-empty array, or a str (a simple key: one part). */
+static int key_items(const msgpack_object *o, const msgpack_object **items, uint32_t *n)
+{
+    if (sb_mp_get_array(o, items, n) == SB_OK)
+        return *n ? SB_OK : SB_ERR_INVAL;
+    if (!o || o->type != MSGPACK_OBJECT_STR)
+        return SB_ERR_INVAL;
+    *items = o;
+    *n = 1;
+    return SB_OK;
+}
+
 int sb_mp_dup_str(const msgpack_object *o, char **out)
 {
     const char *s;
     size_t n;
-    if (sb_mp_get_str(o, &s, &n) < 0 || (n > 0 && memchr(s, '\0', n)))
+    if (c_str(o, &s, &n) < 0)
         return SB_ERR_INVAL;
-    char *copy = malloc(n + 1);
+    char *copy = fill_c_str(malloc(n + 1), s, n);
     if (!copy)
         return SB_ERR_NOMEM;
-    if (n > 0)
-        memcpy(copy, s, n);
-    copy[n] = '\0';
     *out = copy;
     return SB_OK;
 }
@@ -251,20 +279,15 @@ int sb_mp_dup_key(const msgpack_object *o, sb_key *out)
 {
     const msgpack_object *items;
     uint32_t n;
-    if (sb_mp_get_array(o, &items, &n) < 0) {
-        if (!o || o->type != MSGPACK_OBJECT_STR)
-            return SB_ERR_INVAL;
-        items = o; /* a simple key: one part */
-        n = 1;
-    } else if (n == 0) {
-        return SB_ERR_INVAL;
-    }
+    int rc = key_items(o, &items, &n);
+    if (rc < 0)
+        return rc;
     char **parts = calloc(n, sizeof *parts);
     if (!parts)
         return SB_ERR_NOMEM;
     sb_key key = {.parts = (const char *const *)parts, .nparts = n};
     for (uint32_t i = 0; i < n; i++) {
-        int rc = sb_mp_dup_str(&items[i], &parts[i]);
+        rc = sb_mp_dup_str(&items[i], &parts[i]);
         if (rc < 0) {
             sb_mp_key_free(&key);
             return rc;
@@ -347,14 +370,11 @@ int sb_mp_zone_str(msgpack_zone *z, const msgpack_object *o, const char **out)
 {
     const char *s;
     size_t n;
-    if (sb_mp_get_str(o, &s, &n) < 0 || (n > 0 && memchr(s, '\0', n)))
+    if (c_str(o, &s, &n) < 0)
         return SB_ERR_INVAL;
-    char *copy = msgpack_zone_malloc(z, n + 1);
+    const char *copy = fill_c_str(msgpack_zone_malloc(z, n + 1), s, n);
     if (!copy)
         return SB_ERR_NOMEM;
-    if (n > 0)
-        memcpy(copy, s, n);
-    copy[n] = '\0';
     *out = copy;
     return SB_OK;
 }
@@ -376,19 +396,14 @@ int sb_mp_zone_key(msgpack_zone *z, const msgpack_object *o, sb_key *out)
     }
     const msgpack_object *items;
     uint32_t n;
-    if (sb_mp_get_array(o, &items, &n) < 0) {
-        if (!o || o->type != MSGPACK_OBJECT_STR)
-            return SB_ERR_INVAL;
-        items = o; /* a simple key: one part */
-        n = 1;
-    } else if (n == 0) {
-        return SB_ERR_INVAL;
-    }
+    int rc = key_items(o, &items, &n);
+    if (rc < 0)
+        return rc;
     const char **parts = msgpack_zone_malloc(z, n * sizeof *parts);
     if (!parts)
         return SB_ERR_NOMEM;
     for (uint32_t i = 0; i < n; i++) {
-        int rc = sb_mp_zone_str(z, &items[i], &parts[i]);
+        rc = sb_mp_zone_str(z, &items[i], &parts[i]);
         if (rc < 0)
             return rc;
     }

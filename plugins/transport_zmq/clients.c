@@ -386,14 +386,9 @@ static int topic_table(tz *t, const char *topic, size_t len)
     const size_t pl = sizeof presence - 1;
     if (len >= pl && memcmp(topic, presence, pl) == 0)
         topic += pl, len -= pl;
-    size_t n = 0;
-    const char *const *tables = t->api->base.tables(t->host, &n);
-    for (size_t i = 0; i < n; i++) {
-        size_t tl = strlen(tables[i]);
-        if (len > tl && topic[tl] == '/' && memcmp(topic, tables[i], tl) == 0)
-            return (int)i;
-    }
-    return -1;
+    /* A configured name has no '/' (sb_table_name_valid): the table ends at the first one. */
+    const char *slash = memchr(topic, '/', len);
+    return slash ? tz_table_index(t, topic, (size_t)(slash - topic)) : -1;
 }
 
 bool tz_topic_readable(tz *t, const tz_principal *who, const char *topic, size_t len)
