@@ -27,7 +27,8 @@ int sb_core_add_transport(sb_core *core, sb_host *transport);
 /* Start heartbeats; call once the plugins have started. */
 int sb_core_start(sb_core *core);
 
-/* Apply the reloadable keys of a new config (windows, heartbeat); the rest is kept. */
+/* Apply the reloadable keys (windows, heartbeat) of cfg, the running config into which main
+ * moved the reloaded values; the rest is kept. */
 void sb_core_reload(sb_core *core, const sb_config *cfg);
 
 /* Shutdown: publish every pending entity now. Then run the loop until sb_core_drained. */

@@ -173,12 +173,18 @@ static bool same_section(const sb_config_section *a, const sb_config_section *c)
 
 /* Plugin sections, tables and the source's [database] keys need a restart; say so instead
  * of half-applying. */
-static void warn_unreloadable(const sb_config *old, const sb_config *new)
+static bool same_tables(const sb_config *old, const sb_config *new)
 {
-    bool same = same_section(&old->database, &new->database) && old->ntables == new->ntables &&
-                old->nsections == new->nsections &&same_str(old->plugin_dir, new->plugin_dir);
+    bool same = old->ntables == new->ntables;
     for (size_t i = 0; same && i < old->ntables; i++)
         same = strcmp(old->tables[i], new->tables[i]) == 0;
+    return same;
+}
+
+static void warn_unreloadable(const sb_config *old, const sb_config *new)
+{
+    bool same = same_section(&old->database, &new->database) && same_tables(old, new) &&
+                old->nsections == new->nsections &&same_str(old->plugin_dir, new->plugin_dir);
     for (size_t i = 0; same && i < old->nsections; i++)
         same = same_section(&old->sections[i], &new->sections[i]);
     if (!same)
@@ -194,13 +200,18 @@ static void reload_config(broker *b)
         return;
     }
     sb_log_set_level(fresh->log_level);
-    sb_core_reload(b->core, fresh);
     warn_unreloadable(b->cfg, fresh);
-    /* Reloadable values now live in the core and the logger; the running config keeps the
-     * rest, so plugins' borrowed pointers (options, [database] values, tables) stay valid. */
+    /* The reloadable values move into the running config, which keeps the rest, so that
+     * plugins' borrowed pointers (options, [database] values, tables) stay valid and the core
+     * reads one config (also when it rebuilds its debounce engine after a lease loss).
+     * Per-table windows follow only while the table list is the one running. */
     b->cfg->debounce_ms = fresh->debounce_ms;
     b->cfg->heartbeat_ms = fresh->heartbeat_ms;
     b->cfg->log_level = fresh->log_level;
+    if (same_tables(b->cfg, fresh))
+        memcpy(b->cfg->table_debounce_ms, fresh->table_debounce_ms,
+               b->cfg->ntables * sizeof *b->cfg->table_debounce_ms);
+    sb_core_reload(b->core, b->cfg);
     sb_config_free(fresh);
 }
 
