@@ -40,7 +40,7 @@ static void on_read_done(void *ud, int status)
     s->reading = false;
     if (status == SB_ERR_STATE)
         return;
-    if (!s->setup_done && !s->setup_running)
+    if (!s->setup_done)
         sb_setup_start(s); /* the position was lost */
     else if (s->dirty)
         sb_source_wake(s);
@@ -86,7 +86,7 @@ static void on_ready(void *ud)
         return;
     if (s->setup_done)
         sb_source_after_connect(s);
-    else if (!s->setup_running)
+    else
         sb_setup_start(s);
 }
 
@@ -103,7 +103,7 @@ static void on_poll(void *ud)
     sb_source *s = ud;
     sb_setup_take_lock(s);
     if (!s->setup_done) {
-        if (!s->setup_running && s->api->base.now_ms(s->host) >= s->setup_retry_at)
+        if (s->api->base.now_ms(s->host) >= s->setup_retry_at)
             sb_setup_start(s);
         return;
     }

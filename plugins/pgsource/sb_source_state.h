@@ -87,8 +87,8 @@ int sb_setup_lock_blocking(sb_source *s, const sb_pg_config *cfg);
  * configuration error, described in s->setup_err. */
 int sb_setup_blocking(sb_source *s, PGconn *conn);
 /* Run the steps still needed on the main connection, in the background, when it and the
- * lock are up; sb_source_after_connect() follows once they are done, a retry after
- * reconnect_max_ms when one fails. */
+ * lock are up and set-up is neither done nor running; sb_source_after_connect() follows once
+ * they are done, a retry after reconnect_max_ms when one fails. */
 void sb_setup_start(sb_source *s);
 
 /* ---- sb_source.c ----------------------------------------------------------------------- */
