@@ -35,7 +35,7 @@ typedef struct sb_source {
     sb_wake_mode mode;
     uint32_t poll_ms, prune_ms, reconnect_min_ms, reconnect_max_ms, connect_timeout_ms;
     size_t batch_rows;
-    char *reader;         /* owned copy of the option */
+    const char *reader;   /* the option's value: the broker's, valid until destroy() */
     char retention_s[24]; /* tombstone_retention_s as a query parameter */
     char reader_timeout_s[24];
     const char *conninfo;           /* [database] conninfo; the broker's */
