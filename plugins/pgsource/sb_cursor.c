@@ -56,12 +56,11 @@ void sb_cursor_free(sb_cursor *c)
 
 int sb_cursor_set_position(sb_cursor *c, const char *snapshot)
 {
-    size_t n = strlen(snapshot) + 1;
-    char *copy = malloc(n);
+    char *copy = strdup(snapshot);
     if (!copy)
         return SB_ERR_NOMEM;
     free(c->prev);
-    c->prev = memcpy(copy, snapshot, n);
+    c->prev = copy;
     return SB_OK;
 }
 

@@ -76,21 +76,14 @@ const char *sb_pg_errmsg(const PGresult *res, char *buf, size_t len)
     return buf;
 }
 
-static char *dup_str(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    return d ? memcpy(d, s, n) : NULL;
-}
-
 int sb_pg_create(const sb_pg_config *cfg, sb_pg **out)
 {
     sb_pg *pg = calloc(1, sizeof *pg);
     if (!pg)
         return SB_ERR_NOMEM;
     pg->cfg = *cfg;
-    pg->app_name = dup_str(cfg->app_name);
-    pg->label = dup_str(cfg->label);
+    pg->app_name = strdup(cfg->app_name);
+    pg->label = strdup(cfg->label);
     if (!pg->app_name || !pg->label) {
         sb_pg_free(pg);
         return SB_ERR_NOMEM;

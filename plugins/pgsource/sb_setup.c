@@ -200,7 +200,7 @@ bool sb_setup_holding(const sb_source *s)
 
 void sb_setup_start(sb_source *s)
 {
-    if (!sb_setup_holding(s) || !sb_pg_ready(s->main))
+    if (s->setup_done || s->setup_running || !sb_setup_holding(s) || !sb_pg_ready(s->main))
         return;
     s->setup_step = 0;
     setup_next(s);
@@ -236,7 +236,7 @@ static void on_lock_result(void *ud, const PGresult *res, int status)
         s->locking = false;
         if (status == SB_OK && s->locked) {
             /* Taken (back): whatever waited for it goes on, on the same position. */
-            if (!s->setup_done && !s->setup_running)
+            if (!s->setup_done)
                 sb_setup_start(s);
             else
                 sb_source_wake(s);

@@ -40,7 +40,7 @@ static void on_read_done(void *ud, int status)
     s->reading = false;
     if (status == SB_ERR_STATE)
         return;
-    if (!s->setup_done && !s->setup_running)
+    if (!s->setup_done)
         sb_setup_start(s); /* the position was lost */
     else if (s->dirty)
         sb_source_wake(s);
@@ -86,7 +86,7 @@ static void on_ready(void *ud)
         return;
     if (s->setup_done)
         sb_source_after_connect(s);
-    else if (!s->setup_running)
+    else
         sb_setup_start(s);
 }
 
@@ -103,7 +103,7 @@ static void on_poll(void *ud)
     sb_source *s = ud;
     sb_setup_take_lock(s);
     if (!s->setup_done) {
-        if (!s->setup_running && s->api->base.now_ms(s->host) >= s->setup_retry_at)
+        if (s->api->base.now_ms(s->host) >= s->setup_retry_at)
             sb_setup_start(s);
         return;
     }
@@ -158,7 +158,6 @@ static void source_free(sb_source *s)
         sb_table_clear(&s->tables[i]);
     free(s->tables);
     free(s->names);
-    free(s->reader);
     free(s);
 }
 
@@ -200,6 +199,7 @@ int sb_source_create(const sb_source_api *api, sb_host *host, const sb_source_se
         .reconnect_max_ms = (uint32_t)opts[SB_SRC_OPT_RECONNECT_MAX_MS].num,
         .connect_timeout_ms = (uint32_t)opts[SB_SRC_OPT_CONNECT_TIMEOUT_MS].num,
         .batch_rows = (size_t)opts[SB_SRC_OPT_BATCH_ROWS].num,
+        .reader = opts[SB_SRC_OPT_READER].str,
         .conninfo = conninfo,
         .table_names = names,
         .ntables = n,
@@ -208,14 +208,11 @@ int sb_source_create(const sb_source_api *api, sb_host *host, const sb_source_se
              (long long)opts[SB_SRC_OPT_TOMBSTONE_RETENTION_S].num);
     snprintf(s->reader_timeout_s, sizeof s->reader_timeout_s, "%lld",
              (long long)opts[SB_SRC_OPT_READER_TIMEOUT_S].num);
-    size_t rlen = strlen(opts[SB_SRC_OPT_READER].str) + 1;
-    s->reader = malloc(rlen);
     s->tables = calloc(n ? n : 1, sizeof *s->tables);
-    if (!s->reader || !s->tables || sb_pgarray_build(names, n, &s->names) != SB_OK) {
+    if (!s->tables || sb_pgarray_build(names, n, &s->names) != SB_OK) {
         source_free(s);
         return SB_ERR_NOMEM;
     }
-    memcpy(s->reader, opts[SB_SRC_OPT_READER].str, rlen);
     for (size_t i = 0; i < n; i++)
         s->tables[i] = (sb_table){.name = names[i], .index = (uint32_t)i};
     *state = s;

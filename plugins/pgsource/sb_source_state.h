@@ -35,7 +35,7 @@ typedef struct sb_source {
     sb_wake_mode mode;
     uint32_t poll_ms, prune_ms, reconnect_min_ms, reconnect_max_ms, connect_timeout_ms;
     size_t batch_rows;
-    char *reader;         /* owned copy of the option */
+    const char *reader;   /* the option's value: the broker's, valid until destroy() */
     char retention_s[24]; /* tombstone_retention_s as a query parameter */
     char reader_timeout_s[24];
     const char *conninfo;           /* [database] conninfo; the broker's */
@@ -87,8 +87,8 @@ int sb_setup_lock_blocking(sb_source *s, const sb_pg_config *cfg);
  * configuration error, described in s->setup_err. */
 int sb_setup_blocking(sb_source *s, PGconn *conn);
 /* Run the steps still needed on the main connection, in the background, when it and the
- * lock are up; sb_source_after_connect() follows once they are done, a retry after
- * reconnect_max_ms when one fails. */
+ * lock are up and set-up is neither done nor running; sb_source_after_connect() follows once
+ * they are done, a retry after reconnect_max_ms when one fails. */
 void sb_setup_start(sb_source *s);
 
 /* ---- sb_source.c ----------------------------------------------------------------------- */

@@ -105,6 +105,14 @@ check_config() { # FILE DIR EXAMPLE...: --check passes and names each example as
         grep -q "plugin = $ex  ; $ex " <<<"$out" || fail "--check did not load $ex of $dir: $out"
     done
 }
+# Both configs below load both transports.
+transports="[transport.zmq]
+plugin = transport_zmq
+pub = tcp://127.0.0.1:0
+service = tcp://127.0.0.1:0
+[transport.file]
+plugin = transport_file
+path = $prefix/events.log"
 for dir in "$plugindir" "$ccdir"; do
     cat >"$prefix/poll.ini" <<INI
 [broker]
@@ -114,13 +122,7 @@ conninfo = host=127.0.0.1 port=1 dbname=none connect_timeout=1
 tables = public.bookings
 [source.main]
 plugin = source_poll
-[transport.zmq]
-plugin = transport_zmq
-pub = tcp://127.0.0.1:0
-service = tcp://127.0.0.1:0
-[transport.file]
-plugin = transport_file
-path = $prefix/events.log
+$transports
 INI
     # source_memory declares no [database] keys: `tables` is all that section holds.
     cat >"$prefix/memory.ini" <<INI
@@ -132,13 +134,7 @@ tables = public.ticks, public.rooms
 plugin = source_memory
 fifo = $prefix/changes
 interval_ms = 100
-[transport.zmq]
-plugin = transport_zmq
-pub = tcp://127.0.0.1:0
-service = tcp://127.0.0.1:0
-[transport.file]
-plugin = transport_file
-path = $prefix/events.log
+$transports
 INI
     check_config "$prefix/poll.ini" "$dir" transport_file
     check_config "$prefix/memory.ini" "$dir" source_memory transport_file
