@@ -260,6 +260,11 @@ static int handle_core(parse_state *ps, const char *section, const char *name, c
 static int handle_raw_key(parse_state *ps, const char *name, const char *value)
 {
     sb_config_section *sec = ps->current;
+    if (!name[0]) {
+        /* Printed back, " = value" would read as a continuation of the key before. */
+        config_error(ps, ps->line, sec->name, "(no name)", "a line '= value' names no key");
+        return 1;
+    }
     if (sec->kind && strcmp(name, "plugin") == 0) {
         if (sec->plugin) {
             config_error(ps, ps->line, sec->name, name, "set twice (first on line %d)",
