@@ -309,8 +309,8 @@ static void answer_due(void *ud)
     }
 }
 
-static int peer_snapshot(void *ud, const uint32_t *tables, size_t n, sb_snapshot_fn fn,
-                         void *fn_ud, uint64_t *req)
+static int peer_snapshot(void *ud, const uint32_t *tables, size_t n, sb_snapshot_fn fn, void *fn_ud,
+                         uint64_t *req)
 {
     sb_testhost *th = ud;
     if (th->snap_rc < 0)
@@ -321,9 +321,8 @@ static int peer_snapshot(void *ud, const uint32_t *tables, size_t n, sb_snapshot
         sb_loop_timer(th->loop, th, 0, 0, answer_due, th, &th->answer) != SB_OK)
         return SB_ERR_NOMEM;
     snapshot_rec *s = xmalloc(sizeof *s);
-    *s = (snapshot_rec){.pub = {.req = ++th->next_req, .ntables = n, .due = th->snap_sync},
-                        .fn = fn,
-                        .ud = fn_ud};
+    *s = (snapshot_rec){
+        .pub = {.req = ++th->next_req, .ntables = n, .due = th->snap_sync}, .fn = fn, .ud = fn_ud};
     s->pub.tables = xmemdup(tables, n * sizeof *tables);
     *(snapshot_rec **)vec_push(&th->snaps, sizeof s) = s;
     *req = s->pub.req;
@@ -473,8 +472,8 @@ int sb_testhost_load(sb_testhost *th, const char *name, const char *ini,
     for (size_t i = 0; !sec && i < th->cfg->nsections; i++)
         if (th->cfg->sections[i].kind == kind)
             sec = &th->cfg->sections[i];
-    return linked ? sb_host_open_descriptor(&recorder, th, th->loop, th->zctx, th->cfg, sec,
-                                            linked, &th->host)
+    return linked ? sb_host_open_descriptor(&recorder, th, th->loop, th->zctx, th->cfg, sec, linked,
+                                            &th->host)
                   : sb_host_open(&recorder, th, th->loop, th->zctx, th->cfg, sec, &th->host);
 }
 

@@ -54,8 +54,9 @@ int sb_testhost_new(sb_testhost **out);
  * linked: the plugin's descriptor when the plugin is linked into the test (what its
  * sb_plugin_entry returns), checked as the loader checks a loaded one; NULL: `plugin` is
  * loaded from plugin_dir, exactly as the broker loads it. Options (and a source's [database]
- * keys) are resolved here. Every refusal is logged (captured) as the broker logs it; returns
- * SB_ERR_CONFIG then. Once per test host. */
+ * keys) are resolved here. Every refusal is logged (captured) as the broker logs it, and
+ * its error returned: SB_ERR_CONFIG, or SB_ERR_ABI for a plugin the loader refuses. Once per
+ * test host. */
 int sb_testhost_load(sb_testhost *th, const char *name, const char *ini,
                      const sb_plugin_header *linked);
 
