@@ -43,7 +43,6 @@ struct sb_core {
     size_t ntransports;
     bool active;                /* the source holds its lease (sb_core_lease) */
     bool draining;              /* sb_core_drain was called */
-    bool rowless_refused;       /* a change without row from a source without fetch, logged */
     uint64_t max_position;      /* highest sb_change.position queued */
     uint64_t reported_position; /* last position handed to the source's published() */
 
@@ -383,29 +382,10 @@ static int core_emit(void *ud, const sb_change *changes, size_t n)
         return SB_OK; /* no lease: the new epoch at lease(true) covers what is dropped */
     uint64_t now = sb_loop_now(core->loop);
     int64_t wall = sb_proto_wall_ms();
-    bool fetches = core->source && sb_host_source_has_fetch(core->source);
     int rc = SB_OK;
     char dropped[192] = ""; /* the first change this batch could not queue */
     for (size_t i = 0; i < n; i++) {
-        const sb_change *c = &changes[i];
-        if (c->table >= core->cfg->ntables || c->op < SB_OP_INSERT || c->op > SB_OP_TRUNCATE) {
-            if (!dropped[0])
-                snprintf(dropped, sizeof dropped, "a change of unknown table index %u or op %d",
-                         c->table, (int)c->op);
-            rc = SB_ERR_INVAL;
-            continue;
-        }
-        if (!c->has_row && !fetches && c->op != SB_OP_TRUNCATE) {
-            /* A source bug, not a loss to repair: said once. */
-            if (!core->rowless_refused)
-                sb_log(SB_LOG_ERROR, SCOPE,
-                       "the source has no fetch() and emitted a change of %s without its row: "
-                       "refused (this is logged once)",
-                       core->cfg->tables[c->table]);
-            core->rowless_refused = true;
-            rc = SB_ERR_INVAL;
-            continue;
-        }
+        const sb_change *c = &changes[i]; /* checked against plugin.h's rules by host.c */
         core->changes_in++;
         if (i + 1 == n)
             core->source_lag_ms = wall > c->ts_ms ? wall - c->ts_ms : 0;

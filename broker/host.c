@@ -26,6 +26,7 @@ struct sb_host {
     sb_source_setup setup; /* a source's, pointing at opts, db and cfg->tables */
     void *state;
     bool created, started;
+    bool rowless_refused; /* a change without row from a source without fetch, logged */
 };
 
 /* ---- sb_host_base ----------------------------------------------------------------- */
@@ -110,9 +111,61 @@ static void api_stats(sb_host *h, sb_stats *out)
     h->peer->stats(h->peer_ud, out);
 }
 
+/* What is wrong with a change the core cannot take (plugin.h, sb_change). */
+typedef enum change_fault { CHANGE_OK, CHANGE_UNKNOWN, CHANGE_ROWLESS } change_fault;
+
+static change_fault check_change(const sb_host *h, const sb_change *c)
+{
+    if (c->table >= h->cfg->ntables || c->op < SB_OP_INSERT || c->op > SB_OP_TRUNCATE)
+        return CHANGE_UNKNOWN; /* table index or op */
+    if (!c->has_row && !h->src->fetch && c->op != SB_OP_TRUNCATE)
+        return CHANGE_ROWLESS;
+    return CHANGE_OK;
+}
+
+/* The slow path of a batch with faulty changes: the rest goes on. A change of an unknown
+ * table or op is lost to clients: a new epoch makes them resynchronise. A missing row is a
+ * source bug, not a loss to repair: said once. */
+static int emit_checked(sb_host *h, const sb_change *changes, size_t n)
+{
+    sb_change *ok = malloc(n * sizeof *ok);
+    if (!ok)
+        return SB_ERR_NOMEM;
+    size_t nok = 0;
+    char lost[192] = "";
+    for (size_t i = 0; i < n; i++) {
+        const sb_change *c = &changes[i];
+        change_fault fault = check_change(h, c);
+        if (fault == CHANGE_OK)
+            ok[nok++] = *c;
+        else if (fault == CHANGE_UNKNOWN && !lost[0])
+            snprintf(lost, sizeof lost,
+                     "a change of unknown table index %u or op %d, starting a new epoch so that "
+                     "nothing is lost",
+                     c->table, (int)c->op);
+        else if (fault == CHANGE_ROWLESS && !h->rowless_refused) {
+            sb_log(SB_LOG_ERROR, h->section,
+                   "the source has no fetch() and emitted a change of %s without its row: "
+                   "refused (this is logged once)",
+                   h->cfg->tables[c->table]);
+            h->rowless_refused = true;
+        }
+    }
+    int rc = nok ? h->peer->emit(h->peer_ud, ok, nok) : SB_OK;
+    free(ok);
+    if (lost[0])
+        h->peer->resync(h->peer_ud, lost);
+    return rc ? rc : SB_ERR_INVAL;
+}
+
 static int api_emit(sb_host *h, const sb_change *changes, size_t n)
 {
-    return live(h, "emit") ? h->peer->emit(h->peer_ud, changes, n) : SB_ERR_STATE;
+    if (!live(h, "emit"))
+        return SB_ERR_STATE;
+    for (size_t i = 0; i < n; i++)
+        if (check_change(h, &changes[i]) != CHANGE_OK)
+            return emit_checked(h, changes, n);
+    return h->peer->emit(h->peer_ud, changes, n);
 }
 
 static void api_rows(sb_host *h, uint64_t req, const sb_row *rows, size_t n)

@@ -23,12 +23,14 @@ typedef struct mini_source {
     sb_host *host;
     int64_t batch;   /* option: changes emitted by the start timer */
     bool forget;     /* option: stop() leaves its timer registered */
+    uint32_t table;  /* option: the table index of the changes */
     sb_timer *timer; /* emits `batch` changes, once */
 } mini_source;
 
 static const sb_option_spec source_options[] = {
     {"batch", SB_OPT_INT, "1", 1, 100, "changes emitted at start"},
     {"forget_timer", SB_OPT_BOOL, "false", 0, 0, "stop() leaves its timer registered"},
+    {"table", SB_OPT_INT, "1", 0, 9, "the table index of the changes"},
     {NULL, 0, NULL, 0, 0, NULL},
 };
 
@@ -41,7 +43,7 @@ static void source_emit(void *ud)
     s->timer = NULL;
     const char *parts[] = {"7"};
     for (int64_t i = 0; i < s->batch; i++) {
-        sb_change c = {.table = 1,
+        sb_change c = {.table = s->table,
                        .key = {.parts = parts, .nparts = 1},
                        .op = SB_OP_INSERT,
                        .version = (uint64_t)i + 1,
@@ -62,7 +64,8 @@ static int source_create(const sb_source_api *api, sb_host *host, const sb_sourc
     *s = (mini_source){.api = api,
                        .host = host,
                        .batch = setup->options[0].num,
-                       .forget = setup->options[1].flag};
+                       .forget = setup->options[1].flag,
+                       .table = (uint32_t)setup->options[2].num};
     *state = s;
     return SB_OK;
 }
@@ -91,7 +94,10 @@ static int source_fetch(void *state, uint64_t req, uint32_t table, const sb_key 
 {
     mini_source *s = state;
     for (size_t i = 0; i < n; i++) {
-        sb_row r = {.table = table, .key = keys[i], .version = 3, .row = row_bytes,
+        sb_row r = {.table = table,
+                    .key = keys[i],
+                    .version = 3,
+                    .row = row_bytes,
                     .row_len = sizeof row_bytes - 1};
         s->api->rows(s->host, req, &r, 1);
     }
@@ -175,11 +181,29 @@ static void test_source_calls_recorded(void **state)
     assert_int_equal(sb_testhost_done_status(th, 6), 1); /* never answered */
     assert_int_equal(sb_testhost_source_snapshot(th, 6, NULL, 0), SB_OK);
     assert_int_equal(sb_testhost_done_status(th, 6), SB_ERR_UNSUPPORTED);
-    assert_false(sb_testhost_source_snapshot_flow(th, 6, false)); /* it has none */
+    assert_false(sb_testhost_source_snapshot_flow(th, 6, false));              /* it has none */
     assert_int_equal(sb_testhost_publish(th, &(sb_message){0}), SB_ERR_STATE); /* a source */
 
     sb_testhost_clear_records(th);
     assert_int_equal(sb_testhost_change_count(th), 0);
+    assert_int_equal(sb_testhost_stop(th), 0);
+    sb_testhost_free(th);
+}
+
+static bool resynced(void *ud)
+{
+    return sb_testhost_resync_count(ud) > 0;
+}
+
+/* host.c's checks of a change run in the test host as in the broker. */
+static void test_unknown_table_refused(void **state)
+{
+    (void)state;
+    sb_testhost *th = source_host("table = 7", SB_OK);
+    assert_int_equal(sb_testhost_start(th), SB_OK);
+    assert_true(sb_testhost_run_until(th, resynced, th, 5000));
+    assert_int_equal(sb_testhost_change_count(th), 0);
+    assert_non_null(sb_testhost_log_find(th, "unknown table index 7"));
     assert_int_equal(sb_testhost_stop(th), 0);
     sb_testhost_free(th);
 }
@@ -354,8 +378,7 @@ static void test_transport_snapshot_answered_by_the_loop(void **state)
     assert_int_equal(t->rows, 2);
     assert_int_equal(t->done_status, SB_OK);
 
-    assert_int_equal(sb_testhost_publish(th, &(sb_message){.kind = SB_MSG_EVENT, .seq = 1}),
-                     SB_OK);
+    assert_int_equal(sb_testhost_publish(th, &(sb_message){.kind = SB_MSG_EVENT, .seq = 1}), SB_OK);
     assert_int_equal(sb_testhost_publish(th, &(sb_message){.kind = SB_MSG_HEARTBEAT}),
                      SB_ERR_INVAL);
     assert_int_equal(t->published, 2);
@@ -382,8 +405,12 @@ static void test_loaded_from_plugin_dir(void **state)
     assert_int_equal(sb_testhost_new(&th), SB_OK);
     assert_int_equal(sb_testhost_load(th, NULL, ini, NULL), SB_OK);
     assert_int_equal(sb_testhost_start(th), SB_OK);
-    sb_message m = {.kind = SB_MSG_EVENT, .seq = 9, .topic = "public.rooms/1", .topic_len = 14,
-                    .body = "\x80", .body_len = 1};
+    sb_message m = {.kind = SB_MSG_EVENT,
+                    .seq = 9,
+                    .topic = "public.rooms/1",
+                    .topic_len = 14,
+                    .body = "\x80",
+                    .body_len = 1};
     assert_int_equal(sb_testhost_publish(th, &m), SB_OK);
     assert_int_equal(sb_testhost_stop(th), 0);
     sb_testhost_free(th);
@@ -413,6 +440,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_source_calls_recorded),
+        cmocka_unit_test(test_unknown_table_refused),
         cmocka_unit_test(test_option_refused_with_its_line),
         cmocka_unit_test(test_one_plugin_section),
         cmocka_unit_test(test_wrong_descriptor_refused),
