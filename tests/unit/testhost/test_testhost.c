@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sb_proto.h>
 #include <syncbroker/testhost.h>
 
 /* ---- a source linked into the test ------------------------------------------------------ */
@@ -275,6 +276,8 @@ typedef struct mini_transport {
     int done_status;
     uint64_t cut_seq;
     size_t published;
+    char body[512]; /* the last message published */
+    size_t body_len;
 } mini_transport;
 
 static mini_transport *created; /* the last instance create() made, for the test to read */
@@ -323,6 +326,9 @@ static int transport_publish(void *state, const sb_message *m)
 {
     mini_transport *t = state;
     t->published++;
+    t->body_len = m->body && m->body_len < sizeof t->body ? m->body_len : 0;
+    if (t->body_len)
+        memcpy(t->body, m->body, t->body_len);
     return m->kind == SB_MSG_EVENT ? SB_OK : SB_ERR_INVAL;
 }
 
@@ -389,6 +395,58 @@ static void test_transport_snapshot_answered_by_the_loop(void **state)
     sb_testhost_free(th);
 }
 
+static void test_events_encoded_as_the_core_does(void **state)
+{
+    (void)state;
+    sb_testhost *th;
+    assert_int_equal(sb_testhost_new(&th), SB_OK);
+    assert_int_equal(sb_testhost_load(th, NULL,
+                                      "[database]\ntables = public.rooms, public.bookings\n"
+                                      "[transport.t]\nplugin = mini_transport\n",
+                                      &mini_transport_plugin.header),
+                     SB_OK);
+    sb_testhost_script_snapshot(th, SB_OK, 0);
+    assert_int_equal(sb_testhost_start(th), SB_OK);
+    mini_transport *t = created;
+    sb_testhost_set_epoch(th, "ep9");
+    const char *parts[] = {"12"};
+    sb_key key = {.parts = parts, .nparts = 1};
+    uint64_t seq = 0;
+    assert_int_equal(sb_testhost_publish_event(th, 1, SB_OP_UPDATE, &key, 4, "desk-b", row_bytes,
+                                               sizeof row_bytes - 1, &seq),
+                     SB_OK);
+    assert_int_equal(seq, 1);
+    assert_int_equal(sb_testhost_publish_event(th, 1, SB_OP_DELETE, &key, 5, NULL, NULL, 0, &seq),
+                     SB_OK);
+    assert_int_equal(seq, 2);
+    msgpack_sbuffer rowbuf;
+    msgpack_sbuffer_init(&rowbuf);
+    sb_proto_msg m;
+    assert_int_equal(sb_proto_decode(t->body, t->body_len, &rowbuf, &m), SB_OK);
+    assert_int_equal(m.kind, SB_PROTO_EVENT);
+    assert_int_equal(m.ev.seq, 2);
+    assert_int_equal(m.ev.tseq, 2); /* the second event of public.bookings */
+    assert_string_equal(m.ev.epoch, "ep9");
+    assert_string_equal(m.ev.table, "public.bookings");
+    assert_int_equal(m.ev.op, SB_OP_DELETE);
+    assert_int_equal(m.ev.version, 5);
+    assert_string_equal(m.ev.key.parts[0], "12");
+    sb_proto_release(&m);
+    assert_int_equal(sb_testhost_publish_event(th, 2, SB_OP_INSERT, &key, 1, NULL, NULL, 0, NULL),
+                     SB_ERR_NOTFOUND);
+    assert_int_equal(sb_testhost_publish_heartbeat(th), SB_ERR_INVAL); /* mini refuses beats */
+    assert_int_equal(sb_proto_decode(t->body, t->body_len, &rowbuf, &m), SB_OK);
+    assert_int_equal(m.kind, SB_PROTO_HEARTBEAT);
+    assert_int_equal(m.hb.seq, 2);
+    uint64_t tseq = 0;
+    assert_int_equal(sb_proto_hb_tseq(&m.hb, "public.bookings", &tseq), SB_OK);
+    assert_int_equal(tseq, 2);
+    sb_proto_release(&m);
+    msgpack_sbuffer_destroy(&rowbuf);
+    assert_int_equal(sb_testhost_stop(th), 0);
+    sb_testhost_free(th);
+}
+
 /* ---- a plugin from plugin_dir ---------------------------------------------------------- */
 
 static void test_loaded_from_plugin_dir(void **state)
@@ -446,6 +504,7 @@ int main(void)
         cmocka_unit_test(test_wrong_descriptor_refused),
         cmocka_unit_test(test_leftovers_counted),
         cmocka_unit_test(test_transport_snapshot_answered_by_the_loop),
+        cmocka_unit_test(test_events_encoded_as_the_core_does),
         cmocka_unit_test(test_loaded_from_plugin_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
