@@ -138,14 +138,21 @@ static const char source_ini[] = "[database]\n"
                                  "plugin = mini_source\n"
                                  "%s\n";
 
+/* A new test host that loaded ini (named "testhost.ini"; desc linked, or NULL), which
+ * returned expect. */
+static sb_testhost *loaded(const char *ini, const sb_plugin_header *desc, int expect)
+{
+    sb_testhost *th;
+    assert_int_equal(sb_testhost_new(&th), SB_OK);
+    assert_int_equal(sb_testhost_load(th, NULL, ini, desc), expect);
+    return th;
+}
+
 static sb_testhost *source_host(const char *extra, int expect)
 {
     char ini[512];
     snprintf(ini, sizeof ini, source_ini, extra);
-    sb_testhost *th;
-    assert_int_equal(sb_testhost_new(&th), SB_OK);
-    assert_int_equal(sb_testhost_load(th, NULL, ini, &mini_source_plugin.header), expect);
-    return th;
+    return loaded(ini, &mini_source_plugin.header, expect);
 }
 
 static bool changes_at_least(void *ud)
@@ -241,14 +248,9 @@ static void test_one_plugin_section(void **state)
 static void test_wrong_descriptor_refused(void **state)
 {
     (void)state;
-    sb_testhost *th;
-    assert_int_equal(sb_testhost_new(&th), SB_OK);
     /* The section names another plugin than the descriptor: the loader's rule. */
-    assert_int_equal(sb_testhost_load(th, NULL,
-                                      "[database]\ntables = public.a\n[source.a]\n"
-                                      "plugin = other_source\n",
-                                      &mini_source_plugin.header),
-                     SB_ERR_ABI);
+    sb_testhost *th = loaded("[database]\ntables = public.a\n[source.a]\nplugin = other_source\n",
+                             &mini_source_plugin.header, SB_ERR_ABI);
     assert_non_null(sb_testhost_log_find(th, "mini_source"));
     sb_testhost_free(th);
 }
@@ -360,13 +362,9 @@ static bool snapshot_finished(void *ud)
 static void test_transport_snapshot_answered_by_the_loop(void **state)
 {
     (void)state;
-    sb_testhost *th;
-    assert_int_equal(sb_testhost_new(&th), SB_OK);
-    assert_int_equal(sb_testhost_load(th, NULL,
-                                      "[database]\ntables = public.rooms\n[transport.t]\n"
-                                      "plugin = mini_transport\n",
-                                      &mini_transport_plugin.header),
-                     SB_OK);
+    sb_testhost *th =
+        loaded("[database]\ntables = public.rooms\n[transport.t]\nplugin = mini_transport\n",
+               &mini_transport_plugin.header, SB_OK);
     const char *parts[] = {"1"};
     sb_row rows[2] = {{.table = 0, .key = {.parts = parts, .nparts = 1}, .version = 4},
                       {.table = 0, .key = {.parts = parts, .nparts = 1}, .version = 5}};
@@ -398,13 +396,9 @@ static void test_transport_snapshot_answered_by_the_loop(void **state)
 static void test_events_encoded_as_the_core_does(void **state)
 {
     (void)state;
-    sb_testhost *th;
-    assert_int_equal(sb_testhost_new(&th), SB_OK);
-    assert_int_equal(sb_testhost_load(th, NULL,
-                                      "[database]\ntables = public.rooms, public.bookings\n"
-                                      "[transport.t]\nplugin = mini_transport\n",
-                                      &mini_transport_plugin.header),
-                     SB_OK);
+    sb_testhost *th = loaded("[database]\ntables = public.rooms, public.bookings\n"
+                             "[transport.t]\nplugin = mini_transport\n",
+                             &mini_transport_plugin.header, SB_OK);
     sb_testhost_script_snapshot(th, SB_OK, 0);
     assert_int_equal(sb_testhost_start(th), SB_OK);
     mini_transport *t = created;
@@ -459,9 +453,7 @@ static void test_loaded_from_plugin_dir(void **state)
              "[broker]\nplugin_dir = %s\n[database]\ntables = public.rooms\n"
              "[transport.file]\nplugin = transport_file\npath = %s/out.txt\n",
              SB_PLUGIN_BUILD_DIR, dir);
-    sb_testhost *th;
-    assert_int_equal(sb_testhost_new(&th), SB_OK);
-    assert_int_equal(sb_testhost_load(th, NULL, ini, NULL), SB_OK);
+    sb_testhost *th = loaded(ini, NULL, SB_OK);
     assert_int_equal(sb_testhost_start(th), SB_OK);
     sb_message m = {.kind = SB_MSG_EVENT,
                     .seq = 9,
@@ -484,12 +476,11 @@ static void test_loaded_from_plugin_dir(void **state)
     rmdir(dir);
 
     /* A plugin that is not there: the loader's message, with the path it tried. */
-    assert_int_equal(sb_testhost_new(&th), SB_OK);
     snprintf(ini, sizeof ini,
              "[broker]\nplugin_dir = %s\n[database]\ntables = public.rooms\n"
              "[transport.file]\nplugin = transport_none\n",
              SB_PLUGIN_BUILD_DIR);
-    assert_int_equal(sb_testhost_load(th, NULL, ini, NULL), SB_ERR_CONFIG);
+    th = loaded(ini, NULL, SB_ERR_CONFIG);
     assert_non_null(sb_testhost_log_find(th, "transport_none.so"));
     sb_testhost_free(th);
 }
