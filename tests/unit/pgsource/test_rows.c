@@ -8,7 +8,8 @@
 #include <cmocka.h>
 #include <math.h>
 
-#include "fake_host.h"
+#include <syncbroker/testhost.h>
+
 #include "pgresult.h"
 #include "sb_rows.h"
 
@@ -125,11 +126,71 @@ static void test_pack_row(void **state)
     PQclear(res);
 }
 
+/* A source that only keeps the host API table and handle it is handed, so that the test can
+ * deliver row batches through the host of a started source as the engine does. */
+static struct {
+    const sb_source_api *api;
+    sb_host *host;
+} kept;
+
+static int keeper_create(const sb_source_api *api, sb_host *host, const sb_source_setup *setup,
+                         void **state)
+{
+    (void)setup;
+    kept.api = api;
+    kept.host = host;
+    *state = &kept;
+    return SB_OK;
+}
+
+static int keeper_start(void *state)
+{
+    (void)state;
+    return SB_OK;
+}
+
+static void keeper_nothing(void *state)
+{
+    (void)state;
+}
+
+static int keeper_snapshot(void *state, uint64_t req, const uint32_t *tables, size_t n)
+{
+    (void)state;
+    (void)req;
+    (void)tables;
+    (void)n;
+    return SB_ERR_UNSUPPORTED;
+}
+
+static void keeper_cancel(void *state, uint64_t req)
+{
+    (void)state;
+    (void)req;
+}
+
+static const sb_source_plugin keeper = {
+    .header = SB_SOURCE_PLUGIN_HEADER("keeper", "1.0.0", "keeps its host", NULL),
+    .create = keeper_create,
+    .start = keeper_start,
+    .stop = keeper_nothing,
+    .destroy = keeper_nothing,
+    .snapshot = keeper_snapshot,
+    .cancel = keeper_cancel,
+};
+
 static void test_rowbatch_delivers_copies(void **state)
 {
     (void)state;
-    fake_host *fh = fake_host_new();
-    assert_non_null(fh);
+    sb_testhost *th = NULL;
+    assert_int_equal(sb_testhost_new(&th), SB_OK);
+    /* table indices 1 and 3 below */
+    static const char ini[] = "[database]\n"
+                              "tables = public.a, public.b, public.c, public.d\n"
+                              "[source.main]\n"
+                              "plugin = keeper\n";
+    assert_int_equal(sb_testhost_load(th, NULL, ini, &keeper.header), SB_OK);
+    assert_int_equal(sb_testhost_start(th), SB_OK);
     sb_rowbatch b;
     sb_rowbatch_init(&b);
     PGresult *res = sample_result();
@@ -138,12 +199,11 @@ static void test_rowbatch_delivers_copies(void **state)
     assert_int_equal(sb_rowbatch_add(&b, 1, k2, 2, 0, NULL, NULL, 0, 0), SB_OK);
     PQclear(res); /* the batch holds copies */
     assert_int_equal(sb_rowbatch_count(&b), 2);
-    assert_int_equal(sb_rowbatch_deliver(&b, fake_host_source_api(), fake_host_handle(fh), 77),
-                     SB_OK);
+    assert_int_equal(sb_rowbatch_deliver(&b, kept.api, kept.host, 77), SB_OK);
     assert_int_equal(sb_rowbatch_count(&b), 0);
-    assert_int_equal(fake_host_row_count(fh), 2);
-    const sb_row *r = fake_host_row_get(fh, 0);
-    assert_int_equal(fake_host_row_req(fh, 0), 77);
+    assert_int_equal(sb_testhost_row_count(th), 2);
+    const sb_row *r = sb_testhost_row_get(th, 0);
+    assert_int_equal(sb_testhost_row_req(th, 0), 77);
     assert_int_equal(r->table, 3);
     assert_int_equal(r->key.nparts, 1);
     assert_string_equal(r->key.parts[0], "7");
@@ -151,7 +211,7 @@ static void test_rowbatch_delivers_copies(void **state)
     assert_string_equal(r->origin, "desk-a");
     assert_non_null(r->row);
     assert_true(r->row_len > 10);
-    r = fake_host_row_get(fh, 1);
+    r = sb_testhost_row_get(th, 1);
     assert_int_equal(r->table, 1);
     assert_int_equal(r->key.nparts, 2);
     assert_string_equal(r->key.parts[0], "a,b");
@@ -159,11 +219,11 @@ static void test_rowbatch_delivers_copies(void **state)
     assert_null(r->row); /* absent */
     assert_null(r->origin);
     /* an empty batch delivers nothing */
-    assert_int_equal(sb_rowbatch_deliver(&b, fake_host_source_api(), fake_host_handle(fh), 78),
-                     SB_OK);
-    assert_int_equal(fake_host_row_count(fh), 2);
+    assert_int_equal(sb_rowbatch_deliver(&b, kept.api, kept.host, 78), SB_OK);
+    assert_int_equal(sb_testhost_row_count(th), 2);
     sb_rowbatch_free(&b);
-    fake_host_free(fh);
+    assert_int_equal(sb_testhost_stop(th), 0);
+    sb_testhost_free(th);
 }
 
 int main(void)
