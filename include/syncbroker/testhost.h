@@ -60,7 +60,8 @@ int sb_testhost_new(sb_testhost **out);
 int sb_testhost_load(sb_testhost *th, const char *name, const char *ini,
                      const sb_plugin_header *linked);
 
-/* create(), then start(), as the broker calls them. The plugin's error, logged. */
+/* create() (unless sb_testhost_check did), then start(), as the broker calls them. The
+ * plugin's error, logged. */
 int sb_testhost_start(sb_testhost *th);
 /* stop(). Returns how many watches and timers the plugin left registered: the broker
  * removes them and logs a warning; a well-behaved plugin leaves none. */
@@ -68,8 +69,9 @@ size_t sb_testhost_stop(sb_testhost *th);
 /* Stop if started, destroy if created, unload, free. NULL is ignored. */
 void sb_testhost_free(sb_testhost *th);
 
-/* What --check and SIGHUP ask of the plugin: its check() / reload() (SB_ERR_UNSUPPORTED
- * when it has none; reload() also when not started). */
+/* What --check and SIGHUP ask of the plugin: its check() (after create(), as --check does,
+ * unless it was created already) and its reload(). SB_ERR_UNSUPPORTED when it has none;
+ * reload() also when not started. */
 int sb_testhost_check(sb_testhost *th);
 int sb_testhost_reload(sb_testhost *th);
 
