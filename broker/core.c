@@ -43,7 +43,6 @@ struct sb_core {
     size_t ntransports;
     bool active;                /* the source holds its lease (sb_core_lease) */
     bool draining;              /* sb_core_drain was called */
-    bool rowless_refused;       /* a change without row from a source without fetch, logged */
     uint64_t max_position;      /* highest sb_change.position queued */
     uint64_t reported_position; /* last position handed to the source's published() */
 
@@ -91,12 +90,14 @@ static void new_epoch(sb_core *core)
 
 /* ---- publishing ------------------------------------------------------------------- */
 
+static void core_resync(void *ud, const char *reason);
+
 /* A message that may be lost to a client: new epoch, clients resynchronise once. */
 static void resync_after_loss(sb_core *core, const char *what)
 {
     char reason[256];
     snprintf(reason, sizeof reason, "%s, starting a new epoch so that nothing is lost", what);
-    sb_core_resync(core, reason);
+    core_resync(core, reason);
 }
 
 static void fan_out(sb_core *core, sb_msg_kind kind, uint64_t seq)
@@ -368,40 +369,23 @@ bool sb_core_drained(const sb_core *core)
 
 /* ---- host API ----------------------------------------------------------------------- */
 
-const char *sb_core_epoch(const sb_core *core)
+static const char *core_epoch(void *ud)
 {
+    sb_core *core = ud;
     return core->epoch;
 }
 
-int sb_core_emit(sb_core *core, const sb_change *changes, size_t n)
+static int core_emit(void *ud, const sb_change *changes, size_t n)
 {
+    sb_core *core = ud;
     if (!core->active)
         return SB_OK; /* no lease: the new epoch at lease(true) covers what is dropped */
     uint64_t now = sb_loop_now(core->loop);
     int64_t wall = sb_proto_wall_ms();
-    bool fetches = core->source && sb_host_source_has_fetch(core->source);
     int rc = SB_OK;
     char dropped[192] = ""; /* the first change this batch could not queue */
     for (size_t i = 0; i < n; i++) {
-        const sb_change *c = &changes[i];
-        if (c->table >= core->cfg->ntables || c->op < SB_OP_INSERT || c->op > SB_OP_TRUNCATE) {
-            if (!dropped[0])
-                snprintf(dropped, sizeof dropped, "a change of unknown table index %u or op %d",
-                         c->table, (int)c->op);
-            rc = SB_ERR_INVAL;
-            continue;
-        }
-        if (!c->has_row && !fetches && c->op != SB_OP_TRUNCATE) {
-            /* A source bug, not a loss to repair: said once. */
-            if (!core->rowless_refused)
-                sb_log(SB_LOG_ERROR, SCOPE,
-                       "the source has no fetch() and emitted a change of %s without its row: "
-                       "refused (this is logged once)",
-                       core->cfg->tables[c->table]);
-            core->rowless_refused = true;
-            rc = SB_ERR_INVAL;
-            continue;
-        }
+        const sb_change *c = &changes[i]; /* checked against plugin.h's rules by host.c */
         core->changes_in++;
         if (i + 1 == n)
             core->source_lag_ms = wall > c->ts_ms ? wall - c->ts_ms : 0;
@@ -510,8 +494,9 @@ static void snapshot_rows(sb_core *core, snapshot_req *s, const sb_row *rows, si
         s->paused = sb_host_source_snapshot_flow(core->source, id, false);
 }
 
-void sb_core_rows(sb_core *core, uint64_t req, const sb_row *rows, size_t n)
+static void core_rows(void *ud, uint64_t req, const sb_row *rows, size_t n)
 {
+    sb_core *core = ud;
     if (sb_debounce_owns(core->debounce, req)) {
         sb_debounce_rows(core->debounce, req, rows, n, sb_loop_now(core->loop));
         schedule_debounce(core);
@@ -522,8 +507,9 @@ void sb_core_rows(sb_core *core, uint64_t req, const sb_row *rows, size_t n)
         snapshot_rows(core, s, rows, n);
 }
 
-void sb_core_done(sb_core *core, uint64_t req, int status)
+static void core_done(void *ud, uint64_t req, int status)
 {
+    sb_core *core = ud;
     if (sb_debounce_owns(core->debounce, req)) {
         if (status)
             sb_log(SB_LOG_WARN, SCOPE, "row fetch failed: %s (will retry)", sb_strerror(status));
@@ -543,8 +529,9 @@ void sb_core_done(sb_core *core, uint64_t req, int status)
     finish_snapshot(core, s, status);
 }
 
-void sb_core_snapshot_cut(sb_core *core, uint64_t req)
+static void core_snapshot_cut(void *ud, uint64_t req)
 {
+    sb_core *core = ud;
     snapshot_req *s = find_snapshot(core, req);
     if (!s)
         return;
@@ -557,8 +544,9 @@ void sb_core_snapshot_cut(sb_core *core, uint64_t req)
     send_cut(core, s);
 }
 
-void sb_core_resync(sb_core *core, const char *reason)
+static void core_resync(void *ud, const char *reason)
 {
+    sb_core *core = ud;
     char old[sizeof core->epoch];
     memcpy(old, core->epoch, sizeof old);
     new_epoch(core);
@@ -595,8 +583,9 @@ static void forget_everything(sb_core *core)
     update_exposure(core);
 }
 
-void sb_core_lease(sb_core *core, bool active, const char *reason)
+static void core_lease(void *ud, bool active, const char *reason)
 {
+    sb_core *core = ud;
     reason = reason ? reason : "no reason given";
     if (active == core->active) {
         sb_log(SB_LOG_INFO, SCOPE, "lease still %s: %s", active ? "held" : "lost", reason);
@@ -612,12 +601,13 @@ void sb_core_lease(sb_core *core, bool active, const char *reason)
     }
     core->active = true;
     sb_log(SB_LOG_INFO, SCOPE, "lease gained: %s; publishing again", reason);
-    sb_core_resync(core, "the source regained its lease (fencing what was dropped)");
+    core_resync(core, "the source regained its lease (fencing what was dropped)");
 }
 
-int sb_core_snapshot(sb_core *core, const uint32_t *tables, size_t n, sb_snapshot_fn fn, void *ud,
-                     uint64_t *req)
+static int core_snapshot(void *ud, const uint32_t *tables, size_t n, sb_snapshot_fn fn, void *fn_ud,
+                         uint64_t *req)
 {
+    sb_core *core = ud;
     for (size_t i = 0; i < n; i++)
         if (tables[i] >= core->cfg->ntables)
             return SB_ERR_NOTFOUND;
@@ -640,7 +630,7 @@ int sb_core_snapshot(sb_core *core, const uint32_t *tables, size_t n, sb_snapsho
         return SB_ERR_NOMEM;
     }
     uint64_t id = next_request_id(core);
-    *s = (snapshot_req){.req = id, .fn = fn, .ud = ud, .tseq = tseq};
+    *s = (snapshot_req){.req = id, .fn = fn, .ud = fn_ud, .tseq = tseq};
     /* Unless the source sets the cut: taken before the source opens its database snapshot,
      * anything published so far is committed and therefore inside it (docs/protocol.md,
      * snapshot consistency). */
@@ -658,8 +648,9 @@ int sb_core_snapshot(sb_core *core, const uint32_t *tables, size_t n, sb_snapsho
     return SB_OK;
 }
 
-void sb_core_snapshot_resume(sb_core *core, uint64_t req)
+static void core_snapshot_resume(void *ud, uint64_t req)
 {
+    sb_core *core = ud;
     snapshot_req *s = find_snapshot(core, req);
     if (s && s->paused) {
         s->paused = false;
@@ -667,8 +658,9 @@ void sb_core_snapshot_resume(sb_core *core, uint64_t req)
     }
 }
 
-void sb_core_cancel(sb_core *core, uint64_t req)
+static void core_cancel(void *ud, uint64_t req)
 {
+    sb_core *core = ud;
     snapshot_req *s = find_snapshot(core, req);
     if (!s)
         return;
@@ -680,16 +672,17 @@ void sb_core_cancel(sb_core *core, uint64_t req)
 void sb_core_cancel_all(sb_core *core)
 {
     while (core->nsnapshots)
-        sb_core_cancel(core, core->snapshots[0]->req);
+        core_cancel(core, core->snapshots[0]->req);
 }
 
-int sb_core_since(sb_core *core, const char *epoch, uint64_t seq, sb_replay_fn fn, void *ud,
-                  uint64_t *last)
+static int core_since(void *ud, const char *epoch, uint64_t seq, sb_replay_fn fn, void *fn_ud,
+                      uint64_t *last)
 {
+    sb_core *core = ud;
     *last = core->seq;
     if (!epoch || strcmp(epoch, core->epoch) != 0)
         return SB_ERR_NOTFOUND;
-    return sb_ring_since(core->ring, seq, core->seq, fn, ud);
+    return sb_ring_since(core->ring, seq, core->seq, fn, fn_ud);
 }
 
 static void publish_presence(void *ud, uint32_t table, const sb_key *key,
@@ -730,8 +723,9 @@ static void presence_tick(void *ud)
     schedule_presence(core);
 }
 
-int sb_core_presence(sb_core *core, const sb_presence *p)
+static int core_presence(void *ud, const sb_presence *p)
 {
+    sb_core *core = ud;
     if (p->table >= core->cfg->ntables)
         return SB_ERR_NOTFOUND;
     if (!p->client || !p->state)
@@ -751,8 +745,9 @@ int sb_core_presence(sb_core *core, const sb_presence *p)
     return rc;
 }
 
-void sb_core_stats(sb_core *core, sb_stats *out)
+static void core_stats(void *ud, sb_stats *out)
 {
+    sb_core *core = ud;
     *out = (sb_stats){
         .changes_in = core->changes_in,
         .events_out = core->events_out,
@@ -763,3 +758,19 @@ void sb_core_stats(sb_core *core, sb_stats *out)
         .seq = core->seq,
     };
 }
+
+const sb_host_peer sb_core_peer = {
+    .epoch = core_epoch,
+    .stats = core_stats,
+    .emit = core_emit,
+    .rows = core_rows,
+    .done = core_done,
+    .resync = core_resync,
+    .snapshot_cut = core_snapshot_cut,
+    .lease = core_lease,
+    .snapshot = core_snapshot,
+    .snapshot_resume = core_snapshot_resume,
+    .cancel = core_cancel,
+    .since = core_since,
+    .presence = core_presence,
+};

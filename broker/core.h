@@ -17,6 +17,8 @@
 #include <stdbool.h>
 #include <syncbroker/plugin.h>
 
+typedef struct sb_core sb_core;
+
 int sb_core_new(sb_loop *loop, const sb_config *cfg, sb_core **out);
 void sb_core_free(sb_core *core);
 
@@ -38,22 +40,7 @@ bool sb_core_drained(const sb_core *core);
 /* Cancel every snapshot still running (before the plugins stop). */
 void sb_core_cancel_all(sb_core *core);
 
-/* The host APIs' implementation, called by host.c only (see plugin.h for each call's
- * contract). */
-const char *sb_core_epoch(const sb_core *core);
-int sb_core_emit(sb_core *core, const sb_change *changes, size_t n);
-void sb_core_rows(sb_core *core, uint64_t req, const sb_row *rows, size_t n);
-void sb_core_done(sb_core *core, uint64_t req, int status);
-void sb_core_resync(sb_core *core, const char *reason);
-void sb_core_snapshot_cut(sb_core *core, uint64_t req);
-void sb_core_lease(sb_core *core, bool active, const char *reason);
-int sb_core_snapshot(sb_core *core, const uint32_t *tables, size_t n, sb_snapshot_fn fn, void *ud,
-                     uint64_t *req);
-void sb_core_snapshot_resume(sb_core *core, uint64_t req);
-void sb_core_cancel(sb_core *core, uint64_t req);
-int sb_core_since(sb_core *core, const char *epoch, uint64_t seq, sb_replay_fn fn, void *ud,
-                  uint64_t *last);
-int sb_core_presence(sb_core *core, const sb_presence *p);
-void sb_core_stats(sb_core *core, sb_stats *out);
+/* What the plugins' host API calls reach (host.c), with the core as ud. */
+extern const sb_host_peer sb_core_peer;
 
 #endif

@@ -1,8 +1,7 @@
 /* host.c - see host.h. Every host API function is a thin wrapper: it adds the instance as
- * log scope and owner tag, then calls the loop or the core. Every call into a plugin is here
- * too, so the core reads as the data path and nothing else. */
+ * log scope and owner tag, then calls the loop or the peer (the core). Every call into a plugin is
+ * here too, so the core reads as the data path and nothing else. */
 #include "host.h"
-#include "core.h"
 #include "log.h"
 #include "plugin_loader.h"
 
@@ -12,7 +11,8 @@
 #include <string.h>
 
 struct sb_host {
-    sb_core *core;
+    const sb_host_peer *peer;
+    void *peer_ud;
     sb_loop *loop;
     void *zmq_ctx; /* the broker's one ZeroMQ context, borrowed */
     const sb_config *cfg;
@@ -26,6 +26,7 @@ struct sb_host {
     sb_source_setup setup; /* a source's, pointing at opts, db and cfg->tables */
     void *state;
     bool created, started;
+    bool rowless_refused; /* a change without row from a source without fetch, logged */
 };
 
 /* ---- sb_host_base ----------------------------------------------------------------- */
@@ -76,7 +77,7 @@ static uint64_t api_now_ms(sb_host *h)
 
 static const char *api_epoch(sb_host *h)
 {
-    return sb_core_epoch(h->core);
+    return h->peer->epoch(h->peer_ud);
 }
 
 static const char *const *api_tables(sb_host *h, size_t *n)
@@ -107,30 +108,82 @@ static bool live(sb_host *h, const char *call)
 
 static void api_stats(sb_host *h, sb_stats *out)
 {
-    sb_core_stats(h->core, out);
+    h->peer->stats(h->peer_ud, out);
+}
+
+/* What is wrong with a change the core cannot take (plugin.h, sb_change). */
+typedef enum change_fault { CHANGE_OK, CHANGE_UNKNOWN, CHANGE_ROWLESS } change_fault;
+
+static change_fault check_change(const sb_host *h, const sb_change *c)
+{
+    if (c->table >= h->cfg->ntables || c->op < SB_OP_INSERT || c->op > SB_OP_TRUNCATE)
+        return CHANGE_UNKNOWN; /* table index or op */
+    if (!c->has_row && !h->src->fetch && c->op != SB_OP_TRUNCATE)
+        return CHANGE_ROWLESS;
+    return CHANGE_OK;
+}
+
+/* The slow path of a batch with faulty changes: the rest goes on. A change of an unknown
+ * table or op is lost to clients: a new epoch makes them resynchronise. A missing row is a
+ * source bug, not a loss to repair: said once. */
+static int emit_checked(sb_host *h, const sb_change *changes, size_t n)
+{
+    sb_change *ok = malloc(n * sizeof *ok);
+    if (!ok)
+        return SB_ERR_NOMEM;
+    size_t nok = 0;
+    char lost[192] = "";
+    for (size_t i = 0; i < n; i++) {
+        const sb_change *c = &changes[i];
+        change_fault fault = check_change(h, c);
+        if (fault == CHANGE_OK)
+            ok[nok++] = *c;
+        else if (fault == CHANGE_UNKNOWN && !lost[0])
+            snprintf(lost, sizeof lost,
+                     "a change of unknown table index %u or op %d, starting a new epoch so that "
+                     "nothing is lost",
+                     c->table, (int)c->op);
+        else if (fault == CHANGE_ROWLESS && !h->rowless_refused) {
+            sb_log(SB_LOG_ERROR, h->section,
+                   "the source has no fetch() and emitted a change of %s without its row: "
+                   "refused (this is logged once)",
+                   h->cfg->tables[c->table]);
+            h->rowless_refused = true;
+        }
+    }
+    int rc = nok ? h->peer->emit(h->peer_ud, ok, nok) : SB_OK;
+    free(ok);
+    if (lost[0])
+        h->peer->resync(h->peer_ud, lost);
+    return rc ? rc : SB_ERR_INVAL;
 }
 
 static int api_emit(sb_host *h, const sb_change *changes, size_t n)
 {
-    return live(h, "emit") ? sb_core_emit(h->core, changes, n) : SB_ERR_STATE;
+    if (!live(h, "emit"))
+        return SB_ERR_STATE;
+    for (size_t i = 0; i < n; i++)
+        if (check_change(h, &changes[i]) != CHANGE_OK)
+            return emit_checked(h, changes, n);
+    return h->peer->emit(h->peer_ud, changes, n);
 }
 
 static void api_rows(sb_host *h, uint64_t req, const sb_row *rows, size_t n)
 {
     if (live(h, "rows"))
-        sb_core_rows(h->core, req, rows, n);
+        h->peer->rows(h->peer_ud, req, rows, n);
 }
 
 static void api_done(sb_host *h, uint64_t req, int status)
 {
     if (live(h, "done"))
-        sb_core_done(h->core, req, status);
+        h->peer->done(h->peer_ud, req, status);
 }
 
 static void api_resync(sb_host *h, const char *reason)
 {
     if (live(h, "resync"))
-        sb_core_resync(h->core, reason);
+        h->peer->resync(h->peer_ud, reason);
 }
 
 static void api_snapshot_cut(sb_host *h, uint64_t req)
@@ -142,13 +195,13 @@ static void api_snapshot_cut(sb_host *h, uint64_t req)
                "called snapshot_cut() without SB_SOURCE_SETS_SNAPSHOT_CUT: ignored");
         return;
     }
-    sb_core_snapshot_cut(h->core, req);
+    h->peer->snapshot_cut(h->peer_ud, req);
 }
 
 static void api_lease(sb_host *h, bool active, const char *reason)
 {
     if (live(h, "lease"))
-        sb_core_lease(h->core, active, reason);
+        h->peer->lease(h->peer_ud, active, reason);
 }
 
 static const sb_source_api source_api = {
@@ -178,30 +231,31 @@ static void *api_zmq_context(sb_host *h)
 static int api_snapshot(sb_host *h, const uint32_t *tables, size_t n, sb_snapshot_fn fn, void *ud,
                         uint64_t *req)
 {
-    return live(h, "snapshot") ? sb_core_snapshot(h->core, tables, n, fn, ud, req) : SB_ERR_STATE;
+    return live(h, "snapshot") ? h->peer->snapshot(h->peer_ud, tables, n, fn, ud, req)
+                               : SB_ERR_STATE;
 }
 
 static void api_snapshot_resume(sb_host *h, uint64_t req)
 {
     if (live(h, "snapshot_resume"))
-        sb_core_snapshot_resume(h->core, req);
+        h->peer->snapshot_resume(h->peer_ud, req);
 }
 
 static void api_cancel(sb_host *h, uint64_t req)
 {
     if (live(h, "cancel"))
-        sb_core_cancel(h->core, req);
+        h->peer->cancel(h->peer_ud, req);
 }
 
 static int api_since(sb_host *h, const char *epoch, uint64_t seq, sb_replay_fn fn, void *ud,
                      uint64_t *last)
 {
-    return live(h, "since") ? sb_core_since(h->core, epoch, seq, fn, ud, last) : SB_ERR_STATE;
+    return live(h, "since") ? h->peer->since(h->peer_ud, epoch, seq, fn, ud, last) : SB_ERR_STATE;
 }
 
 static int api_presence(sb_host *h, const sb_presence *p)
 {
-    return live(h, "presence") ? sb_core_presence(h->core, p) : SB_ERR_STATE;
+    return live(h, "presence") ? h->peer->presence(h->peer_ud, p) : SB_ERR_STATE;
 }
 
 static const sb_transport_api transport_api = {
@@ -235,15 +289,16 @@ static int resolve(sb_host *h, const sb_config_section *sec)
     return rc;
 }
 
-static sb_host *host_new(sb_core *core, sb_loop *loop, void *zmq_ctx, const sb_config *cfg,
-                         const sb_config_section *sec)
+static sb_host *host_new(const sb_host_peer *peer, void *peer_ud, sb_loop *loop, void *zmq_ctx,
+                         const sb_config *cfg, const sb_config_section *sec)
 {
     sb_host *h = calloc(1, sizeof *h);
     if (!h || !(h->section = strdup(sec->name))) {
         free(h);
         return NULL;
     }
-    h->core = core;
+    h->peer = peer;
+    h->peer_ud = peer_ud;
     h->loop = loop;
     h->zmq_ctx = zmq_ctx;
     h->cfg = cfg;
@@ -267,10 +322,10 @@ static int host_adopt(sb_host *h, const sb_config_section *sec, const sb_plugin_
     return SB_OK;
 }
 
-int sb_host_open(sb_core *core, sb_loop *loop, void *zmq_ctx, const sb_config *cfg,
-                 const sb_config_section *sec, sb_host **out)
+int sb_host_open(const sb_host_peer *peer, void *peer_ud, sb_loop *loop, void *zmq_ctx,
+                 const sb_config *cfg, const sb_config_section *sec, sb_host **out)
 {
-    sb_host *h = host_new(core, loop, zmq_ctx, cfg, sec);
+    sb_host *h = host_new(peer, peer_ud, loop, zmq_ctx, cfg, sec);
     if (!h)
         return SB_ERR_NOMEM;
     int rc = sb_plugin_lib_open(cfg, sec, &h->lib);
@@ -281,14 +336,14 @@ int sb_host_open(sb_core *core, sb_loop *loop, void *zmq_ctx, const sb_config *c
     return host_adopt(h, sec, sb_plugin_lib_descriptor(h->lib), out);
 }
 
-int sb_host_open_descriptor(sb_core *core, sb_loop *loop, void *zmq_ctx, const sb_config *cfg,
-                            const sb_config_section *sec, const sb_plugin_header *desc,
-                            sb_host **out)
+int sb_host_open_descriptor(const sb_host_peer *peer, void *peer_ud, sb_loop *loop, void *zmq_ctx,
+                            const sb_config *cfg, const sb_config_section *sec,
+                            const sb_plugin_header *desc, sb_host **out)
 {
     int rc = sb_plugin_check_descriptor(cfg, sec, "(linked in)", desc);
     if (rc)
         return rc;
-    sb_host *h = host_new(core, loop, zmq_ctx, cfg, sec);
+    sb_host *h = host_new(peer, peer_ud, loop, zmq_ctx, cfg, sec);
     return h ? host_adopt(h, sec, desc, out) : SB_ERR_NOMEM;
 }
 
@@ -347,13 +402,19 @@ int sb_host_reload(sb_host *h)
     return rc;
 }
 
-void sb_host_stop(sb_host *h)
+size_t sb_host_stop(sb_host *h)
 {
     if (!h || !h->started)
-        return;
+        return 0;
     call_stop(h);
     h->started = false;
+    size_t watches, timers;
+    sb_loop_owner_count(h->loop, h, &watches, &timers);
+    if (watches || timers)
+        sb_log(SB_LOG_WARN, h->section,
+               "stop() left %zu watches and %zu timers registered: removed", watches, timers);
     sb_loop_drop_owner(h->loop, h);
+    return watches + timers;
 }
 
 void sb_host_free(sb_host *h)

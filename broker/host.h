@@ -18,16 +18,40 @@
 #include <stdio.h>
 #include <syncbroker/plugin.h>
 
-typedef struct sb_core sb_core;
+/* What the host APIs' epoch, stats and data calls reach, with the ud given to sb_host_open:
+ * the core in the broker (sb_core_peer), a recorder in libsyncbroker-testhost. host.c has
+ * already checked that the instance is started (and a cut's flag); see plugin.h for each
+ * call's contract. */
+typedef struct sb_host_peer {
+    const char *(*epoch)(void *ud);
+    void (*stats)(void *ud, sb_stats *out);
+    /* from a source */
+    int (*emit)(void *ud, const sb_change *changes, size_t n);
+    void (*rows)(void *ud, uint64_t req, const sb_row *rows, size_t n);
+    void (*done)(void *ud, uint64_t req, int status);
+    void (*resync)(void *ud, const char *reason);
+    void (*snapshot_cut)(void *ud, uint64_t req);
+    void (*lease)(void *ud, bool active, const char *reason);
+    /* from a transport */
+    int (*snapshot)(void *ud, const uint32_t *tables, size_t n, sb_snapshot_fn fn, void *fn_ud,
+                    uint64_t *req);
+    void (*snapshot_resume)(void *ud, uint64_t req);
+    void (*cancel)(void *ud, uint64_t req);
+    int (*since)(void *ud, const char *epoch, uint64_t seq, sb_replay_fn fn, void *fn_ud,
+                 uint64_t *last);
+    int (*presence)(void *ud, const sb_presence *p);
+} sb_host_peer;
 
 /* Open the plugin of section sec (plugin_loader.c) and resolve its options (and a source's
- * [database] keys) (config.c); *out owned by the caller (sb_host_free). */
-int sb_host_open(sb_core *core, sb_loop *loop, void *zmq_ctx, const sb_config *cfg,
-                 const sb_config_section *sec, sb_host **out);
-/* The same for a descriptor already in memory (unit tests): checked as a loaded one is. */
-int sb_host_open_descriptor(sb_core *core, sb_loop *loop, void *zmq_ctx, const sb_config *cfg,
-                            const sb_config_section *sec, const sb_plugin_header *desc,
-                            sb_host **out);
+ * [database] keys) (config.c); its calls reach peer (borrowed, with peer_ud). *out owned by
+ * the caller (sb_host_free). */
+int sb_host_open(const sb_host_peer *peer, void *peer_ud, sb_loop *loop, void *zmq_ctx,
+                 const sb_config *cfg, const sb_config_section *sec, sb_host **out);
+/* The same for a descriptor already in memory (linked into a test): checked as a loaded
+ * one is. */
+int sb_host_open_descriptor(const sb_host_peer *peer, void *peer_ud, sb_loop *loop, void *zmq_ctx,
+                            const sb_config *cfg, const sb_config_section *sec,
+                            const sb_plugin_header *desc, sb_host **out);
 int sb_host_create(sb_host *h);
 int sb_host_start(sb_host *h);
 /* --check: the plugin's check() if it has one (SB_ERR_UNSUPPORTED if not). */
@@ -35,8 +59,9 @@ int sb_host_check(sb_host *h);
 /* SIGHUP: the plugin's reload() if it is started and has one; a failure is logged here.
  * 0, SB_ERR_UNSUPPORTED (nothing to reload), or the plugin's error. */
 int sb_host_reload(sb_host *h);
-/* Stop the instance and drop its leftover watches and timers. */
-void sb_host_stop(sb_host *h);
+/* Stop the instance and drop the watches and timers it left registered (a plugin bug,
+ * logged as a warning): how many. */
+size_t sb_host_stop(sb_host *h);
 /* Destroy the instance (if created) and close the library. NULL is ignored. */
 void sb_host_free(sb_host *h);
 

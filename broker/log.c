@@ -8,7 +8,22 @@
 
 static sb_log_level current_level = SB_LOG_INFO;
 
+static sb_log_sink sink;
+static void *sink_ud;
+
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+void sb_log_set_sink(sb_log_sink fn, void *ud)
+{
+    sink = fn;
+    sink_ud = ud;
+}
+
+void sb_log_get_sink(sb_log_sink *fn, void **ud)
+{
+    *fn = sink;
+    *ud = sink_ud;
+}
 
 void sb_log_set_level(sb_log_level level)
 {
@@ -40,6 +55,12 @@ void sb_logv(sb_log_level level, const char *scope, const char *fmt, va_list ap)
 {
     if (level > current_level)
         return;
+    char msg[2048];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    if (sink) {
+        sink(sink_ud, level, scope, msg);
+        return;
+    }
     struct timespec ts;
     struct tm tm;
     char stamp[32];
@@ -48,8 +69,6 @@ void sb_logv(sb_log_level level, const char *scope, const char *fmt, va_list ap)
     strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
 
     /* One fprintf per line keeps lines whole when several processes share stderr. */
-    char msg[2048];
-    vsnprintf(msg, sizeof msg, fmt, ap);
     if (scope)
         fprintf(stderr, "%s.%03ldZ %-5s [%s] %s\n", stamp, ts.tv_nsec / 1000000L,
                 level_names[level], scope, msg);

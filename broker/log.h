@@ -17,6 +17,12 @@ sb_log_level sb_log_get_level(void);
 int sb_log_parse_level(const char *text, sb_log_level *out);
 const char *sb_log_level_name(sb_log_level level);
 
+/* Where lines go instead of stderr: fn gets each line above the level, formatted but
+ * without the time stamp. NULL restores stderr. One sink per process (the test host's). */
+typedef void (*sb_log_sink)(void *ud, sb_log_level level, const char *scope, const char *msg);
+void sb_log_set_sink(sb_log_sink fn, void *ud);
+void sb_log_get_sink(sb_log_sink *fn, void **ud);
+
 void sb_log(sb_log_level level, const char *scope, const char *fmt, ...) SB_PRINTF(3, 4);
 void sb_logv(sb_log_level level, const char *scope, const char *fmt, va_list ap);
 

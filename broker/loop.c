@@ -276,6 +276,15 @@ void sb_loop_drop_owner(sb_loop *loop, void *owner)
     }
 }
 
+void sb_loop_owner_count(const sb_loop *loop, const void *owner, size_t *watches, size_t *timers)
+{
+    *watches = *timers = 0;
+    for (size_t i = 0; i < loop->nwatches; i++)
+        *watches += loop->watches[i]->owner == owner && !loop->watches[i]->removed;
+    for (size_t i = 0; i < loop->nheap; i++)
+        *timers += loop->heap[i]->owner == owner && !loop->heap[i]->removed;
+}
+
 void sb_loop_free(sb_loop *loop)
 {
     if (!loop)

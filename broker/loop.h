@@ -11,6 +11,7 @@
 #define SB_LOOP_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <syncbroker/plugin.h>
 
@@ -37,6 +38,8 @@ void sb_timer_remove(sb_timer *t);
 
 /* Remove every watch and timer tagged with owner. */
 void sb_loop_drop_owner(sb_loop *loop, void *owner);
+/* The watches and armed timers tagged with owner (a removed one no longer counts). */
+void sb_loop_owner_count(const sb_loop *loop, const void *owner, size_t *watches, size_t *timers);
 
 /* Run one iteration: wait at most max_wait_ms (-1 = until the next timer or I/O), dispatch
  * ready I/O, then due timers. Returns 0, or SB_ERR_ZMQ if zmq_poll failed (EINTR is not a

@@ -86,7 +86,8 @@ static int open_plugins(broker *b)
     int rc = SB_OK;
     for (size_t i = 0; i < b->cfg->nsections; i++) {
         const sb_config_section *sec = &b->cfg->sections[i];
-        int hrc = sb_host_open(b->core, b->loop, b->zmq_ctx, b->cfg, sec, &b->hosts[i]);
+        int hrc =
+            sb_host_open(&sb_core_peer, b->core, b->loop, b->zmq_ctx, b->cfg, sec, &b->hosts[i]);
         if (hrc == SB_OK)
             hrc = sb_host_create(b->hosts[i]);
         if (hrc) {

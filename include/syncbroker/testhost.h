@@ -54,8 +54,9 @@ int sb_testhost_new(sb_testhost **out);
  * linked: the plugin's descriptor when the plugin is linked into the test (what its
  * sb_plugin_entry returns), checked as the loader checks a loaded one; NULL: `plugin` is
  * loaded from plugin_dir, exactly as the broker loads it. Options (and a source's [database]
- * keys) are resolved here. Every refusal is logged (captured) as the broker logs it; returns
- * SB_ERR_CONFIG then. Once per test host. */
+ * keys) are resolved here. Every refusal is logged (captured) as the broker logs it, and
+ * its error returned: SB_ERR_CONFIG, or SB_ERR_ABI for a plugin the loader refuses. Once per
+ * test host. */
 int sb_testhost_load(sb_testhost *th, const char *name, const char *ini,
                      const sb_plugin_header *linked);
 
@@ -151,15 +152,15 @@ int sb_testhost_publish(sb_testhost *th, const sb_message *m);
 /* ---- a transport: snapshots it asked for --------------------------------------------- */
 
 typedef struct sb_testhost_snapshot {
-    uint64_t req;      /* the id api->snapshot() handed out (1, 2, ...) */
-    uint32_t *tables;  /* table indices as asked (NULL/0 = all) */
-    size_t ntables;    /* entries at tables */
-    bool due;          /* to be answered by a timer of the loop (script_snapshot_sync) */
-    bool cut;          /* the SB_SNAPSHOT_CUT event delivered */
-    bool finished;     /* SB_SNAPSHOT_DONE delivered */
-    bool cancelled;    /* api->cancel() called for it */
-    bool paused;       /* the callback returned SB_ERR_BUSY and no resume came since */
-    unsigned resumes;  /* api->snapshot_resume() calls for it */
+    uint64_t req;     /* the id api->snapshot() handed out (1, 2, ...) */
+    uint32_t *tables; /* table indices as asked (NULL/0 = all) */
+    size_t ntables;   /* entries at tables */
+    bool due;         /* to be answered by a timer of the loop (script_snapshot_sync) */
+    bool cut;         /* the SB_SNAPSHOT_CUT event delivered */
+    bool finished;    /* SB_SNAPSHOT_DONE delivered */
+    bool cancelled;   /* api->cancel() called for it */
+    bool paused;      /* the callback returned SB_ERR_BUSY and no resume came since */
+    unsigned resumes; /* api->snapshot_resume() calls for it */
 } sb_testhost_snapshot;
 
 /* What api->snapshot() does next: return rc; a successful call is recorded and answered

@@ -245,11 +245,12 @@ static broker *start(const sb_source_plugin *source)
     fclose(f);
     assert_int_equal(sb_loop_new(&b->loop), SB_OK);
     assert_int_equal(sb_core_new(b->loop, b->cfg, &b->core), SB_OK);
-    assert_int_equal(sb_host_open_descriptor(b->core, b->loop, NULL, b->cfg, &b->cfg->sections[0],
-                                             &source->header, &b->source),
+    assert_int_equal(sb_host_open_descriptor(&sb_core_peer, b->core, b->loop, NULL, b->cfg,
+                                             &b->cfg->sections[0], &source->header, &b->source),
                      SB_OK);
-    assert_int_equal(sb_host_open_descriptor(b->core, b->loop, NULL, b->cfg, &b->cfg->sections[1],
-                                             &fake_transport_plugin.header, &b->transport),
+    assert_int_equal(sb_host_open_descriptor(&sb_core_peer, b->core, b->loop, NULL, b->cfg,
+                                             &b->cfg->sections[1], &fake_transport_plugin.header,
+                                             &b->transport),
                      SB_OK);
     assert_int_equal(sb_host_create(b->source), SB_OK);
     assert_int_equal(sb_host_create(b->transport), SB_OK);

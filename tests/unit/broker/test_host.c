@@ -255,8 +255,8 @@ static void unload(fixture *f)
 static int open_source(fixture *f, const void *desc, const char **log, sb_host **out)
 {
     capture();
-    int rc =
-        sb_host_open_descriptor(f->core, f->loop, NULL, f->cfg, &f->cfg->sections[0], desc, out);
+    int rc = sb_host_open_descriptor(&sb_core_peer, f->core, f->loop, NULL, f->cfg,
+                                     &f->cfg->sections[0], desc, out);
     *log = captured_text();
     return rc;
 }
@@ -291,8 +291,8 @@ static void refusals_name_line_path_and_versions(void **state)
     assert_int_equal(open_source(f, &transport, &log, &h), SB_ERR_CONFIG);
     assert_logged(log, "is a transport plugin, but [source.s] needs a source plugin");
     capture();
-    assert_int_equal(sb_host_open_descriptor(f->core, f->loop, NULL, f->cfg, &f->cfg->sections[1],
-                                             &good_source.header, &h),
+    assert_int_equal(sb_host_open_descriptor(&sb_core_peer, f->core, f->loop, NULL, f->cfg,
+                                             &f->cfg->sections[1], &good_source.header, &h),
                      SB_ERR_CONFIG);
     assert_logged(captured_text(), "/test/sb.ini:9: [transport.t] plugin: (linked in): is a source "
                                    "plugin, but [transport.t] needs a transport plugin");
@@ -363,8 +363,8 @@ static void check_and_reload_reach_the_plugin(void **state)
     sb_host_free(h);
 
     sb_host *t = NULL;
-    assert_int_equal(sb_host_open_descriptor(f->core, f->loop, NULL, f->cfg, &f->cfg->sections[1],
-                                             &transport.header, &t),
+    assert_int_equal(sb_host_open_descriptor(&sb_core_peer, f->core, f->loop, NULL, f->cfg,
+                                             &f->cfg->sections[1], &transport.header, &t),
                      SB_OK);
     assert_int_equal(sb_host_kind(t), SB_PLUGIN_TRANSPORT);
     assert_int_equal(sb_host_create(t), SB_OK);
