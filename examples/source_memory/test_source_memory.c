@@ -497,9 +497,10 @@ static bool test_options(void)
                   "testhost.ini:7: [source.mem] interval_ms: '3600001' is not an integer"));
     CHECK(refused("colour = red\n", SB_ERR_CONFIG, 0,
                   "testhost.ini:7: [source.mem] colour: unknown key for plugin source_memory"));
-    /* Options the parser accepts but the source refuses when it is created / started. */
+    /* Options the parser accepts but the source refuses when it is created / started; a key
+     * not given is named by its section's line. */
     CHECK(refused("", SB_OK, SB_ERR_CONFIG,
-                  "testhost.ini: [source.mem] fifo: set fifo or interval_ms: nothing to read"));
+                  "testhost.ini:5: [source.mem] fifo: set fifo or interval_ms: nothing to read"));
     CHECK(refused("fifo = /dev/null\n", SB_OK, SB_ERR_CONFIG,
                   "testhost.ini:7: [source.mem] fifo: /dev/null: not a FIFO"));
     ok = true;
