@@ -12,6 +12,7 @@
 #include "host.h"
 #include "log.h"
 #include "loop.h"
+#include "sb_proto.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +67,8 @@ struct sb_testhost {
     vec snaps; /* snapshot_rec * */
     uint64_t next_req;
     sb_timer *answer; /* armed while a snapshot is due */
+    uint64_t seq;     /* the last seq sb_testhost_publish_event gave */
+    uint64_t *tseq;   /* per table, likewise (cfg->ntables entries once loaded) */
 
     int since_rc;
     uint64_t since_last;
@@ -468,6 +471,8 @@ int sb_testhost_load(sb_testhost *th, const char *name, const char *ini,
     free(text);
     if (rc)
         return rc;
+    th->tseq = xmalloc(th->cfg->ntables * sizeof *th->tseq);
+    memset(th->tseq, 0, th->cfg->ntables * sizeof *th->tseq);
     const sb_config_section *sec = NULL;
     for (size_t i = 0; !sec && i < th->cfg->nsections; i++)
         if (th->cfg->sections[i].kind == kind)
@@ -553,6 +558,7 @@ void sb_testhost_free(sb_testhost *th)
     free(th->epoch);
     free(th->snap_tseq);
     free(th->since_epoch);
+    free(th->tseq);
     zmq_ctx_term(th->zctx);
     free(th);
 }
@@ -746,6 +752,69 @@ int sb_testhost_publish(sb_testhost *th, const sb_message *m)
     if (!th->host || sb_host_kind(th->host) != SB_PLUGIN_TRANSPORT)
         return SB_ERR_STATE;
     return sb_host_publish(th->host, m);
+}
+
+/* Publish the message encoded in topic/body (when encoding returned rc 0), as the core's
+ * fan-out does, and free the buffers. */
+static int publish_encoded(sb_testhost *th, int rc, sb_msg_kind kind, uint64_t seq,
+                           msgpack_sbuffer *topic, msgpack_sbuffer *body)
+{
+    if (rc == SB_OK) {
+        sb_message m = {.kind = kind,
+                        .seq = seq,
+                        .topic = topic->data,
+                        .topic_len = topic->size,
+                        .body = body->data,
+                        .body_len = body->size};
+        rc = sb_testhost_publish(th, &m);
+    }
+    msgpack_sbuffer_destroy(topic);
+    msgpack_sbuffer_destroy(body);
+    return rc;
+}
+
+int sb_testhost_publish_event(sb_testhost *th, uint32_t table, sb_op op, const sb_key *key,
+                              uint64_t version, const char *origin, const void *row, size_t row_len,
+                              uint64_t *seq)
+{
+    if (!th->cfg || table >= th->cfg->ntables)
+        return SB_ERR_NOTFOUND;
+    sb_proto_event ev = {.seq = th->seq + 1,
+                         .tseq = th->tseq[table] + 1,
+                         .epoch = th->epoch,
+                         .table = th->cfg->tables[table],
+                         .key = key ? *key : (sb_key){0},
+                         .op = op,
+                         .version = version,
+                         .origin = origin,
+                         .ts_ms = sb_proto_wall_ms(),
+                         .row = row,
+                         .row_len = row_len,
+                         .n = 1};
+    msgpack_sbuffer topic, body;
+    msgpack_sbuffer_init(&topic);
+    msgpack_sbuffer_init(&body);
+    int rc = sb_proto_encode_event(&topic, &body, &ev);
+    if (rc == SB_OK) {
+        th->seq = ev.seq;
+        th->tseq[table] = ev.tseq;
+        if (seq)
+            *seq = ev.seq;
+    }
+    return publish_encoded(th, rc, SB_MSG_EVENT, ev.seq, &topic, &body);
+}
+
+int sb_testhost_publish_heartbeat(sb_testhost *th)
+{
+    if (!th->cfg)
+        return SB_ERR_STATE;
+    msgpack_sbuffer topic, body;
+    msgpack_sbuffer_init(&topic);
+    msgpack_sbuffer_init(&body);
+    int rc = sb_proto_encode_heartbeat(
+        &topic, &body, th->epoch, th->seq, (const char *const *)th->cfg->tables, th->tseq,
+        th->cfg->ntables, sb_proto_wall_ms(), (uint64_t)th->cfg->heartbeat_ms);
+    return publish_encoded(th, rc, SB_MSG_HEARTBEAT, th->seq, &topic, &body);
 }
 
 void sb_testhost_script_snapshot(sb_testhost *th, int rc, uint64_t seq)

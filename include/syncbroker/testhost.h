@@ -149,6 +149,18 @@ bool sb_testhost_lease_active(sb_testhost *th);
 /* The transport's publish(m): what it returned. */
 int sb_testhost_publish(sb_testhost *th, const sb_message *m);
 
+/* Publish what the core would publish for one change of table (an index of [database]
+ * tables): the next seq and that table's next tseq, the host's epoch, encoded by the
+ * broker's own protocol module (docs/protocol.md). key is {NULL, 0} for a truncate; row
+ * (one packed msgpack map) NULL: nil; origin NULL: nil. *seq (NULL: not wanted) gets the
+ * event's seq. What publish() returned, or SB_ERR_NOTFOUND for an unknown table. */
+int sb_testhost_publish_event(sb_testhost *th, uint32_t table, sb_op op, const sb_key *key,
+                              uint64_t version, const char *origin, const void *row, size_t row_len,
+                              uint64_t *seq);
+/* Publish a heartbeat as the core does: the host's epoch, the last seq and every table's
+ * tseq. What publish() returned. */
+int sb_testhost_publish_heartbeat(sb_testhost *th);
+
 /* ---- a transport: snapshots it asked for --------------------------------------------- */
 
 typedef struct sb_testhost_snapshot {

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sb_proto.h>
 #include <syncbroker/testhost.h>
 
 /* ---- a source linked into the test ------------------------------------------------------ */
@@ -137,14 +138,21 @@ static const char source_ini[] = "[database]\n"
                                  "plugin = mini_source\n"
                                  "%s\n";
 
+/* A new test host that loaded ini (named "testhost.ini"; desc linked, or NULL), which
+ * returned expect. */
+static sb_testhost *loaded(const char *ini, const sb_plugin_header *desc, int expect)
+{
+    sb_testhost *th;
+    assert_int_equal(sb_testhost_new(&th), SB_OK);
+    assert_int_equal(sb_testhost_load(th, NULL, ini, desc), expect);
+    return th;
+}
+
 static sb_testhost *source_host(const char *extra, int expect)
 {
     char ini[512];
     snprintf(ini, sizeof ini, source_ini, extra);
-    sb_testhost *th;
-    assert_int_equal(sb_testhost_new(&th), SB_OK);
-    assert_int_equal(sb_testhost_load(th, NULL, ini, &mini_source_plugin.header), expect);
-    return th;
+    return loaded(ini, &mini_source_plugin.header, expect);
 }
 
 static bool changes_at_least(void *ud)
@@ -240,14 +248,9 @@ static void test_one_plugin_section(void **state)
 static void test_wrong_descriptor_refused(void **state)
 {
     (void)state;
-    sb_testhost *th;
-    assert_int_equal(sb_testhost_new(&th), SB_OK);
     /* The section names another plugin than the descriptor: the loader's rule. */
-    assert_int_equal(sb_testhost_load(th, NULL,
-                                      "[database]\ntables = public.a\n[source.a]\n"
-                                      "plugin = other_source\n",
-                                      &mini_source_plugin.header),
-                     SB_ERR_ABI);
+    sb_testhost *th = loaded("[database]\ntables = public.a\n[source.a]\nplugin = other_source\n",
+                             &mini_source_plugin.header, SB_ERR_ABI);
     assert_non_null(sb_testhost_log_find(th, "mini_source"));
     sb_testhost_free(th);
 }
@@ -275,6 +278,8 @@ typedef struct mini_transport {
     int done_status;
     uint64_t cut_seq;
     size_t published;
+    char body[512]; /* the last message published */
+    size_t body_len;
 } mini_transport;
 
 static mini_transport *created; /* the last instance create() made, for the test to read */
@@ -323,6 +328,9 @@ static int transport_publish(void *state, const sb_message *m)
 {
     mini_transport *t = state;
     t->published++;
+    t->body_len = m->body && m->body_len < sizeof t->body ? m->body_len : 0;
+    if (t->body_len)
+        memcpy(t->body, m->body, t->body_len);
     return m->kind == SB_MSG_EVENT ? SB_OK : SB_ERR_INVAL;
 }
 
@@ -354,13 +362,9 @@ static bool snapshot_finished(void *ud)
 static void test_transport_snapshot_answered_by_the_loop(void **state)
 {
     (void)state;
-    sb_testhost *th;
-    assert_int_equal(sb_testhost_new(&th), SB_OK);
-    assert_int_equal(sb_testhost_load(th, NULL,
-                                      "[database]\ntables = public.rooms\n[transport.t]\n"
-                                      "plugin = mini_transport\n",
-                                      &mini_transport_plugin.header),
-                     SB_OK);
+    sb_testhost *th =
+        loaded("[database]\ntables = public.rooms\n[transport.t]\nplugin = mini_transport\n",
+               &mini_transport_plugin.header, SB_OK);
     const char *parts[] = {"1"};
     sb_row rows[2] = {{.table = 0, .key = {.parts = parts, .nparts = 1}, .version = 4},
                       {.table = 0, .key = {.parts = parts, .nparts = 1}, .version = 5}};
@@ -389,6 +393,54 @@ static void test_transport_snapshot_answered_by_the_loop(void **state)
     sb_testhost_free(th);
 }
 
+static void test_events_encoded_as_the_core_does(void **state)
+{
+    (void)state;
+    sb_testhost *th = loaded("[database]\ntables = public.rooms, public.bookings\n"
+                             "[transport.t]\nplugin = mini_transport\n",
+                             &mini_transport_plugin.header, SB_OK);
+    sb_testhost_script_snapshot(th, SB_OK, 0);
+    assert_int_equal(sb_testhost_start(th), SB_OK);
+    mini_transport *t = created;
+    sb_testhost_set_epoch(th, "ep9");
+    const char *parts[] = {"12"};
+    sb_key key = {.parts = parts, .nparts = 1};
+    uint64_t seq = 0;
+    assert_int_equal(sb_testhost_publish_event(th, 1, SB_OP_UPDATE, &key, 4, "desk-b", row_bytes,
+                                               sizeof row_bytes - 1, &seq),
+                     SB_OK);
+    assert_int_equal(seq, 1);
+    assert_int_equal(sb_testhost_publish_event(th, 1, SB_OP_DELETE, &key, 5, NULL, NULL, 0, &seq),
+                     SB_OK);
+    assert_int_equal(seq, 2);
+    msgpack_sbuffer rowbuf;
+    msgpack_sbuffer_init(&rowbuf);
+    sb_proto_msg m;
+    assert_int_equal(sb_proto_decode(t->body, t->body_len, &rowbuf, &m), SB_OK);
+    assert_int_equal(m.kind, SB_PROTO_EVENT);
+    assert_int_equal(m.ev.seq, 2);
+    assert_int_equal(m.ev.tseq, 2); /* the second event of public.bookings */
+    assert_string_equal(m.ev.epoch, "ep9");
+    assert_string_equal(m.ev.table, "public.bookings");
+    assert_int_equal(m.ev.op, SB_OP_DELETE);
+    assert_int_equal(m.ev.version, 5);
+    assert_string_equal(m.ev.key.parts[0], "12");
+    sb_proto_release(&m);
+    assert_int_equal(sb_testhost_publish_event(th, 2, SB_OP_INSERT, &key, 1, NULL, NULL, 0, NULL),
+                     SB_ERR_NOTFOUND);
+    assert_int_equal(sb_testhost_publish_heartbeat(th), SB_ERR_INVAL); /* mini refuses beats */
+    assert_int_equal(sb_proto_decode(t->body, t->body_len, &rowbuf, &m), SB_OK);
+    assert_int_equal(m.kind, SB_PROTO_HEARTBEAT);
+    assert_int_equal(m.hb.seq, 2);
+    uint64_t tseq = 0;
+    assert_int_equal(sb_proto_hb_tseq(&m.hb, "public.bookings", &tseq), SB_OK);
+    assert_int_equal(tseq, 2);
+    sb_proto_release(&m);
+    msgpack_sbuffer_destroy(&rowbuf);
+    assert_int_equal(sb_testhost_stop(th), 0);
+    sb_testhost_free(th);
+}
+
 /* ---- a plugin from plugin_dir ---------------------------------------------------------- */
 
 static void test_loaded_from_plugin_dir(void **state)
@@ -401,9 +453,7 @@ static void test_loaded_from_plugin_dir(void **state)
              "[broker]\nplugin_dir = %s\n[database]\ntables = public.rooms\n"
              "[transport.file]\nplugin = transport_file\npath = %s/out.txt\n",
              SB_PLUGIN_BUILD_DIR, dir);
-    sb_testhost *th;
-    assert_int_equal(sb_testhost_new(&th), SB_OK);
-    assert_int_equal(sb_testhost_load(th, NULL, ini, NULL), SB_OK);
+    sb_testhost *th = loaded(ini, NULL, SB_OK);
     assert_int_equal(sb_testhost_start(th), SB_OK);
     sb_message m = {.kind = SB_MSG_EVENT,
                     .seq = 9,
@@ -426,12 +476,11 @@ static void test_loaded_from_plugin_dir(void **state)
     rmdir(dir);
 
     /* A plugin that is not there: the loader's message, with the path it tried. */
-    assert_int_equal(sb_testhost_new(&th), SB_OK);
     snprintf(ini, sizeof ini,
              "[broker]\nplugin_dir = %s\n[database]\ntables = public.rooms\n"
              "[transport.file]\nplugin = transport_none\n",
              SB_PLUGIN_BUILD_DIR);
-    assert_int_equal(sb_testhost_load(th, NULL, ini, NULL), SB_ERR_CONFIG);
+    th = loaded(ini, NULL, SB_ERR_CONFIG);
     assert_non_null(sb_testhost_log_find(th, "transport_none.so"));
     sb_testhost_free(th);
 }
@@ -446,6 +495,7 @@ int main(void)
         cmocka_unit_test(test_wrong_descriptor_refused),
         cmocka_unit_test(test_leftovers_counted),
         cmocka_unit_test(test_transport_snapshot_answered_by_the_loop),
+        cmocka_unit_test(test_events_encoded_as_the_core_does),
         cmocka_unit_test(test_loaded_from_plugin_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
