@@ -349,6 +349,8 @@ int sb_host_open_descriptor(const sb_host_peer *peer, void *peer_ud, sb_loop *lo
 
 int sb_host_create(sb_host *h)
 {
+    if (h->created)
+        return SB_OK;
     int rc = h->src ? h->src->create(&source_api, h, &h->setup, &h->state)
                     : h->tr->create(&transport_api, h, h->opts, &h->state);
     if (rc) {

@@ -52,6 +52,7 @@ int sb_host_open(const sb_host_peer *peer, void *peer_ud, sb_loop *loop, void *z
 int sb_host_open_descriptor(const sb_host_peer *peer, void *peer_ud, sb_loop *loop, void *zmq_ctx,
                             const sb_config *cfg, const sb_config_section *sec,
                             const sb_plugin_header *desc, sb_host **out);
+/* The plugin's create(); nothing to do when it is created already. */
 int sb_host_create(sb_host *h);
 int sb_host_start(sb_host *h);
 /* --check: the plugin's check() if it has one (SB_ERR_UNSUPPORTED if not). */

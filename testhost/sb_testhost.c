@@ -565,7 +565,10 @@ void sb_testhost_free(sb_testhost *th)
 
 int sb_testhost_check(sb_testhost *th)
 {
-    return th->host ? sb_host_check(th->host) : SB_ERR_STATE;
+    if (!th->host)
+        return SB_ERR_STATE;
+    int rc = sb_host_create(th->host);
+    return rc ? rc : sb_host_check(th->host);
 }
 
 int sb_testhost_reload(sb_testhost *th)

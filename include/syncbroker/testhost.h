@@ -60,7 +60,8 @@ int sb_testhost_new(sb_testhost **out);
 int sb_testhost_load(sb_testhost *th, const char *name, const char *ini,
                      const sb_plugin_header *linked);
 
-/* create(), then start(), as the broker calls them. The plugin's error, logged. */
+/* create() (unless sb_testhost_check did), then start(), as the broker calls them. The
+ * plugin's error, logged. */
 int sb_testhost_start(sb_testhost *th);
 /* stop(). Returns how many watches and timers the plugin left registered: the broker
  * removes them and logs a warning; a well-behaved plugin leaves none. */
@@ -68,8 +69,9 @@ size_t sb_testhost_stop(sb_testhost *th);
 /* Stop if started, destroy if created, unload, free. NULL is ignored. */
 void sb_testhost_free(sb_testhost *th);
 
-/* What --check and SIGHUP ask of the plugin: its check() / reload() (SB_ERR_UNSUPPORTED
- * when it has none; reload() also when not started). */
+/* What --check and SIGHUP ask of the plugin: its check() (after create(), as --check does,
+ * unless it was created already) and its reload(). SB_ERR_UNSUPPORTED when it has none;
+ * reload() also when not started. */
 int sb_testhost_check(sb_testhost *th);
 int sb_testhost_reload(sb_testhost *th);
 
@@ -118,8 +120,9 @@ void sb_testhost_clear_records(sb_testhost *th);
 
 /* The source's fetch(), snapshot(), cancel(), snapshot_flow() and published(), with the
  * request ids the test picks; the answers come back through api->rows/done (recorded below).
- * SB_ERR_BUSY when not started (as the broker), SB_ERR_UNSUPPORTED without fetch(); false
- * from snapshot_flow when the source has none. */
+ * SB_ERR_BUSY when not started (as the broker), SB_ERR_UNSUPPORTED without fetch(),
+ * SB_ERR_STATE when the plugin under test is not a source; false from snapshot_flow when the
+ * source has none. */
 int sb_testhost_source_fetch(sb_testhost *th, uint64_t req, uint32_t table, const sb_key *keys,
                              size_t n);
 int sb_testhost_source_snapshot(sb_testhost *th, uint64_t req, const uint32_t *tables, size_t n);
@@ -146,7 +149,8 @@ bool sb_testhost_lease_active(sb_testhost *th);
 
 /* ---- a transport: calls into it ------------------------------------------------------ */
 
-/* The transport's publish(m): what it returned. */
+/* The transport's publish(m): what it returned (SB_ERR_STATE when not started, or when
+ * the plugin under test is not a transport). */
 int sb_testhost_publish(sb_testhost *th, const sb_message *m);
 
 /* Publish what the core would publish for one change of table (an index of [database]

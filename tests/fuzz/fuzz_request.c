@@ -1,15 +1,14 @@
 /*
  * fuzz_request.c - libFuzzer target for the transport's request path: validate, decode and
- * dispatch one request body (tz_request_serve) against the fake host, with the reply sink
- * replaced by a checker. Invariants: no crash or sanitizer report, exactly one reply per
+ * dispatch one request body (tz_request_serve) in libsyncbroker-testhost, with the reply
+ * sink replaced by a checker. Invariants: no crash or sanitizer report, exactly one reply per
  * request, the envelope echoed, every reply frame one well-formed msgpack object.
  *
- * The last input byte also picks how the fake host answers (all fine and at once, refusals,
+ * The last input byte also picks how the test host answers (all fine and at once, refusals,
  * rows delivered later by hand, a failing source), so every op's paths are reachable.
  *
  * Built with -fsanitize=fuzzer under clang; with gcc, replay_corpus.c replays corpus/request/.
  */
-#include "fake_host.h"
 #include "fuzz.h"
 #include "sb_mp.h"
 #include "tz.h"
@@ -17,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syncbroker/testhost.h>
 
 /* Exported by transport_zmq.c through SB_PLUGIN_DECLARE; asked as the broker asks. */
 const sb_plugin_header *sb_plugin_entry(const sb_abi_offer *offer);
@@ -24,8 +24,9 @@ static const sb_abi_version abi_v2 = {SB_ABI_MAJOR, SB_ABI_MINOR};
 static const sb_abi_offer offer = {&abi_v2, 1};
 
 static const char envelope[] = "fuzz";
-static fake_host *fh;
+static sb_testhost *th;
 static const sb_transport_plugin *p;
+static sb_transport_plugin under_test; /* p with create() wrapped: the test host keeps t */
 static tz *t;
 static unsigned long replies;
 
@@ -41,28 +42,42 @@ static void check_reply(tz *self, tz_frames *msg)
     tz_frames_clear(msg);
 }
 
+static int create_recorded(const sb_transport_api *api, sb_host *host, const sb_option_value *opts,
+                           void **state)
+{
+    int rc = p->create(api, host, opts, state);
+    if (rc == SB_OK)
+        t = *state;
+    return rc;
+}
+
+/* Once for the whole run: starting a test host per input would dwarf the request. */
 static void init(void)
 {
-    static const char *const tables[] = {"public.bookings", "public.rooms"};
-    fh = fake_host_new();
-    if (!fh)
-        sb_fuzz_fail("out of memory");
-    fake_host_set_tables(fh, tables, 2);
-    fake_host_set_epoch(fh, "fuzz-epoch");
+    /* inproc endpoints: the sockets exist, no port is taken; nobody connects to them. */
+    static const char ini[] = "[database]\n"
+                              "tables = public.bookings, public.rooms\n"
+                              "[transport.zmq]\n"
+                              "plugin = transport_zmq\n"
+                              "pub = inproc://fuzz-pub\n"
+                              "service = inproc://fuzz-service\n"
+                              "snapshot_batch = 1\n";
+    if (sb_testhost_new(&th) != SB_OK)
+        sb_fuzz_fail("cannot make the test host");
+    sb_testhost_set_epoch(th, "fuzz-epoch");
     static const uint64_t tseq[] = {4, 2};
-    fake_host_script_snapshot_tseq(fh, tseq, 2);
+    sb_testhost_script_snapshot_tseq(th, tseq, 2);
     const sb_plugin_header *h = sb_plugin_entry(&offer);
-    if (!h || h->kind != SB_PLUGIN_TRANSPORT)
+    if (!h || h->kind != SB_PLUGIN_TRANSPORT || h->size < sizeof(sb_transport_plugin))
         sb_fuzz_fail("not a transport");
     p = (const sb_transport_plugin *)h;
-    const char *overrides[] = {"snapshot_batch=1", NULL};
-    sb_option_value opts[32];
-    void *state = NULL;
-    if (fake_host_options(p->header.options, overrides, opts, 32) < 0 ||
-        p->create(fake_host_transport_api(), fake_host_handle(fh), opts, &state) != SB_OK)
-        sb_fuzz_fail("cannot create the transport");
-    t = state;
-    t->reply = check_reply; /* no sockets: replies go to the checker */
+    under_test = *p;
+    under_test.header.size = sizeof under_test; /* what was copied */
+    under_test.create = create_recorded;
+    if (sb_testhost_load(th, NULL, ini, &under_test.header) != SB_OK ||
+        sb_testhost_start(th) != SB_OK)
+        sb_fuzz_fail("cannot start the transport");
+    t->reply = check_reply; /* replies go to the checker, not the ROUTER */
 }
 
 static const unsigned char row_bytes[] = {0x81, 0xa2, 'i', 'd', 0x01};
@@ -78,18 +93,18 @@ static void script(unsigned mode)
         {.table = 1, .key = {key2, 2}, .version = 4, .row = row_bytes, .row_len = sizeof row_bytes},
     };
     bool refuse = mode == 1;
-    fake_host_script_snapshot(fh, refuse ? SB_ERR_BUSY : SB_OK, 2); /* answered later */
-    fake_host_script_since(fh, refuse ? SB_ERR_NOTFOUND : SB_OK, 5, msgs, 1);
-    fake_host_script_presence(fh, refuse ? SB_ERR_INVAL : SB_OK);
+    sb_testhost_script_snapshot(th, refuse ? SB_ERR_BUSY : SB_OK, 2); /* answered later */
+    sb_testhost_script_since(th, refuse ? SB_ERR_NOTFOUND : SB_OK, 5, msgs, 1);
+    sb_testhost_script_presence(th, refuse ? SB_ERR_INVAL : SB_OK);
     /* Modes 0 and 3 answer snapshots at once, on the next loop turn (3 with a failing
      * source); mode 2 answers by hand. */
     if (mode == 0 || mode == 3)
-        fake_host_script_snapshot_sync(fh, rows, 2, mode == 3 ? SB_ERR_DB : SB_OK);
+        sb_testhost_script_snapshot_sync(th, rows, 2, mode == 3 ? SB_ERR_DB : SB_OK);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (!fh)
+    if (!th)
         init();
     unsigned mode = size ? data[size - 1] & 3u : 0;
     script(mode);
@@ -98,28 +113,35 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         sb_fuzz_fail("out of memory");
     unsigned long before = replies;
     tz_request_serve(t, &env, data, size);
-    fake_host_run_once(fh, 0); /* no watches: answers what is due at once */
-    for (size_t i = 0; i < fake_host_snapshot_count(fh); i++) {
+    /* A turn of the loop answers the snapshots due (script_snapshot_sync); only then, as it
+     * polls the sockets too, which costs more than most requests. */
+    for (size_t i = 0; i < sb_testhost_snapshot_count(th); i++)
+        if (sb_testhost_snapshot_get(th, i)->due) {
+            sb_testhost_run_once(th, 0);
+            break;
+        }
+    for (size_t i = 0; i < sb_testhost_snapshot_count(th); i++) {
         const sb_row r = {.table = 0,
                           .key = {key1, 1},
                           .version = 9,
                           .row = row_bytes,
                           .row_len = sizeof row_bytes};
-        fake_host_snapshot_rows(fh, i, &r, 1);
-        fake_host_snapshot_done(fh, i, SB_OK);
+        sb_testhost_snapshot_rows(th, i, &r, 1);
+        sb_testhost_snapshot_done(th, i, SB_OK);
     }
     if (replies != before + 1 || t->nsnaps != 0)
         sb_fuzz_fail("a request did not get exactly one reply");
-    fake_host_clear_records(fh);
+    sb_testhost_clear_records(th);
     return 0;
 }
 
 void sb_fuzz_teardown(void)
 {
-    if (!fh)
+    if (!th)
         return;
-    p->destroy(t);
-    fake_host_free(fh);
-    fh = NULL;
+    if (sb_testhost_stop(th) != 0)
+        sb_fuzz_fail("the transport left watches or timers behind");
+    sb_testhost_free(th);
+    th = NULL;
     t = NULL;
 }

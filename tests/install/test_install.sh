@@ -3,10 +3,13 @@
 # and an operator would: the daemon, the tools, the headers, the SQL, the pkg-config files and
 # the CMake package are in place; the example plugins build against the installed header, each
 # through find_package(Syncbroker) and through pkg-config; client programs link libsyncclient
-# both ways; the installed daemon loads the installed plugins and the examples (--check), then
-# runs source_memory with transport_zmq, and the installed client tools see its rows.
+# both ways; source_memory's own unit tests, linked to the installed test host both ways, run
+# both builds of it; the installed daemon loads the installed plugins and the examples
+# (--check), then runs source_memory with transport_zmq, and the installed client tools see
+# its rows.
 # Usage: test_install.sh BUILD_DIR SOURCE_DIR [LINK_FLAG] (the sanitizer flag of a sanitized
-# build: its libsyncclient needs the sanitizer runtimes in the program)
+# build: its libsyncclient and libsyncbroker-testhost need the sanitizer runtimes in the
+# program)
 set -euo pipefail
 umask 022 # the third-party plugins built below must pass the loader's file-mode rule
 build=$1 src=$2 link_flag=${3:-}
@@ -16,7 +19,7 @@ cmake --install "$build" --prefix "$prefix" >/dev/null
 
 fail() { echo "test_install: $*" >&2; exit 1; }
 for f in bin/syncbroker bin/sync-tail bin/sync-snapshot bin/sync-board bin/sync-keygen \
-    include/syncbroker/plugin.h include/syncbroker/client.h \
+    include/syncbroker/plugin.h include/syncbroker/client.h include/syncbroker/testhost.h \
     share/syncbroker/sql/001_schema.sql share/syncbroker/sql/002_capture.sql \
     share/syncbroker/sql/003_privileges.sql; do
     [[ -e $prefix/$f ]] || fail "$f was not installed"
@@ -46,7 +49,7 @@ mkdir "$ccdir"
 ln -s "$plugindir/source_poll.so" "$plugindir/transport_zmq.so" "$ccdir/"
 for ex in transport_file source_memory; do
     cmake -S "$src/examples/$ex" -B "$prefix/build-$ex" -DCMAKE_PREFIX_PATH="$prefix" \
-        -DCMAKE_C_FLAGS="-Wall -Wextra -Werror" >/dev/null
+        -DCMAKE_C_FLAGS="-Wall -Wextra -Werror" -DCMAKE_EXE_LINKER_FLAGS="$link_flag" >/dev/null
     cmake --build "$prefix/build-$ex" >/dev/null
     cmake --install "$prefix/build-$ex" >/dev/null
     [[ -e $plugindir/$ex.so ]] || fail "find_package(Syncbroker) did not install $ex.so in $plugindir"
@@ -93,6 +96,18 @@ done
 if ldd "$prefix/client/build/client_static" | grep -q libsyncclient; then
     fail "Syncbroker::client_static linked the shared libsyncclient"
 fi
+
+# source_memory's unit tests, as its author runs them: the find_package build registered them
+# with ctest (when the package has Syncbroker::testhost: no tests is an error) and they load
+# the plugin built beside them; the same test linked by cc through syncbroker-testhost.pc
+# loads the plugin cc built.
+out=$(ctest --test-dir "$prefix/build-source_memory" --no-tests=error --output-on-failure 2>&1) ||
+    fail "source_memory's tests (find_package, Syncbroker::testhost) failed: $out"
+# shellcheck disable=SC2046,SC2086
+cc -std=c11 -Wall -Wextra -Werror $link_flag "$src/examples/source_memory/test_source_memory.c" \
+    -o "$prefix/test_source_memory" $(pkg-config --cflags --libs syncbroker-testhost)
+out=$("$prefix/test_source_memory" "$ccdir" 2>&1) ||
+    fail "source_memory's tests (cc, pkg-config syncbroker-testhost) failed: $out"
 
 # The installed daemon checks configs that load the installed plugins and the examples, from
 # each folder the examples were built into.

@@ -370,9 +370,13 @@ static void test_transport_snapshot_answered_by_the_loop(void **state)
                       {.table = 0, .key = {.parts = parts, .nparts = 1}, .version = 5}};
     sb_testhost_script_snapshot(th, SB_OK, 41);
     sb_testhost_script_snapshot_sync(th, rows, 2, SB_OK);
-    assert_int_equal(sb_testhost_start(th), SB_OK);
+    /* --check's order: create() then check(); start() then uses that instance. */
+    created = NULL;
     assert_int_equal(sb_testhost_check(th), SB_OK);
     mini_transport *t = created;
+    assert_non_null(t);
+    assert_int_equal(sb_testhost_start(th), SB_OK);
+    assert_ptr_equal(created, t);
     /* Never answered inside api->snapshot(): only the loop delivers. */
     assert_int_equal(t->nevents, 0);
     assert_true(sb_testhost_snapshot_get(th, 0)->due);

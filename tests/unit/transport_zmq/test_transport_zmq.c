@@ -1,6 +1,6 @@
 /*
  * test_transport_zmq.c - the transport_zmq plugin against real REQ, DEALER and SUB peers
- * over tcp://127.0.0.1 (ports picked by the OS), driven by the fake host's loop.
+ * over tcp://127.0.0.1 (ports picked by the OS), run by libsyncbroker-testhost's loop.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,12 +9,13 @@
 
 #include <cmocka.h>
 
-#include "fake_host.h"
 #include "sb_mp.h"
 #include "tz.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syncbroker/testhost.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -30,26 +31,63 @@ static const char *const tables[] = {"public.bookings", "public.rooms"};
 enum { BOOKINGS, ROOMS }; /* their indices */
 
 typedef struct fixture {
-    fake_host *fh;
-    const sb_transport_plugin *p;
-    tz *t;
+    sb_testhost *th;
+    tz *t;              /* the plugin's state, as create() made it (create_recorded) */
+    const char *tables; /* [database] tables */
+    bool started;
+    /* Seen by start_recorded: what create() alone left (what --check runs), and what start()
+     * itself left, before the host's clean-up after a failed start. */
+    bool create_left_router, start_left_pub;
+    size_t create_left_watches, start_left_watches;
     char pub[256], service[256];
     void *socks[16]; /* client sockets, closed at teardown */
     void *watched;   /* a client socket a predicate looks at */
     size_t nsocks;
 } fixture;
 
+/* The descriptor under test: the plugin's own with create() and start() wrapped, since the
+ * tests look at the plugin's internals (tz.h) and the test host keeps its state to itself,
+ * and runs create() only right before start(). */
+static const sb_transport_plugin *plugin;
+static sb_transport_plugin under_test;
+static fixture *current; /* the running test's */
+
+static int create_recorded(const sb_transport_api *api, sb_host *host, const sb_option_value *opts,
+                           void **state)
+{
+    int rc = plugin->create(api, host, opts, state);
+    if (rc == SB_OK)
+        current->t = *state;
+    return rc;
+}
+
+static int start_recorded(void *state)
+{
+    tz *t = state;
+    current->create_left_router = t->router != NULL;
+    current->create_left_watches = sb_testhost_watch_count(current->th);
+    int rc = plugin->start(state);
+    current->start_left_pub = t->pub != NULL;
+    current->start_left_watches = sb_testhost_watch_count(current->th);
+    return rc;
+}
+
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
-    f->fh = fake_host_new();
+    assert_int_equal(sb_testhost_new(&f->th), SB_OK);
     const sb_plugin_header *h = sb_plugin_entry(&offer);
     assert_int_equal(h->kind, SB_PLUGIN_TRANSPORT);
     assert_true(h->size >= sizeof(sb_transport_plugin));
     assert_string_equal(h->version, SB_VERSION); /* the project's version */
-    f->p = (const sb_transport_plugin *)h;
-    fake_host_set_tables(f->fh, tables, 2);
-    fake_host_set_epoch(f->fh, "ep1");
+    plugin = (const sb_transport_plugin *)h;
+    under_test = *plugin;
+    under_test.header.size = sizeof under_test; /* what was copied */
+    under_test.create = create_recorded;
+    under_test.start = start_recorded;
+    f->tables = "public.bookings, public.rooms";
+    sb_testhost_set_epoch(f->th, "ep1");
+    current = f;
     *state = f;
     return 0;
 }
@@ -60,13 +98,10 @@ static int teardown(void **state)
     for (size_t i = 0; i < f->nsocks; i++)
         if (f->socks[i])
             zmq_close(f->socks[i]);
-    if (f->t) {
-        f->p->stop(f->t);
-        assert_int_equal(fake_host_watch_count(f->fh), 0);
-        assert_int_equal(fake_host_timer_count(f->fh), 0);
-        f->p->destroy(f->t);
-    }
-    fake_host_free(f->fh);
+    if (f->started)
+        assert_int_equal(sb_testhost_stop(f->th), 0);
+    sb_testhost_free(f->th);
+    current = NULL;
     free(f);
     return 0;
 }
@@ -76,27 +111,45 @@ static void bound_endpoint(fixture *f, const char *what, char *out, size_t cap)
 {
     char needle[64];
     snprintf(needle, sizeof needle, "%s listening on ", what);
-    const char *line = fake_host_log_find(f->fh, needle);
+    const char *line = sb_testhost_log_find(f->th, needle);
     assert_non_null(line);
     snprintf(out, cap, "%s", strstr(line, needle) + strlen(needle));
 }
 
-/* Create and start the plugin with free ports and the extra "key=value" options (a
- * NULL-terminated list of at most 4, may be NULL). */
+/* Whether one of the "key=value" options (NULL-terminated, may be NULL) sets key. */
+static bool sets(const char *const *extra, const char *key)
+{
+    size_t len = strlen(key);
+    for (size_t i = 0; extra && extra[i]; i++)
+        if (strncmp(extra[i], key, len) == 0 && extra[i][len] == '=')
+            return true;
+    return false;
+}
+
+/* Load the plugin with f->tables, free ports and the extra "key=value" options (a
+ * NULL-terminated list, may be NULL; pub= or service= replaces the free port). */
+static void load_with_all(fixture *f, const char *const *extra)
+{
+    char ini[2048];
+    int at =
+        snprintf(ini, sizeof ini,
+                 "[database]\ntables = %s\n[transport.zmq]\nplugin = transport_zmq\n", f->tables);
+    if (!sets(extra, "pub"))
+        at += snprintf(ini + at, sizeof ini - (size_t)at, "pub = tcp://127.0.0.1:*\n");
+    if (!sets(extra, "service"))
+        at += snprintf(ini + at, sizeof ini - (size_t)at, "service = tcp://127.0.0.1:*\n");
+    for (size_t i = 0; extra && extra[i]; i++)
+        at += snprintf(ini + at, sizeof ini - (size_t)at, "%s\n", extra[i]);
+    assert_true((size_t)at < sizeof ini);
+    assert_int_equal(sb_testhost_load(f->th, NULL, ini, &under_test.header), SB_OK);
+}
+
+/* Load and start the plugin (load_with_all); its endpoints into f->pub and f->service. */
 static int start_with_all(fixture *f, const char *const *extra)
 {
-    const char *overrides[7] = {"pub=tcp://127.0.0.1:*", "service=tcp://127.0.0.1:*"};
-    for (size_t i = 0; extra && extra[i]; i++) {
-        assert_true(i < 4);
-        overrides[2 + i] = extra[i];
-    }
-    sb_option_value opts[32];
-    assert_true(fake_host_options(f->p->header.options, overrides, opts, 32) > 0);
-    void *state = NULL;
-    assert_int_equal(f->p->create(fake_host_transport_api(), fake_host_handle(f->fh), opts, &state),
-                     0);
-    f->t = state;
-    int rc = f->p->start(f->t);
+    load_with_all(f, extra);
+    int rc = sb_testhost_start(f->th);
+    f->started = rc == SB_OK;
     if (rc == SB_OK) {
         bound_endpoint(f, "events (XPUB)", f->pub, sizeof f->pub);
         bound_endpoint(f, "service (ROUTER)", f->service, sizeof f->service);
@@ -113,7 +166,7 @@ static int start_with(fixture *f, const char *extra1, const char *extra2)
 
 static void *client(fixture *f, int type, const char *endpoint)
 {
-    void *s = zmq_socket(fake_host_zmq_context(f->fh), type);
+    void *s = zmq_socket(sb_testhost_zmq_context(f->th), type);
     int zero = 0;
     zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
     assert_int_equal(zmq_connect(s, endpoint), 0);
@@ -188,7 +241,7 @@ static void pack_req(msgpack_sbuffer *sb, int n, ...)
 /* Run the loop until s has a message, then read all its frames. */
 static void recv_reply(fixture *f, void *s, tz_frames *out)
 {
-    assert_true(fake_host_run_until(f->fh, fake_host_zsock_readable, s, WAIT_MS));
+    assert_true(sb_testhost_run_until(f->th, sb_testhost_zsock_readable, s, WAIT_MS));
     *out = (tz_frames){0};
     int more = 1;
     while (more) {
@@ -268,7 +321,7 @@ static void publish_heartbeat(fixture *f, uint64_t seq, uint64_t bookings, uint6
     sb_mp_pack_kv_uint(&pk, "hb_ms", 5000);
     sb_mp_pack_kv_uint(&pk, "proto", 1);
     sb_message beat = {SB_MSG_HEARTBEAT, seq, "@hb", 3, sb.data, sb.size};
-    assert_int_equal(f->p->publish(f->t, &beat), 0);
+    assert_int_equal(sb_testhost_publish(f->th, &beat), 0);
     msgpack_sbuffer_destroy(&sb);
 }
 
@@ -278,7 +331,7 @@ static void test_ping(void **state)
 {
     fixture *f = *state;
     assert_int_equal(start_with(f, NULL, NULL), 0);
-    fake_host_stats(f->fh)->seq = 42;
+    sb_testhost_stats(f->th)->seq = 42;
     void *req = client(f, ZMQ_REQ, f->service);
     int64_t before = wall_ms();
     SEND_REQ(req, 1, "op", 's', "ping");
@@ -320,7 +373,7 @@ static sb_row make_row(uint32_t table, const char *const *parts, uint32_t nparts
 
 static bool one_snapshot_started(void *ud)
 {
-    return fake_host_snapshot_count(((fixture *)ud)->fh) >= 1;
+    return sb_testhost_snapshot_count(((fixture *)ud)->th) >= 1;
 }
 
 /* Check a row frame: an array of `n` row maps; returns the first row map's key object. */
@@ -342,11 +395,11 @@ static void test_snapshot_req_multi_frame(void **state)
 {
     fixture *f = *state;
     assert_int_equal(start_with(f, "snapshot_batch=2", NULL), 0);
-    fake_host_script_snapshot(f->fh, SB_OK, 7);
+    sb_testhost_script_snapshot(f->th, SB_OK, 7);
     void *req = client(f, ZMQ_REQ, f->service);
     SEND_REQ(req, 1, "op", 's', "snapshot");
-    assert_true(fake_host_run_until(f->fh, one_snapshot_started, f, WAIT_MS));
-    fake_snapshot *s = fake_host_snapshot_get(f->fh, 0);
+    assert_true(sb_testhost_run_until(f->th, one_snapshot_started, f, WAIT_MS));
+    sb_testhost_snapshot *s = sb_testhost_snapshot_get(f->th, 0);
     assert_int_equal(s->ntables, 0); /* all tables: NULL/0 */
 
     const char *k1[] = {"1"}, *k2[] = {"2"}, *kc[] = {"12", "2026-11-28"};
@@ -355,11 +408,11 @@ static void test_snapshot_req_multi_frame(void **state)
                       make_row(BOOKINGS, kc, 2, 12, row_a, sizeof row_a)};
     sb_row second[] = {make_row(BOOKINGS, k1, 1, 13, row_b, sizeof row_b),
                        make_row(BOOKINGS, k2, 1, 14, row_a, sizeof row_a)};
-    fake_host_snapshot_rows(f->fh, 0, first, 3);
-    fake_host_snapshot_rows(f->fh, 0, second, 2);
-    fake_host_run_once(f->fh, 0);
-    assert_false(fake_host_zsock_readable(req)); /* nothing before done */
-    fake_host_snapshot_done(f->fh, 0, SB_OK);
+    sb_testhost_snapshot_rows(f->th, 0, first, 3);
+    sb_testhost_snapshot_rows(f->th, 0, second, 2);
+    sb_testhost_run_once(f->th, 0);
+    assert_false(sb_testhost_zsock_readable(req)); /* nothing before done */
+    sb_testhost_snapshot_done(f->th, 0, SB_OK);
 
     tz_frames r;
     recv_reply(f, req, &r);
@@ -401,9 +454,9 @@ static void test_snapshot_dealer_tables_sync_answer(void **state)
     assert_int_equal(start_with(f, NULL, NULL), 0);
     const char *k[] = {"101"};
     sb_row rows[] = {make_row(ROOMS, k, 1, 3, row_b, sizeof row_b)};
-    fake_host_script_snapshot(f->fh, SB_OK, 9);
-    fake_host_script_snapshot_tseq(f->fh, (const uint64_t[]){4, 2}, 2); /* in the cut */
-    fake_host_script_snapshot_sync(f->fh, rows, 1, SB_OK);              /* answered at once */
+    sb_testhost_script_snapshot(f->th, SB_OK, 9);
+    sb_testhost_script_snapshot_tseq(f->th, (const uint64_t[]){4, 2}, 2); /* in the cut */
+    sb_testhost_script_snapshot_sync(f->th, rows, 1, SB_OK);              /* answered at once */
     publish_heartbeat(f, 9, 40, 20); /* not what the reply's tseq comes from */
     void *d = client(f, ZMQ_DEALER, f->service);
     const char *want[] = {"public.rooms", NULL};
@@ -427,7 +480,7 @@ static void test_snapshot_dealer_tables_sync_answer(void **state)
     assert_int_equal(tseq->via.map.size, 1); /* the requested tables only */
     assert_int_equal(get_uint(tseq, "public.rooms"), 2);
     msgpack_unpacked_destroy(&up);
-    fake_snapshot *s = fake_host_snapshot_get(f->fh, 0);
+    sb_testhost_snapshot *s = sb_testhost_snapshot_get(f->th, 0);
     assert_int_equal(s->ntables, 1);
     assert_int_equal(s->tables[0], ROOMS);
     tz_frames_clear(&r);
@@ -447,14 +500,14 @@ static void test_snapshot_late_cut(void **state)
 {
     fixture *f = *state;
     assert_int_equal(start_with(f, NULL, NULL), 0);
-    fake_host_script_snapshot(f->fh, SB_OK, 12);
-    fake_host_script_snapshot_tseq(f->fh, (const uint64_t[]){5, 6}, 2);
+    sb_testhost_script_snapshot(f->th, SB_OK, 12);
+    sb_testhost_script_snapshot_tseq(f->th, (const uint64_t[]){5, 6}, 2);
     void *req = client(f, ZMQ_REQ, f->service);
     const char *want[] = {"public.rooms", "public.bookings", NULL};
     SEND_REQ(req, 2, "op", 's', "snapshot", "tables", 'a', want);
-    assert_true(fake_host_run_until(f->fh, one_snapshot_started, f, WAIT_MS));
-    assert_false(fake_host_snapshot_get(f->fh, 0)->cut);
-    fake_host_snapshot_done(f->fh, 0, SB_OK); /* the cut, then the end */
+    assert_true(sb_testhost_run_until(f->th, one_snapshot_started, f, WAIT_MS));
+    assert_false(sb_testhost_snapshot_get(f->th, 0)->cut);
+    sb_testhost_snapshot_done(f->th, 0, SB_OK); /* the cut, then the end */
     tz_frames r;
     recv_reply(f, req, &r);
     assert_int_equal(r.n, 1);
@@ -472,34 +525,34 @@ static void test_snapshot_late_cut(void **state)
 
 static bool two_snapshots_started(void *ud)
 {
-    return fake_host_snapshot_count(((fixture *)ud)->fh) >= 2;
+    return sb_testhost_snapshot_count(((fixture *)ud)->th) >= 2;
 }
 
 static void test_concurrent_snapshots_keep_their_own_rows(void **state)
 {
     fixture *f = *state;
     assert_int_equal(start_with(f, NULL, NULL), 0);
-    fake_host_script_snapshot(f->fh, SB_OK, 1);
+    sb_testhost_script_snapshot(f->th, SB_OK, 1);
     void *a = client(f, ZMQ_REQ, f->service);
     void *b = client(f, ZMQ_REQ, f->service);
     SEND_REQ(a, 1, "op", 's', "snapshot");
-    assert_true(fake_host_run_until(f->fh, one_snapshot_started, f, WAIT_MS));
+    assert_true(sb_testhost_run_until(f->th, one_snapshot_started, f, WAIT_MS));
     SEND_REQ(b, 1, "op", 's', "snapshot");
-    assert_true(fake_host_run_until(f->fh, two_snapshots_started, f, WAIT_MS));
+    assert_true(sb_testhost_run_until(f->th, two_snapshots_started, f, WAIT_MS));
     const char *k[] = {"1"};
     sb_row ra = make_row(BOOKINGS, k, 1, 100, row_a, sizeof row_a);
     sb_row rb = make_row(BOOKINGS, k, 1, 200, row_b, sizeof row_b);
-    fake_host_snapshot_rows(f->fh, 0, &ra, 1);
-    fake_host_snapshot_rows(f->fh, 1, &rb, 1);
-    fake_host_snapshot_rows(f->fh, 1, &rb, 1);
-    fake_host_snapshot_done(f->fh, 1, SB_OK); /* the second finishes first */
+    sb_testhost_snapshot_rows(f->th, 0, &ra, 1);
+    sb_testhost_snapshot_rows(f->th, 1, &rb, 1);
+    sb_testhost_snapshot_rows(f->th, 1, &rb, 1);
+    sb_testhost_snapshot_done(f->th, 1, SB_OK); /* the second finishes first */
     tz_frames r;
     recv_reply(f, b, &r);
     assert_int_equal(r.n, 2);
     assert_row_frame(&r.v[1], 2, 200);
     tz_frames_clear(&r);
-    assert_false(fake_host_zsock_readable(a));
-    fake_host_snapshot_done(f->fh, 0, SB_OK);
+    assert_false(sb_testhost_zsock_readable(a));
+    sb_testhost_snapshot_done(f->th, 0, SB_OK);
     recv_reply(f, a, &r);
     assert_int_equal(r.n, 2);
     assert_row_frame(&r.v[1], 1, 100);
@@ -514,28 +567,28 @@ static void test_snapshot_errors(void **state)
     const char *unknown[] = {"public.bookings", "public.nope", NULL};
     SEND_REQ(req, 2, "op", 's', "snapshot", "tables", 'a', unknown);
     assert_error_reply(f, req, "unknown_table", "public.nope");
-    assert_int_equal(fake_host_snapshot_count(f->fh), 0);
+    assert_int_equal(sb_testhost_snapshot_count(f->th), 0);
 
     SEND_REQ(req, 2, "op", 's', "snapshot", "tables", 's', "public.bookings");
     assert_error_reply(f, req, "bad_request", "tables");
     SEND_REQ(req, 2, "op", 's', "snapshot", "tables", 'x', "\x91\x01", (size_t)2);
     assert_error_reply(f, req, "bad_request", "tables");
 
-    fake_host_script_snapshot(f->fh, SB_ERR_BUSY, 0);
+    sb_testhost_script_snapshot(f->th, SB_ERR_BUSY, 0);
     SEND_REQ(req, 1, "op", 's', "snapshot");
     assert_error_reply(f, req, "unavailable", NULL);
-    fake_host_script_snapshot(f->fh, SB_ERR_NOTFOUND, 0);
+    sb_testhost_script_snapshot(f->th, SB_ERR_NOTFOUND, 0);
     SEND_REQ(req, 1, "op", 's', "snapshot");
     assert_error_reply(f, req, "unknown_table", NULL);
 
     /* The source fails midway: the rows already packed are thrown away. */
-    fake_host_script_snapshot(f->fh, SB_OK, 0);
+    sb_testhost_script_snapshot(f->th, SB_OK, 0);
     SEND_REQ(req, 1, "op", 's', "snapshot");
-    assert_true(fake_host_run_until(f->fh, one_snapshot_started, f, WAIT_MS));
+    assert_true(sb_testhost_run_until(f->th, one_snapshot_started, f, WAIT_MS));
     const char *k[] = {"1"};
     sb_row ra = make_row(BOOKINGS, k, 1, 1, row_a, sizeof row_a);
-    fake_host_snapshot_rows(f->fh, 0, &ra, 1);
-    fake_host_snapshot_done(f->fh, 0, SB_ERR_DB);
+    sb_testhost_snapshot_rows(f->th, 0, &ra, 1);
+    sb_testhost_snapshot_done(f->th, 0, SB_ERR_DB);
     assert_error_reply(f, req, "unavailable", "database");
     assert_int_equal(f->t->nsnaps, 0);
 }
@@ -544,14 +597,14 @@ static void test_snapshot_limit(void **state)
 {
     fixture *f = *state;
     assert_int_equal(start_with(f, "max_snapshots=1", NULL), 0);
-    fake_host_script_snapshot(f->fh, SB_OK, 0);
+    sb_testhost_script_snapshot(f->th, SB_OK, 0);
     void *a = client(f, ZMQ_REQ, f->service);
     void *b = client(f, ZMQ_REQ, f->service);
     SEND_REQ(a, 1, "op", 's', "snapshot");
-    assert_true(fake_host_run_until(f->fh, one_snapshot_started, f, WAIT_MS));
+    assert_true(sb_testhost_run_until(f->th, one_snapshot_started, f, WAIT_MS));
     SEND_REQ(b, 1, "op", 's', "snapshot");
     assert_error_reply(f, b, "unavailable", "snapshots are running");
-    fake_host_snapshot_done(f->fh, 0, SB_OK);
+    sb_testhost_snapshot_done(f->th, 0, SB_OK);
     tz_frames r;
     recv_reply(f, a, &r);
     assert_int_equal(r.n, 1);
@@ -569,7 +622,7 @@ static void test_since(void **state)
         {SB_MSG_EVENT, 5, "public.bookings/1", 17, b1, sizeof b1},
         {SB_MSG_PRESENCE, 6, "@presence/public.bookings/1", 27, b2, sizeof b2},
     };
-    fake_host_script_since(f->fh, SB_OK, 6, msgs, 3);
+    sb_testhost_script_since(f->th, SB_OK, 6, msgs, 3);
     void *req = client(f, ZMQ_REQ, f->service);
     SEND_REQ(req, 3, "op", 's', "since", "epoch", 's', "ep1", "seq", 'u', (uint64_t)4);
     tz_frames r;
@@ -584,9 +637,9 @@ static void test_since(void **state)
     assert_memory_equal(r.v[1].data, b1, sizeof b1);
     assert_memory_equal(r.v[2].data, b2, sizeof b2);
     tz_frames_clear(&r);
-    assert_string_equal(fake_host_since_last_epoch(f->fh), "ep1");
+    assert_string_equal(sb_testhost_since_last_epoch(f->th), "ep1");
 
-    fake_host_script_since(f->fh, SB_ERR_NOTFOUND, 6, NULL, 0);
+    sb_testhost_script_since(f->th, SB_ERR_NOTFOUND, 6, NULL, 0);
     SEND_REQ(req, 3, "op", 's', "since", "epoch", 's', "old", "seq", 'u', (uint64_t)1);
     assert_error_reply(f, req, "resync", "snapshot");
     SEND_REQ(req, 3, "op", 's', "since", "epoch", 's', "ep1", "seq", 'u', (uint64_t)2);
@@ -603,7 +656,7 @@ static void test_since(void **state)
     assert_error_reply(f, req, "bad_request", "seq");
     SEND_REQ(req, 2, "op", 's', "since", "epoch", 's', "ep1");
     assert_error_reply(f, req, "bad_request", "seq");
-    assert_int_equal(fake_host_since_calls(f->fh), 5);
+    assert_int_equal(sb_testhost_since_calls(f->th), 5);
 }
 
 /* Messages seq 1..n for the capped-since tests; body i is len[i] bytes of (i + 1). */
@@ -623,7 +676,7 @@ static void script_since(fixture *f, since_script *s, const size_t *len, size_t 
         memset(s->body[i], (int)(i + 1), len[i]);
         s->m[i] = (sb_message){SB_MSG_EVENT, i + 1, "public.bookings/1", 17, s->body[i], len[i]};
     }
-    fake_host_script_since(f->fh, SB_OK, n, s->m, n);
+    sb_testhost_script_since(f->th, SB_OK, n, s->m, n);
 }
 
 /* One `since` from `from`: checks the header (epoch ep1; complete: seq = the last; capped:
@@ -745,8 +798,8 @@ static void test_presence(void **state)
     assert_true(ok);
     msgpack_unpacked_destroy(&up);
     tz_frames_clear(&r);
-    assert_int_equal(fake_host_presence_count(f->fh), 1);
-    const sb_presence *p = fake_host_presence_get(f->fh, 0);
+    assert_int_equal(sb_testhost_presence_count(f->th), 1);
+    const sb_presence *p = sb_testhost_presence_get(f->th, 0);
     assert_string_equal(p->client, "desk-a");
     assert_int_equal(p->table, BOOKINGS);
     assert_string_equal(p->state, "editing");
@@ -759,8 +812,8 @@ static void test_presence(void **state)
              "public.bookings", "key", 's', "12", "state", 's', "left");
     recv_reply(f, req, &r);
     tz_frames_clear(&r);
-    assert_int_equal(fake_host_presence_count(f->fh), 2);
-    assert_int_equal(fake_host_presence_get(f->fh, 1)->key.nparts, 1);
+    assert_int_equal(sb_testhost_presence_count(f->th), 2);
+    assert_int_equal(sb_testhost_presence_get(f->th, 1)->key.nparts, 1);
 
     SEND_REQ(req, 6, "op", 's', "presence", "client", 's', "desk-a", "table", 's', "public.nope",
              "key", 's', "1", "state", 's', "editing", "ttl_ms", 'u', (uint64_t)1);
@@ -774,8 +827,8 @@ static void test_presence(void **state)
              "public.bookings", "key", 's', "1", "state", 's', "editing");
     recv_reply(f, req, &r);
     tz_frames_clear(&r);
-    assert_int_equal(fake_host_presence_count(f->fh), 3);
-    assert_int_equal(fake_host_presence_get(f->fh, 2)->ttl_ms, 6000);
+    assert_int_equal(sb_testhost_presence_count(f->th), 3);
+    assert_int_equal(sb_testhost_presence_get(f->th, 2)->ttl_ms, 6000);
     SEND_REQ(req, 6, "op", 's', "presence", "client", 's', "desk-a", "table", 's',
              "public.bookings", "key", 'u', (uint64_t)1, "state", 's', "editing", "ttl_ms", 'u',
              (uint64_t)1);
@@ -784,9 +837,9 @@ static void test_presence(void **state)
              "public.bookings", "key", 's', "1", "state", 's', "editing", "ttl_ms", 'u',
              (uint64_t)1 << 40);
     assert_error_reply(f, req, "bad_request", "ttl_ms");
-    assert_int_equal(fake_host_presence_count(f->fh), 3);
+    assert_int_equal(sb_testhost_presence_count(f->th), 3);
 
-    fake_host_script_presence(f->fh, SB_ERR_NOMEM);
+    sb_testhost_script_presence(f->th, SB_ERR_NOMEM);
     SEND_REQ(req, 6, "op", 's', "presence", "client", 's', "desk-a", "table", 's',
              "public.bookings", "key", 's', "1", "state", 's', "viewing", "ttl_ms", 'u',
              (uint64_t)1);
@@ -814,7 +867,7 @@ static void publish_presence(fixture *f, uint64_t seq, const char *key, const ch
         sb_mp_pack_kv_int(&pk, "since", 1764331200000);
     }
     sb_message m = {SB_MSG_PRESENCE, seq, "@presence/public.bookings/x", 27, sb.data, sb.size};
-    assert_int_equal(f->p->publish(f->t, &m), 0);
+    assert_int_equal(sb_testhost_publish(f->th, &m), 0);
     msgpack_sbuffer_destroy(&sb);
 }
 
@@ -847,7 +900,7 @@ static void test_editors(void **state)
 {
     fixture *f = *state;
     assert_int_equal(start_with(f, NULL, NULL), 0);
-    fake_host_stats(f->fh)->seq = 30;
+    sb_testhost_stats(f->th)->seq = 30;
     void *req = client(f, ZMQ_REQ, f->service);
     char who[32] = "";
     assert_int_equal(editors_of(f, req, "1", who, sizeof who), 0);
@@ -871,13 +924,13 @@ static void test_stats(void **state)
 {
     fixture *f = *state;
     assert_int_equal(start_with(f, NULL, NULL), 0);
-    *fake_host_stats(f->fh) = (sb_stats){.changes_in = 11,
-                                         .events_out = 7,
-                                         .coalesced = 4,
-                                         .snapshots = 2,
-                                         .pending = 1,
-                                         .source_lag_ms = 35,
-                                         .seq = 99};
+    *sb_testhost_stats(f->th) = (sb_stats){.changes_in = 11,
+                                           .events_out = 7,
+                                           .coalesced = 4,
+                                           .snapshots = 2,
+                                           .pending = 1,
+                                           .source_lag_ms = 35,
+                                           .seq = 99};
     void *req = client(f, ZMQ_REQ, f->service);
     SEND_REQ(req, 1, "op", 's', "nope");
     assert_error_reply(f, req, "unknown_op", "nope");
@@ -947,13 +1000,13 @@ static void test_malformed_requests(void **state)
 
 static bool peer_disconnected(void *mon)
 {
-    return fake_host_zsock_readable(mon);
+    return sb_testhost_zsock_readable(mon);
 }
 
 static void *monitor_disconnects(fixture *f, const char *name)
 {
     assert_int_equal(zmq_socket_monitor(f->t->router, name, ZMQ_EVENT_DISCONNECTED), 0);
-    void *mon = zmq_socket(fake_host_zmq_context(f->fh), ZMQ_PAIR);
+    void *mon = zmq_socket(sb_testhost_zmq_context(f->th), ZMQ_PAIR);
     assert_int_equal(zmq_connect(mon, name), 0);
     f->socks[f->nsocks++] = mon;
     return mon;
@@ -976,19 +1029,19 @@ static void test_oversize_requests(void **state)
     pad[300] = 'p';
     void *big = client(f, ZMQ_REQ, f->service);
     SEND_REQ(big, 2, "op", 's', "ping", "pad", 's', pad);
-    assert_true(fake_host_run_until(f->fh, peer_disconnected, mon, WAIT_MS));
+    assert_true(sb_testhost_run_until(f->th, peer_disconnected, mon, WAIT_MS));
     SEND_REQ(req, 1, "op", 's', "ping");
     tz_frames r;
     recv_reply(f, req, &r);
     tz_frames_clear(&r);
-    assert_false(fake_host_zsock_readable(big));
+    assert_false(sb_testhost_zsock_readable(big));
     assert_int_equal(f->t->requests, 2);
 }
 
 static bool both_cancelled(void *ud)
 {
-    fake_host *fh = ((fixture *)ud)->fh;
-    return fake_host_snapshot_get(fh, 0)->cancelled && fake_host_snapshot_get(fh, 1)->cancelled;
+    sb_testhost *th = ((fixture *)ud)->th;
+    return sb_testhost_snapshot_get(th, 0)->cancelled && sb_testhost_snapshot_get(th, 1)->cancelled;
 }
 
 /* A client that closes its socket while its snapshots wait for the source: they are
@@ -998,21 +1051,21 @@ static void test_vanished_client_during_snapshot(void **state)
     fixture *f = *state;
     assert_int_equal(start_with(f, "max_peer_snapshots=2", NULL), 0);
     void *mon = monitor_disconnects(f, "inproc://tz-vanish");
-    fake_host_script_snapshot(f->fh, SB_OK, 0);
+    sb_testhost_script_snapshot(f->th, SB_OK, 0);
     void *gone = client(f, ZMQ_DEALER, f->service);
     SEND_REQ(gone, 1, "op", 's', "snapshot");
     SEND_REQ(gone, 1, "op", 's', "snapshot");
-    assert_true(fake_host_run_until(f->fh, two_snapshots_started, f, WAIT_MS));
+    assert_true(sb_testhost_run_until(f->th, two_snapshots_started, f, WAIT_MS));
     close_client(f, gone);
-    assert_true(fake_host_run_until(f->fh, peer_disconnected, mon, WAIT_MS));
-    assert_true(fake_host_run_until(f->fh, both_cancelled, f, WAIT_MS));
+    assert_true(sb_testhost_run_until(f->th, peer_disconnected, mon, WAIT_MS));
+    assert_true(sb_testhost_run_until(f->th, both_cancelled, f, WAIT_MS));
     assert_int_equal(f->t->nsnaps, 0);
     assert_int_equal(f->t->snapshots_cancelled, 2);
     assert_int_equal(f->t->replies_dropped, 0);
 
     /* Another client is served as before. */
     void *other = client(f, ZMQ_REQ, f->service);
-    fake_host_script_snapshot_sync(f->fh, NULL, 0, SB_OK);
+    sb_testhost_script_snapshot_sync(f->th, NULL, 0, SB_OK);
     SEND_REQ(other, 1, "op", 's', "snapshot");
     tz_frames r;
     recv_reply(f, other, &r);
@@ -1032,13 +1085,13 @@ static void test_snapshot_tables_deduplicated(void **state)
     want[500] = "public.rooms";
     want[501] = "public.bookings";
     want[502] = NULL;
-    fake_host_script_snapshot(f->fh, SB_OK, 3);
-    fake_host_script_snapshot_sync(f->fh, NULL, 0, SB_OK);
+    sb_testhost_script_snapshot(f->th, SB_OK, 3);
+    sb_testhost_script_snapshot_sync(f->th, NULL, 0, SB_OK);
     void *req = client(f, ZMQ_REQ, f->service);
     SEND_REQ(req, 2, "op", 's', "snapshot", "tables", 'a', want);
     tz_frames r;
     recv_reply(f, req, &r);
-    fake_snapshot *fs = fake_host_snapshot_get(f->fh, 0);
+    sb_testhost_snapshot *fs = sb_testhost_snapshot_get(f->th, 0);
     assert_int_equal(fs->ntables, 2);
     assert_int_equal(fs->tables[0], BOOKINGS);
     assert_int_equal(fs->tables[1], ROOMS);
@@ -1058,24 +1111,24 @@ static void test_snapshot_busy_per_client(void **state)
 {
     fixture *f = *state;
     assert_int_equal(start_with(f, NULL, NULL), 0);
-    fake_host_script_snapshot(f->fh, SB_OK, 0);
+    sb_testhost_script_snapshot(f->th, SB_OK, 0);
     void *d = client(f, ZMQ_DEALER, f->service);
     SEND_REQ(d, 1, "op", 's', "snapshot");
-    assert_true(fake_host_run_until(f->fh, one_snapshot_started, f, WAIT_MS));
+    assert_true(sb_testhost_run_until(f->th, one_snapshot_started, f, WAIT_MS));
     SEND_REQ(d, 1, "op", 's', "snapshot");
     assert_error_reply(f, d, "busy", "max_peer_snapshots");
     void *other = client(f, ZMQ_REQ, f->service);
     SEND_REQ(other, 1, "op", 's', "snapshot");
-    assert_true(fake_host_run_until(f->fh, two_snapshots_started, f, WAIT_MS));
-    fake_host_snapshot_done(f->fh, 0, SB_OK);
+    assert_true(sb_testhost_run_until(f->th, two_snapshots_started, f, WAIT_MS));
+    sb_testhost_snapshot_done(f->th, 0, SB_OK);
     tz_frames r;
     recv_reply(f, d, &r);
     assert_int_equal(r.n, 1);
     tz_frames_clear(&r);
-    fake_host_snapshot_done(f->fh, 1, SB_OK);
+    sb_testhost_snapshot_done(f->th, 1, SB_OK);
     recv_reply(f, other, &r);
     tz_frames_clear(&r);
-    fake_host_script_snapshot_sync(f->fh, NULL, 0, SB_OK);
+    sb_testhost_script_snapshot_sync(f->th, NULL, 0, SB_OK);
     SEND_REQ(d, 1, "op", 's', "snapshot");
     recv_reply(f, d, &r);
     assert_int_equal(r.n, 1);
@@ -1088,11 +1141,11 @@ static void test_snapshot_timeout(void **state)
 {
     fixture *f = *state;
     assert_int_equal(start_with(f, "snapshot_timeout_ms=200", NULL), 0);
-    fake_host_script_snapshot(f->fh, SB_OK, 0);
+    sb_testhost_script_snapshot(f->th, SB_OK, 0);
     void *req = client(f, ZMQ_REQ, f->service);
     SEND_REQ(req, 1, "op", 's', "snapshot");
     assert_error_reply(f, req, "unavailable", "snapshot_timeout_ms");
-    assert_true(fake_host_snapshot_get(f->fh, 0)->cancelled);
+    assert_true(sb_testhost_snapshot_get(f->th, 0)->cancelled);
     assert_int_equal(f->t->nsnaps, 0);
     assert_int_equal(f->t->snapshots_cancelled, 1);
 }
@@ -1103,10 +1156,10 @@ static void test_snapshot_over_peer_bytes(void **state)
 {
     fixture *f = *state;
     assert_int_equal(start_with(f, "max_peer_bytes=65536", "snapshot_batch=100"), 0);
-    fake_host_script_snapshot(f->fh, SB_OK, 0);
+    sb_testhost_script_snapshot(f->th, SB_OK, 0);
     void *req = client(f, ZMQ_REQ, f->service);
     SEND_REQ(req, 1, "op", 's', "snapshot");
-    assert_true(fake_host_run_until(f->fh, one_snapshot_started, f, WAIT_MS));
+    assert_true(sb_testhost_run_until(f->th, one_snapshot_started, f, WAIT_MS));
     static unsigned char big[1024];
     big[0] = 0xc5; /* bin16 of 1021 bytes */
     big[1] = 0x03;
@@ -1115,8 +1168,8 @@ static void test_snapshot_over_peer_bytes(void **state)
     sb_row rows[100];
     for (int i = 0; i < 100; i++)
         rows[i] = make_row(BOOKINGS, k, 1, 1, big, sizeof big);
-    fake_host_snapshot_rows(f->fh, 0, rows, 100); /* 100 kB: over the 64 kB */
-    assert_true(fake_host_snapshot_get(f->fh, 0)->cancelled);
+    sb_testhost_snapshot_rows(f->th, 0, rows, 100); /* 100 kB: over the 64 kB */
+    assert_true(sb_testhost_snapshot_get(f->th, 0)->cancelled);
     assert_error_reply(f, req, "too_large", "max_peer_bytes");
     assert_int_equal(f->t->snap_bytes, 0);
 }
@@ -1130,7 +1183,7 @@ static void test_snapshot_over_peer_bytes(void **state)
 static bool replies_held(void *ud)
 {
     fixture *f = ud;
-    return fake_host_snapshot_count(f->fh) == SLOW_REPLIES && f->t->pending_count > 0;
+    return sb_testhost_snapshot_count(f->th) == SLOW_REPLIES && f->t->pending_count > 0;
 }
 
 /* A DEALER asks for SLOW_REPLIES snapshots of ~1 MiB and does not read. Returns it once the
@@ -1149,10 +1202,10 @@ static void *flood_slow_client(fixture *f, unsigned char **blob, bool until_held
     memset(*blob + 8, 'z', n);
     const char *k[] = {"1"};
     sb_row row = make_row(BOOKINGS, k, 1, 1, *blob, size);
-    fake_host_script_snapshot(f->fh, SB_OK, 0);
-    fake_host_script_snapshot_sync(f->fh, &row, 1, SB_OK);
+    sb_testhost_script_snapshot(f->th, SB_OK, 0);
+    sb_testhost_script_snapshot_sync(f->th, &row, 1, SB_OK);
 
-    void *slow = zmq_socket(fake_host_zmq_context(f->fh), ZMQ_DEALER);
+    void *slow = zmq_socket(sb_testhost_zmq_context(f->th), ZMQ_DEALER);
     int one = 1, zero = 0, small = 4096;
     zmq_setsockopt(slow, ZMQ_RCVHWM, &one, sizeof one);
     zmq_setsockopt(slow, ZMQ_LINGER, &zero, sizeof zero);
@@ -1162,7 +1215,7 @@ static void *flood_slow_client(fixture *f, unsigned char **blob, bool until_held
     for (int i = 0; i < SLOW_REPLIES; i++)
         SEND_REQ(slow, 1, "op", 's', "snapshot");
     if (until_held)
-        assert_true(fake_host_run_until(f->fh, replies_held, f, 20000));
+        assert_true(sb_testhost_run_until(f->th, replies_held, f, 20000));
     return slow;
 }
 
@@ -1211,7 +1264,7 @@ static void test_held_replies_are_bounded(void **state)
     void *slow = flood_slow_client(f, &blob, true);
     assert_true(f->t->pending_count <= 2);
     assert_true(f->t->replies_dropped > 0);
-    assert_non_null(fake_host_log_find(f->fh, "dropping the oldest"));
+    assert_non_null(sb_testhost_log_find(f->th, "dropping the oldest"));
     size_t expected = SLOW_REPLIES - f->t->replies_dropped;
     for (size_t i = 0; i < expected; i++) {
         tz_frames r;
@@ -1245,18 +1298,18 @@ static void test_bytes_in_zeromq_bounded_per_client(void **state)
         start_with(f, "max_peer_bytes=4194304", "max_peer_snapshots=" XSTR(SLOW_REPLIES)), 0);
     unsigned char *blob;
     void *slow = flood_slow_client(f, &blob, false);
-    assert_true(fake_host_run_until(f->fh, all_answered, f, 20000));
+    assert_true(sb_testhost_run_until(f->th, all_answered, f, 20000));
     size_t queued = atomic_load(&f->t->total->bytes);
     assert_true(queued > 0);
     assert_true(queued <= (4u << 20) + (1u << 20) + 4 * TZ_FRAME_COST);
     assert_true(f->t->replies_dropped + f->t->errors > 0);
     /* The client reads whatever reached it; ZeroMQ then frees every frame. */
-    while (fake_host_run_until(f->fh, fake_host_zsock_readable, slow, 500)) {
+    while (sb_testhost_run_until(f->th, sb_testhost_zsock_readable, slow, 500)) {
         tz_frames r;
         recv_reply(f, slow, &r);
         tz_frames_clear(&r);
     }
-    assert_true(fake_host_run_until(f->fh, nothing_in_zeromq, f, WAIT_MS));
+    assert_true(sb_testhost_run_until(f->th, nothing_in_zeromq, f, WAIT_MS));
     free(blob);
 }
 
@@ -1284,13 +1337,13 @@ static void test_publish_two_frames_and_count_subscribers(void **state)
     void *sub = client(f, ZMQ_SUB, f->pub);
     zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "public.bookings/", 16);
     zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "@hb", 3);
-    assert_true(fake_host_run_until(f->fh, one_subscriber, f, WAIT_MS));
+    assert_true(sb_testhost_run_until(f->th, one_subscriber, f, WAIT_MS));
 
     static const unsigned char body[] = {0x81, 0xa3, 's', 'e', 'q', 0x05};
     sb_message other = {SB_MSG_EVENT, 4, "public.rooms/1", 14, body, sizeof body};
     sb_message m = {SB_MSG_EVENT, 5, "public.bookings/1", 17, body, sizeof body};
-    assert_int_equal(f->p->publish(f->t, &other), 0); /* filtered out by the subscription */
-    assert_int_equal(f->p->publish(f->t, &m), 0);
+    assert_int_equal(sb_testhost_publish(f->th, &other), 0); /* filtered out by the subscription */
+    assert_int_equal(sb_testhost_publish(f->th, &m), 0);
     tz_frames r;
     recv_reply(f, sub, &r);
     assert_int_equal(r.n, 2);
@@ -1301,12 +1354,12 @@ static void test_publish_two_frames_and_count_subscribers(void **state)
     tz_frames_clear(&r);
 
     close_client(f, sub);
-    assert_true(fake_host_run_until(f->fh, no_subscriber, f, WAIT_MS));
+    assert_true(sb_testhost_run_until(f->th, no_subscriber, f, WAIT_MS));
 }
 
 static bool pub_drained(void *ud)
 {
-    return !fake_host_zsock_readable(((fixture *)ud)->t->pub);
+    return !sb_testhost_zsock_readable(((fixture *)ud)->t->pub);
 }
 
 /* An all-tables client subscribes "" and "@hb": both match heartbeats, yet it is one
@@ -1324,16 +1377,16 @@ static void test_all_tables_client_counts_once(void **state)
     /* Beat until both have a heartbeat: every subscription before it reached the XPUB. */
     static const unsigned char body[] = {0x80};
     sb_message hb = {SB_MSG_HEARTBEAT, 0, "@hb", 3, body, sizeof body};
-    for (int i = 0; !fake_host_zsock_readable(all) || !fake_host_zsock_readable(some); i++) {
+    for (int i = 0; !sb_testhost_zsock_readable(all) || !sb_testhost_zsock_readable(some); i++) {
         assert_true(i < WAIT_MS / 10);
-        assert_int_equal(f->p->publish(f->t, &hb), 0);
-        fake_host_run_until(f->fh, fake_host_zsock_readable, some, 10);
+        assert_int_equal(sb_testhost_publish(f->th, &hb), 0);
+        sb_testhost_run_until(f->th, sb_testhost_zsock_readable, some, 10);
     }
-    assert_true(fake_host_run_until(f->fh, pub_drained, f, WAIT_MS));
+    assert_true(sb_testhost_run_until(f->th, pub_drained, f, WAIT_MS));
     assert_int_equal(f->t->subscribers, 2);
     close_client(f, all);
-    assert_true(fake_host_run_until(f->fh, one_subscriber, f, WAIT_MS));
-    assert_true(fake_host_run_until(f->fh, pub_drained, f, WAIT_MS));
+    assert_true(sb_testhost_run_until(f->th, one_subscriber, f, WAIT_MS));
+    assert_true(sb_testhost_run_until(f->th, pub_drained, f, WAIT_MS));
     assert_int_equal(f->t->subscribers, 1);
 }
 
@@ -1395,14 +1448,14 @@ static bool counts_are(void *ud)
 {
     sub_counts *c = ud;
     tz *t = c->f->t;
-    return !fake_host_zsock_readable(t->pub) && t->subscriptions == c->subscriptions &&
+    return !sb_testhost_zsock_readable(t->pub) && t->subscriptions == c->subscriptions &&
            t->subscriptions_refused == c->refused && t->peers_cut == c->cut;
 }
 
 static void wait_counts(fixture *f, int64_t subscriptions, uint64_t refused, uint64_t cut)
 {
     sub_counts c = {f, subscriptions, refused, cut};
-    if (!fake_host_run_until(f->fh, counts_are, &c, WAIT_MS))
+    if (!sb_testhost_run_until(f->th, counts_are, &c, WAIT_MS))
         fail_msg("subscriptions %lld refused %llu cut %llu, expected %lld %llu %llu",
                  (long long)f->t->subscriptions, (unsigned long long)f->t->subscriptions_refused,
                  (unsigned long long)f->t->peers_cut, (long long)subscriptions,
@@ -1418,7 +1471,7 @@ static void publish_event(fixture *f, uint64_t seq, const char *topic)
 {
     static const unsigned char body[] = {0x80};
     sb_message m = {SB_MSG_EVENT, seq, topic, strlen(topic), body, sizeof body};
-    assert_int_equal(f->p->publish(f->t, &m), 0);
+    assert_int_equal(sb_testhost_publish(f->th, &m), 0);
 }
 
 /* The next message on sub has this topic (events to one peer keep their order, so an event
@@ -1446,8 +1499,8 @@ static void test_subscriptions_bounded_per_connection(void **state)
     subscribe(sub, "public.bookings/2"); /* the 4th */
     wait_counts(f, 3, 2, 0);
     assert_int_equal(f->t->subscribers, 1);
-    assert_non_null(fake_host_log_find(f->fh, "subscription 'bogus' refused: no topic"));
-    assert_null(fake_host_log_find(f->fh, "'public.bookings/2' refused")); /* once per peer */
+    assert_non_null(sb_testhost_log_find(f->th, "subscription 'bogus' refused: no topic"));
+    assert_null(sb_testhost_log_find(f->th, "'public.bookings/2' refused")); /* once per peer */
 
     publish_event(f, 1, "public.bookings/2");
     publish_event(f, 2, "bogus");
@@ -1473,7 +1526,7 @@ static void test_subscription_bytes_bounded(void **state)
     subscribe(sub, "public.rooms/");                                            /* 69 */
     subscribe(sub, "@hb");                                                      /* 59 */
     wait_counts(f, 2, 1, 0);
-    assert_non_null(fake_host_log_find(f->fh, "over max_subscription_bytes"));
+    assert_non_null(sb_testhost_log_find(f->th, "over max_subscription_bytes"));
 }
 
 /* Refused subscriptions stay in libzmq's own trie: as many refused as admitted disconnect the
@@ -1482,7 +1535,7 @@ static void test_subscription_flood_disconnects(void **state)
 {
     fixture *f = *state;
     assert_int_equal(start_with(f, "max_subscriptions=3", NULL), 0);
-    void *sub = zmq_socket(fake_host_zmq_context(f->fh), ZMQ_SUB);
+    void *sub = zmq_socket(sb_testhost_zmq_context(f->th), ZMQ_SUB);
     int never = -1, zero = 0;
     zmq_setsockopt(sub, ZMQ_RECONNECT_IVL, &never, sizeof never); /* stays gone once cut */
     zmq_setsockopt(sub, ZMQ_LINGER, &zero, sizeof zero);
@@ -1498,9 +1551,9 @@ static void test_subscription_flood_disconnects(void **state)
     /* The 4th refusal cuts it; its disconnect releases its 2 subscriptions and "@hb". */
     wait_counts(f, 0, 4, 1);
     assert_int_equal(f->t->subscribers, 0);
-    assert_non_null(fake_host_log_find(f->fh, "disconnected: 4 subscriptions (8 bytes) refused"));
+    assert_non_null(sb_testhost_log_find(f->th, "disconnected: 4 subscriptions (8 bytes) refused"));
     publish_event(f, 1, "public.rooms/1");
-    assert_false(fake_host_run_until(f->fh, fake_host_zsock_readable, sub, 100));
+    assert_false(sb_testhost_run_until(f->th, sb_testhost_zsock_readable, sub, 100));
 
     void *next = client(f, ZMQ_SUB, f->pub);
     subscribe(next, "public.rooms/");
@@ -1574,16 +1627,16 @@ static void test_rights_snapshot(void **state)
     assert_int_equal(start_with(f, NULL, NULL), 0);
     const char *k[] = {"101"};
     sb_row rows[] = {make_row(ROOMS, k, 1, 3, row_b, sizeof row_b)};
-    fake_host_script_snapshot(f->fh, SB_OK, 9);
-    fake_host_script_snapshot_tseq(f->fh, (const uint64_t[]){4, 2}, 2);
-    fake_host_script_snapshot_sync(f->fh, rows, 1, SB_OK);
+    sb_testhost_script_snapshot(f->th, SB_OK, 9);
+    sb_testhost_script_snapshot_tseq(f->th, (const uint64_t[]){4, 2}, 2);
+    sb_testhost_script_snapshot_sync(f->th, rows, 1, SB_OK);
 
     /* No tables: the client's tables, asked of the core by index. */
     SERVE_AS(f, &desk_a, 1, "op", 's', "snapshot");
-    fake_host_run_once(f->fh, 0); /* the core answers on a later loop turn */
+    sb_testhost_run_once(f->th, 0); /* the core answers on a later loop turn */
     assert_string_equal(sunk_error(code, sizeof code), "");
-    assert_int_equal(fake_host_snapshot_count(f->fh), 1);
-    fake_snapshot *s = fake_host_snapshot_get(f->fh, 0);
+    assert_int_equal(sb_testhost_snapshot_count(f->th), 1);
+    sb_testhost_snapshot *s = sb_testhost_snapshot_get(f->th, 0);
     assert_int_equal(s->ntables, 1);
     assert_int_equal(s->tables[0], ROOMS);
     msgpack_unpacked up;
@@ -1602,15 +1655,15 @@ static void test_rights_snapshot(void **state)
     assert_string_equal(sunk_error(code, sizeof code), "forbidden");
     SERVE_AS(f, &desk_a, 2, "op", 's', "snapshot", "tables", 'a', nope);
     assert_string_equal(sunk_error(code, sizeof code), "forbidden");
-    assert_int_equal(fake_host_snapshot_count(f->fh), 1);
+    assert_int_equal(sb_testhost_snapshot_count(f->th), 1);
 
     /* Plain mode and a principal of every table: all of them, as before. */
-    fake_host_script_snapshot(f->fh, SB_OK, 9);
-    fake_host_script_snapshot_sync(f->fh, rows, 1, SB_OK);
+    sb_testhost_script_snapshot(f->th, SB_OK, 9);
+    sb_testhost_script_snapshot_sync(f->th, rows, 1, SB_OK);
     SERVE_AS(f, &admin_all, 1, "op", 's', "snapshot");
-    fake_host_run_once(f->fh, 0);
+    sb_testhost_run_once(f->th, 0);
     assert_string_equal(sunk_error(code, sizeof code), "");
-    assert_int_equal(fake_host_snapshot_get(f->fh, 1)->ntables, 0);
+    assert_int_equal(sb_testhost_snapshot_get(f->th, 1)->ntables, 0);
     SERVE_AS(f, NULL, 2, "op", 's', "snapshot", "tables", 'a', nope);
     assert_string_equal(sunk_error(code, sizeof code), "unknown_table");
     tz_frames_clear(&sunk);
@@ -1631,7 +1684,7 @@ static void test_rights_since_filters_and_caps(void **state)
         {SB_MSG_EVENT, 6, "public.rooms/2", 14, b, sizeof b},
         {SB_MSG_EVENT, 7, "public.bookings/3", 17, b, sizeof b},
     };
-    fake_host_script_since(f->fh, SB_OK, 7, msgs, 7);
+    sb_testhost_script_since(f->th, SB_OK, 7, msgs, 7);
     /* The cap counts what is included: 2 and 4, then more from upto 4. */
     SERVE_AS(f, &desk_a, 3, "op", 's', "since", "epoch", 's', "ep1", "seq", 'u', (uint64_t)0);
     assert_string_equal(sunk_error(code, sizeof code), "");
@@ -1673,7 +1726,7 @@ static void test_rights_since_has_only_its_tables(void **state)
         {SB_MSG_EVENT, 4, "public.rooms_x/1", 16, b, sizeof b}, /* not rooms: the boundary */
         {SB_MSG_PRESENCE, 5, "@presence/public.rooms/1", 24, b, sizeof b},
     };
-    fake_host_script_since(f->fh, SB_OK, 5, msgs, 5);
+    sb_testhost_script_since(f->th, SB_OK, 5, msgs, 5);
     SERVE_AS(f, &desk_a, 3, "op", 's', "since", "epoch", 's', "ep1", "seq", 'u', (uint64_t)0);
     assert_int_equal(sunk.n, 4); /* routing id, header, seq 2 and 5 */
     tz_frames_clear(&sunk);
@@ -1692,11 +1745,11 @@ static void test_rights_presence_editors_stats_ping(void **state)
     SERVE_AS(f, &desk_a, 5, "op", 's', "presence", "client", 's', "desk-a", "table", 's',
              "public.bookings", "key", 's', "1", "state", 's', "editing");
     assert_string_equal(sunk_error(code, sizeof code), "forbidden");
-    assert_int_equal(fake_host_presence_count(f->fh), 0);
+    assert_int_equal(sb_testhost_presence_count(f->th), 0);
     SERVE_AS(f, &desk_a, 5, "op", 's', "presence", "client", 's', "desk-a", "table", 's',
              "public.rooms", "key", 's', "1", "state", 's', "editing");
     assert_string_equal(sunk_error(code, sizeof code), "");
-    assert_int_equal(fake_host_presence_count(f->fh), 1);
+    assert_int_equal(sb_testhost_presence_count(f->th), 1);
     /* Editors of its tables only; a table it may not read is refused like an unknown one. */
     SERVE_AS(f, &desk_a, 3, "op", 's', "editors", "table", 's', "public.bookings", "key", 's', "1");
     assert_string_equal(sunk_error(code, sizeof code), "forbidden");
@@ -1737,11 +1790,10 @@ static void test_rights_subscriptions_narrowed(void **state)
 {
     fixture *f = *state;
     char got[1024];
-    static const char *const rooms_x[] = {"public.bookings", "public.rooms", "public.rooms_x"};
     static bool rooms3[] = {false, true, false}, rooms_x_only[] = {false, false, true};
     tz_principal rooms = {.name = "desk-a", .may_read = rooms3};
     tz_principal desk_x = {.name = "desk-x", .may_read = rooms_x_only};
-    fake_host_set_tables(f->fh, rooms_x, 3);
+    f->tables = "public.bookings, public.rooms, public.rooms_x";
     assert_int_equal(start_with(f, NULL, NULL), 0);
     static const struct {
         const char *sub, *want;
@@ -1815,7 +1867,7 @@ static bool rebound(void *ud)
 static bool one_subscriber_polled(void *ud)
 {
     fixture *f = ud;
-    fake_host_zsock_readable(f->watched);
+    sb_testhost_zsock_readable(f->watched);
     return one_subscriber(f);
 }
 
@@ -1827,11 +1879,11 @@ static void test_rebind_keeps_ports_and_clients_reconnect(void **state)
     assert_int_equal(start_with(f, NULL, NULL), 0);
     void *sub = client(f, ZMQ_SUB, f->pub);
     assert_int_equal(zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "@hb", 3), 0);
-    assert_true(fake_host_run_until(f->fh, one_subscriber, f, WAIT_MS));
+    assert_true(sb_testhost_run_until(f->th, one_subscriber, f, WAIT_MS));
     void *req = client(f, ZMQ_REQ, f->service);
     void *dealer = client(f, ZMQ_DEALER, f->service);
     SEND_REQ(dealer, 1, "op", 's', "snapshot");
-    assert_true(fake_host_run_until(f->fh, one_snapshot_started, f, WAIT_MS));
+    assert_true(sb_testhost_run_until(f->th, one_snapshot_started, f, WAIT_MS));
     publish_heartbeat(f, 7, 0, 0);
     tz_frames r;
     recv_reply(f, sub, &r);
@@ -1841,14 +1893,14 @@ static void test_rebind_keeps_ports_and_clients_reconnect(void **state)
     snprintf(pub, sizeof pub, "%s", f->pub);
     snprintf(service, sizeof service, "%s", f->service);
     assert_int_equal(tz_rebind(f->t, NULL), 0);
-    assert_true(fake_host_snapshot_get(f->fh, 0)->cancelled);
+    assert_true(sb_testhost_snapshot_get(f->th, 0)->cancelled);
     assert_int_equal(f->t->nsnaps, 0);
-    assert_true(fake_host_run_until(f->fh, rebound, f->t, WAIT_MS));
-    assert_non_null(fake_host_log_find(f->fh, "re-bound after"));
+    assert_true(sb_testhost_run_until(f->th, rebound, f->t, WAIT_MS));
+    assert_non_null(sb_testhost_log_find(f->th, "re-bound after"));
     /* Bound twice, on the same addresses. */
     size_t binds = 0;
-    for (size_t i = 0; i < fake_host_log_count(f->fh); i++) {
-        const char *line = fake_host_log_line(f->fh, i);
+    for (size_t i = 0; i < sb_testhost_log_count(f->th); i++) {
+        const char *line = sb_testhost_log_line(f->th, i);
         const char *at = strstr(line, " listening on ");
         if (at) {
             binds++;
@@ -1859,7 +1911,7 @@ static void test_rebind_keeps_ports_and_clients_reconnect(void **state)
 
     /* The SUB subscribes again on its own and gets the next heartbeat; the REQ is served. */
     f->watched = sub;
-    assert_true(fake_host_run_until(f->fh, one_subscriber_polled, f, WAIT_MS));
+    assert_true(sb_testhost_run_until(f->th, one_subscriber_polled, f, WAIT_MS));
     publish_heartbeat(f, 8, 0, 0);
     recv_reply(f, sub, &r);
     tz_frames_clear(&r);
@@ -1875,17 +1927,7 @@ static void test_rebind_keeps_ports_and_clients_reconnect(void **state)
 static void test_bind_failure_and_check_mode(void **state)
 {
     fixture *f = *state;
-    /* create + destroy (what --check does) binds nothing. */
-    sb_option_value opts[32];
-    assert_true(fake_host_options(f->p->header.options, NULL, opts, 32) > 0);
-    void *st = NULL;
-    assert_int_equal(f->p->create(fake_host_transport_api(), fake_host_handle(f->fh), opts, &st),
-                     0);
-    assert_null(((tz *)st)->router);
-    assert_int_equal(fake_host_watch_count(f->fh), 0);
-    f->p->destroy(st);
-
-    void *squatter = zmq_socket(fake_host_zmq_context(f->fh), ZMQ_ROUTER);
+    void *squatter = zmq_socket(sb_testhost_zmq_context(f->th), ZMQ_ROUTER);
     f->socks[f->nsocks++] = squatter;
     assert_int_equal(zmq_bind(squatter, "tcp://127.0.0.1:*"), 0);
     char taken[256], opt[300];
@@ -1893,12 +1935,18 @@ static void test_bind_failure_and_check_mode(void **state)
     zmq_getsockopt(squatter, ZMQ_LAST_ENDPOINT, taken, &len);
     snprintf(opt, sizeof opt, "service=%s", taken);
     assert_int_equal(start_with(f, opt, NULL), SB_ERR_ZMQ);
+    /* create() (which --check runs without start) binds nothing. */
+    assert_false(f->create_left_router);
+    assert_int_equal(f->create_left_watches, 0);
     char expect[400];
     snprintf(expect, sizeof expect, "cannot bind the service (ROUTER) socket to %s", taken);
-    assert_non_null(fake_host_log_find(f->fh, expect));
-    /* start() cleaned up after itself: the events socket is closed again. */
+    assert_non_null(sb_testhost_log_find(f->th, expect));
+    /* start() cleaned up after itself (before the host's stop): the events socket is closed
+     * again. */
+    assert_false(f->start_left_pub);
+    assert_int_equal(f->start_left_watches, 0);
     assert_null(f->t->pub);
-    assert_int_equal(fake_host_watch_count(f->fh), 0);
+    assert_int_equal(sb_testhost_watch_count(f->th), 0);
 }
 
 /* Write text to a new temporary file; its path into path (unlink it after). */
@@ -1929,12 +1977,8 @@ static int load_clients(tz *t, const char *text, tz_clients **out, char *err, si
 static void test_clients_file(void **state)
 {
     fixture *f = *state;
-    sb_option_value opts[32];
-    assert_true(fake_host_options(f->p->header.options, NULL, opts, 32) > 0);
-    void *st = NULL;
-    assert_int_equal(f->p->create(fake_host_transport_api(), fake_host_handle(f->fh), opts, &st),
-                     0);
-    tz *t = st;
+    assert_int_equal(start_with(f, NULL, NULL), 0);
+    tz *t = f->t;
     tz_clients *c = NULL, *more = NULL;
     char err[512] = "";
     assert_int_equal(load_clients(t,
@@ -2022,7 +2066,6 @@ static void test_clients_file(void **state)
     }
     assert_int_equal(tz_clients_load(t, "/nonexistent/clients", &c, err, sizeof err), SB_ERR_IO);
     assert_non_null(strstr(err, "/nonexistent/clients: "));
-    f->p->destroy(st);
 }
 
 int main(void)
