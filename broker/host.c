@@ -369,6 +369,19 @@ static void call_stop(sb_host *h)
         h->tr->stop(h->state);
 }
 
+/* After stop(): remove what the plugin left registered, a plugin bug said as a warning
+ * (also after a failed start). How many. */
+static size_t drop_leftovers(sb_host *h)
+{
+    size_t watches, timers;
+    sb_loop_owner_count(h->loop, h, &watches, &timers);
+    if (watches || timers)
+        sb_log(SB_LOG_WARN, h->section,
+               "stop() left %zu watches and %zu timers registered: removed", watches, timers);
+    sb_loop_drop_owner(h->loop, h);
+    return watches + timers;
+}
+
 int sb_host_start(sb_host *h)
 {
     h->started = true; /* the plugin may call the host from start() */
@@ -380,7 +393,7 @@ int sb_host_start(sb_host *h)
         sb_log(SB_LOG_ERROR, h->section, "start failed: %s", sb_strerror(rc));
         h->started = false;
         call_stop(h);
-        sb_loop_drop_owner(h->loop, h);
+        drop_leftovers(h);
     }
     return rc;
 }
@@ -410,13 +423,7 @@ size_t sb_host_stop(sb_host *h)
         return 0;
     call_stop(h);
     h->started = false;
-    size_t watches, timers;
-    sb_loop_owner_count(h->loop, h, &watches, &timers);
-    if (watches || timers)
-        sb_log(SB_LOG_WARN, h->section,
-               "stop() left %zu watches and %zu timers registered: removed", watches, timers);
-    sb_loop_drop_owner(h->loop, h);
-    return watches + timers;
+    return drop_leftovers(h);
 }
 
 void sb_host_free(sb_host *h)
