@@ -311,6 +311,12 @@ void sb_mp_key_free(sb_key *key)
 
 /* ---- packing ------------------------------------------------------------------------- */
 
+void sb_mp_buf_init(sb_mp_buf *b)
+{
+    msgpack_sbuffer_init(&b->sb);
+    msgpack_packer_init(&b->pk, &b->sb, msgpack_sbuffer_write);
+}
+
 int sb_mp_pack_strn(msgpack_packer *pk, const char *s, size_t len)
 {
     if (msgpack_pack_str(pk, len) < 0)

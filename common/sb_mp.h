@@ -91,6 +91,15 @@ int sb_mp_zone_key(msgpack_zone *z, const msgpack_object *o, sb_key *out);
 
 /* ---- packing (0, or -1 when the packer's write callback fails, e.g. out of memory) ---- */
 
+/* A packer writing into its own growing buffer. Initialised in place (pk points at sb); the
+ * caller frees it with msgpack_sbuffer_destroy(&b->sb). */
+typedef struct sb_mp_buf {
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+} sb_mp_buf;
+
+void sb_mp_buf_init(sb_mp_buf *b);
+
 /* A C string as str; NULL packs nil. */
 int sb_mp_pack_cstr(msgpack_packer *pk, const char *s);
 

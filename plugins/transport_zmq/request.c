@@ -19,18 +19,6 @@
 /* Requests are small maps: no need for msgpack-c's full depth. */
 static const sb_mp_limits request_limits = {.max_depth = 8, .max_elements = 4096};
 
-/* A packer writing into its own sbuffer. */
-typedef struct tz_out {
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-} tz_out;
-
-static void out_init(tz_out *o)
-{
-    msgpack_sbuffer_init(&o->sb);
-    msgpack_packer_init(&o->pk, &o->sb, msgpack_sbuffer_write);
-}
-
 void tz_reply_map(tz *t, tz_frames *env, msgpack_sbuffer *sb, int pack_rc, tz_frames *extra)
 {
     if (pack_rc < 0 || tz_frames_push_sbuf(env, sb) < 0 ||
@@ -56,8 +44,8 @@ void tz_reply_error(tz *t, tz_frames *env, const char *code, const char *fmt, ..
     va_end(ap);
     t->errors++;
     t->api->base.log(t->host, SB_LOG_DEBUG, "request refused: %s: %s", code, message);
-    tz_out o;
-    out_init(&o);
+    sb_mp_buf o;
+    sb_mp_buf_init(&o);
     int rc = msgpack_pack_map(&o.pk, 2);
     rc |= sb_mp_pack_kv_cstr(&o.pk, "error", code);
     rc |= sb_mp_pack_kv_cstr(&o.pk, "message", message);
@@ -116,8 +104,8 @@ static void serve_ping(tz *t, tz_frames *env, const msgpack_object *req)
     for (size_t i = 0; have && i < 2; i++)
         have = sb_mp_get_uint(sb_mp_map_get(&hb.data, from_hb[i]), &v[i]) == SB_OK;
     msgpack_unpacked_destroy(&hb);
-    tz_out o;
-    out_init(&o);
+    sb_mp_buf o;
+    sb_mp_buf_init(&o);
     int rc = msgpack_pack_map(&o.pk, have ? 5 : 3);
     rc |= sb_mp_pack_kv_cstr(&o.pk, "epoch", t->api->base.epoch(t->host));
     rc |= sb_mp_pack_kv_uint(&o.pk, "seq", current_seq(t));
@@ -136,8 +124,8 @@ static void serve_stats(tz *t, tz_frames *env, const msgpack_object *req)
     }
     sb_stats s = {0};
     t->api->stats(t->host, &s);
-    tz_out o;
-    out_init(&o);
+    sb_mp_buf o;
+    sb_mp_buf_init(&o);
     int rc = msgpack_pack_map(&o.pk, 17);
     rc |= sb_mp_pack_kv_cstr(&o.pk, "epoch", t->api->base.epoch(t->host));
     rc |= sb_mp_pack_kv_uint(&o.pk, "seq", s.seq);
@@ -231,8 +219,8 @@ static void serve_since(tz *t, tz_frames *env, const msgpack_object *req)
         return;
     }
     free(epoch);
-    tz_out o;
-    out_init(&o);
+    sb_mp_buf o;
+    sb_mp_buf_init(&o);
     /* A capped reply's seq is upto, where it leaves the client: one that does not know
      * `more` then sees the rest as a gap, never as covered (docs/protocol.md). */
     int prc = msgpack_pack_map(&o.pk, c.more ? 4 : 2);
@@ -316,8 +304,8 @@ static void serve_presence(tz *t, tz_frames *env, const msgpack_object *req)
         why = "ttl_ms is above the broker's presence_max_ttl_ms";
     }
     if (rc == SB_OK) {
-        tz_out o;
-        out_init(&o);
+        sb_mp_buf o;
+        sb_mp_buf_init(&o);
         int prc = msgpack_pack_map(&o.pk, 1);
         prc |= sb_mp_pack_kv_bool(&o.pk, "ok", true);
         tz_reply_map(t, env, &o.sb, prc, NULL);

@@ -13,19 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct buf {
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-} buf;
-
-static void buf_init(buf *b)
-{
-    msgpack_sbuffer_init(&b->sb);
-    msgpack_packer_init(&b->pk, &b->sb, msgpack_sbuffer_write);
-}
-
 /* A map using every kind of msgpack object and every length encoding we can reach. */
-static void pack_everything(buf *b)
+static void pack_everything(sb_mp_buf *b)
 {
     static char big[70000];
     memset(big, 'x', sizeof big);
@@ -81,8 +70,8 @@ static void pack_everything(buf *b)
 static void test_good_inputs_pass_and_unpack(void **state)
 {
     (void)state;
-    buf b;
-    buf_init(&b);
+    sb_mp_buf b;
+    sb_mp_buf_init(&b);
     pack_everything(&b);
     assert_int_equal(sb_mp_check(b.sb.data, b.sb.size, NULL), SB_OK);
 
@@ -104,8 +93,8 @@ static void test_good_inputs_pass_and_unpack(void **state)
 static void test_every_truncation_is_rejected(void **state)
 {
     (void)state;
-    buf b;
-    buf_init(&b);
+    sb_mp_buf b;
+    sb_mp_buf_init(&b);
     pack_everything(&b);
     for (size_t len = 0; len < b.sb.size; len++)
         assert_int_equal(sb_mp_check(b.sb.data, len, NULL), SB_ERR_INVAL);
@@ -238,8 +227,8 @@ static void test_unpack_rejects_what_check_rejects(void **state)
 static void test_readers(void **state)
 {
     (void)state;
-    buf b;
-    buf_init(&b);
+    sb_mp_buf b;
+    sb_mp_buf_init(&b);
     msgpack_pack_map(&b.pk, 6);
     sb_mp_pack_kv_cstr(&b.pk, "s", "hello");
     sb_mp_pack_kv_uint(&b.pk, "u", 7);
@@ -332,8 +321,8 @@ static void test_dup_key_refuses_empty_and_mixed_arrays(void **state)
 static void test_zone_readers_and_ints(void **state)
 {
     (void)state;
-    buf b;
-    buf_init(&b);
+    sb_mp_buf b;
+    sb_mp_buf_init(&b);
     msgpack_pack_array(&b.pk, 8);
     sb_mp_pack_cstr(&b.pk, "hello");
     sb_mp_pack_strn(&b.pk, "a\0b", 3);
@@ -399,8 +388,8 @@ static void test_pack_helpers_round_trip(void **state)
     const char *two[] = {"12", "2026-11-28"};
     sb_key k0 = {.parts = NULL, .nparts = 0}, k1 = {one, 1}, k2 = {two, 2};
     static const unsigned char row[] = {0x81, 0xa2, 'i', 'd', 0x05};
-    buf b;
-    buf_init(&b);
+    sb_mp_buf b;
+    sb_mp_buf_init(&b);
     msgpack_pack_array(&b.pk, 6);
     assert_int_equal(sb_mp_pack_key(&b.pk, &k0), 0);
     assert_int_equal(sb_mp_pack_key(&b.pk, &k1), 0);

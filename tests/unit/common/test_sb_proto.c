@@ -16,17 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct buf {
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-} buf;
-
-static void buf_init(buf *b)
-{
-    msgpack_sbuffer_init(&b->sb);
-    msgpack_packer_init(&b->pk, &b->sb, msgpack_sbuffer_write);
-}
-
 static void str(msgpack_packer *pk, const char *s)
 {
     msgpack_pack_str(pk, strlen(s));
@@ -34,7 +23,7 @@ static void str(msgpack_packer *pk, const char *s)
 }
 
 /* A row {"id": id, "name": name}. */
-static void pack_row(buf *b, int64_t id, const char *name)
+static void pack_row(sb_mp_buf *b, int64_t id, const char *name)
 {
     msgpack_pack_map(&b->pk, 2);
     str(&b->pk, "id");
@@ -54,7 +43,8 @@ static const msgpack_object *field(const msgpack_object *map, const char *name)
 /* ---- golden bytes ---------------------------------------------------------------------- */
 
 /* The event of docs/protocol.md "Change event", in the table's order, packed by hand. */
-static void pack_event_by_hand(buf *b, const sb_proto_event *ev, const char *op, bool with_row)
+static void pack_event_by_hand(sb_mp_buf *b, const sb_proto_event *ev, const char *op,
+                               bool with_row)
 {
     msgpack_packer *pk = &b->pk;
     msgpack_pack_map(pk, 11);
@@ -104,8 +94,8 @@ static void assert_same_bytes(const msgpack_sbuffer *got, const msgpack_sbuffer 
 static void encoded_event_matches_the_protocol_bytes(void **state)
 {
     (void)state;
-    buf row, want;
-    buf_init(&row);
+    sb_mp_buf row, want;
+    sb_mp_buf_init(&row);
     pack_row(&row, 7, "Ada");
     msgpack_sbuffer topic, body;
     msgpack_sbuffer_init(&topic);
@@ -136,7 +126,7 @@ static void encoded_event_matches_the_protocol_bytes(void **state)
         ev.op = cases[i].op;
         ev.key.nparts = cases[i].nparts;
         ev.origin = i % 2 ? NULL : "desk-3";
-        buf_init(&want);
+        sb_mp_buf_init(&want);
         pack_event_by_hand(&want, &ev, cases[i].name, cases[i].row);
         assert_int_equal(sb_proto_encode_event(&topic, &body, &ev), SB_OK);
         assert_same_bytes(&body, &want.sb);
@@ -161,8 +151,8 @@ static void encoded_heartbeat_and_presence_match_the_protocol_bytes(void **state
     msgpack_sbuffer topic, body;
     msgpack_sbuffer_init(&topic);
     msgpack_sbuffer_init(&body);
-    buf want;
-    buf_init(&want);
+    sb_mp_buf want;
+    sb_mp_buf_init(&want);
     const char *tables[] = {"public.a", "public.b"};
     const uint64_t tseq[] = {3, 0};
     assert_int_equal(
@@ -258,8 +248,8 @@ static void assert_event_equal(const sb_proto_event *got, const sb_proto_event *
 static void events_round_trip(void **state)
 {
     (void)state;
-    buf row;
-    buf_init(&row);
+    sb_mp_buf row;
+    sb_mp_buf_init(&row);
     pack_row(&row, -42, "a/b"); /* a negative int and a slash survive */
     msgpack_sbuffer topic, body, rowbuf;
     msgpack_sbuffer_init(&topic);
@@ -370,7 +360,7 @@ enum { F_SEQ, F_TSEQ, F_EPOCH, F_TABLE, F_KEY, F_OP, F_VERSION, F_ORIGIN, F_TS, 
 
 /* An update of public.t/1 with field `omit` left out and field `wrong` of a wrong type
  * (-1: none). */
-static void pack_event_with(buf *b, int omit, int wrong)
+static void pack_event_with(sb_mp_buf *b, int omit, int wrong)
 {
     static const char *const names[NF] = {"seq",     "tseq",   "epoch", "table", "key", "op",
                                           "version", "origin", "ts",    "row",   "n"};
@@ -413,7 +403,7 @@ static void pack_event_with(buf *b, int omit, int wrong)
     }
 }
 
-static int decode_buf(const buf *b, msgpack_sbuffer *rowbuf, sb_proto_msg *m)
+static int decode_buf(const sb_mp_buf *b, msgpack_sbuffer *rowbuf, sb_proto_msg *m)
 {
     return sb_proto_decode(b->sb.data, b->sb.size, rowbuf, m);
 }
@@ -424,8 +414,8 @@ static void events_missing_or_mistyped_fields_are_refused(void **state)
     msgpack_sbuffer rowbuf;
     msgpack_sbuffer_init(&rowbuf);
     sb_proto_msg m;
-    buf b;
-    buf_init(&b);
+    sb_mp_buf b;
+    sb_mp_buf_init(&b);
     pack_event_with(&b, -1, -1);
     assert_int_equal(decode_buf(&b, &rowbuf, &m), SB_OK);
     assert_int_equal(m.kind, SB_PROTO_EVENT);
@@ -474,8 +464,8 @@ static void events_that_contradict_their_op_are_refused(void **state)
 {
     (void)state;
     const char *parts[] = {"1"};
-    buf row;
-    buf_init(&row);
+    sb_mp_buf row;
+    sb_mp_buf_init(&row);
     pack_row(&row, 1, "x");
     sb_proto_event ev = {.epoch = "e", .table = "public.t", .key = {parts, 1}, .op = SB_OP_INSERT};
     assert_event_refused(&ev); /* an insert without its row */
@@ -503,8 +493,8 @@ static void other_malformed_messages_are_refused(void **state)
     sb_proto_msg m;
     msgpack_sbuffer rowbuf;
     msgpack_sbuffer_init(&rowbuf);
-    buf b;
-    buf_init(&b);
+    sb_mp_buf b;
+    sb_mp_buf_init(&b);
     /* not a map */
     msgpack_pack_array(&b.pk, 0);
     assert_int_equal(decode_buf(&b, &rowbuf, &m), SB_ERR_INVAL);
@@ -574,8 +564,8 @@ static void truncated_messages_are_refused(void **state)
     msgpack_sbuffer_init(&topic);
     msgpack_sbuffer_init(&body);
     msgpack_sbuffer_init(&rowbuf);
-    buf row;
-    buf_init(&row);
+    sb_mp_buf row;
+    sb_mp_buf_init(&row);
     pack_row(&row, 1, "x");
     const char *parts[] = {"1", "2"};
     const char *tables[] = {"public.a", "public.b"};
