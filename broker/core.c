@@ -607,10 +607,7 @@ static void core_lease(void *ud, bool active, const char *reason)
 static int core_snapshot(void *ud, const uint32_t *tables, size_t n, sb_snapshot_fn fn, void *fn_ud,
                          uint64_t *req)
 {
-    sb_core *core = ud;
-    for (size_t i = 0; i < n; i++)
-        if (tables[i] >= core->cfg->ntables)
-            return SB_ERR_NOTFOUND;
+    sb_core *core = ud; /* host.c checked the table indices */
     sb_host *src = core->source;
     if (!src || !sb_host_started(src) || !fn || !core->active)
         return SB_ERR_BUSY;
@@ -725,11 +722,7 @@ static void presence_tick(void *ud)
 
 static int core_presence(void *ud, const sb_presence *p)
 {
-    sb_core *core = ud;
-    if (p->table >= core->cfg->ntables)
-        return SB_ERR_NOTFOUND;
-    if (!p->client || !p->state)
-        return SB_ERR_INVAL;
+    sb_core *core = ud; /* host.c checked the table index, client and state */
     const char *limit = NULL;
     int rc = sb_presence_apply(core->presence, p->table, &p->key, p->client, p->state, p->ttl_ms,
                                sb_loop_now(core->loop), sb_proto_wall_ms(), publish_presence, core,

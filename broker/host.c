@@ -1,6 +1,7 @@
 /* host.c - see host.h. Every host API function is a thin wrapper: it adds the instance as
- * log scope and owner tag, then calls the loop or the peer (the core). Every call into a plugin is
- * here too, so the core reads as the data path and nothing else. */
+ * log scope and owner tag, checks what plugin.h asks of the call, then calls the loop or the
+ * peer (the core). Every call into a plugin is here too, so the core reads as the data path
+ * and nothing else. */
 #include "host.h"
 #include "log.h"
 #include "plugin_loader.h"
@@ -231,8 +232,12 @@ static void *api_zmq_context(sb_host *h)
 static int api_snapshot(sb_host *h, const uint32_t *tables, size_t n, sb_snapshot_fn fn, void *ud,
                         uint64_t *req)
 {
-    return live(h, "snapshot") ? h->peer->snapshot(h->peer_ud, tables, n, fn, ud, req)
-                               : SB_ERR_STATE;
+    if (!live(h, "snapshot"))
+        return SB_ERR_STATE;
+    for (size_t i = 0; i < n; i++)
+        if (tables[i] >= h->cfg->ntables)
+            return SB_ERR_NOTFOUND;
+    return h->peer->snapshot(h->peer_ud, tables, n, fn, ud, req);
 }
 
 static void api_snapshot_resume(sb_host *h, uint64_t req)
@@ -255,7 +260,11 @@ static int api_since(sb_host *h, const char *epoch, uint64_t seq, sb_replay_fn f
 
 static int api_presence(sb_host *h, const sb_presence *p)
 {
-    return live(h, "presence") ? h->peer->presence(h->peer_ud, p) : SB_ERR_STATE;
+    if (!live(h, "presence"))
+        return SB_ERR_STATE;
+    if (p->table >= h->cfg->ntables)
+        return SB_ERR_NOTFOUND;
+    return p->client && p->state ? h->peer->presence(h->peer_ud, p) : SB_ERR_INVAL;
 }
 
 static const sb_transport_api transport_api = {
@@ -479,11 +488,6 @@ const sb_option_value *sb_host_database_values(const sb_host *h)
 }
 
 /* ---- calls into a source ---------------------------------------------------------- */
-
-bool sb_host_source_has_fetch(const sb_host *h)
-{
-    return h->src->fetch != NULL;
-}
 
 bool sb_host_source_sets_cut(const sb_host *h)
 {

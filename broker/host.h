@@ -20,8 +20,9 @@
 
 /* What the host APIs' epoch, stats and data calls reach, with the ud given to sb_host_open:
  * the core in the broker (sb_core_peer), a recorder in libsyncbroker-testhost. host.c has
- * already checked that the instance is started (and a cut's flag); see plugin.h for each
- * call's contract. */
+ * already checked the arguments against plugin.h (the instance started, a cut's flag, table
+ * indices, a change's op and row, a presence's client and state), so the peer takes them as
+ * they come. */
 typedef struct sb_host_peer {
     const char *(*epoch)(void *ud);
     void (*stats)(void *ud, sb_stats *out);
@@ -77,7 +78,6 @@ const sb_option_spec *sb_host_database_specs(const sb_host *h);
 const sb_option_value *sb_host_database_values(const sb_host *h);
 
 /* --- calls into a source (see plugin.h for each callback's contract) --------------- */
-bool sb_host_source_has_fetch(const sb_host *h);
 bool sb_host_source_sets_cut(const sb_host *h); /* SB_SOURCE_SETS_SNAPSHOT_CUT */
 bool sb_host_source_has_published(const sb_host *h);
 /* SB_ERR_BUSY when not started, SB_ERR_UNSUPPORTED without fetch(), else the source's. */

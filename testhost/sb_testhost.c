@@ -80,14 +80,19 @@ struct sb_testhost {
     vec presences; /* sb_presence (owned copies) */
 };
 
-static void *xmalloc(size_t n)
+static void *xrealloc(void *p, size_t n)
 {
-    void *p = malloc(n ? n : 1);
+    p = realloc(p, n ? n : 1);
     if (!p) {
         fprintf(stderr, "sb_testhost: out of memory\n");
         abort();
     }
     return p;
+}
+
+static void *xmalloc(size_t n)
+{
+    return xrealloc(NULL, n);
 }
 
 static char *xstrdup(const char *s)
@@ -107,12 +112,7 @@ static void *vec_push(vec *v, size_t size)
 {
     if (v->n == v->cap) {
         v->cap = v->cap ? v->cap * 2 : 8;
-        void *grown = realloc(v->v, v->cap * size);
-        if (!grown) {
-            fprintf(stderr, "sb_testhost: out of memory\n");
-            abort();
-        }
-        v->v = grown;
+        v->v = xrealloc(v->v, v->cap * size);
     }
     v->size = size;
     return (char *)v->v + size * v->n++;
@@ -471,8 +471,9 @@ int sb_testhost_load(sb_testhost *th, const char *name, const char *ini,
     free(text);
     if (rc)
         return rc;
-    th->tseq = xmalloc(th->cfg->ntables * sizeof *th->tseq);
-    memset(th->tseq, 0, th->cfg->ntables * sizeof *th->tseq);
+    th->tseq = calloc(th->cfg->ntables ? th->cfg->ntables : 1, sizeof *th->tseq);
+    if (!th->tseq)
+        return SB_ERR_NOMEM;
     const sb_config_section *sec = NULL;
     for (size_t i = 0; !sec && i < th->cfg->nsections; i++)
         if (th->cfg->sections[i].kind == kind)
@@ -603,20 +604,23 @@ bool sb_testhost_zsock_readable(void *zsock)
     return zmq_poll(&item, 1, 0) > 0;
 }
 
+/* The plugin's watches (which 0) or timers (which 1). */
+static size_t registered(sb_testhost *th, int which)
+{
+    size_t n[2] = {0, 0};
+    if (th->host)
+        sb_loop_owner_count(th->loop, th->host, &n[0], &n[1]);
+    return n[which];
+}
+
 size_t sb_testhost_watch_count(sb_testhost *th)
 {
-    size_t watches = 0, timers = 0;
-    if (th->host)
-        sb_loop_owner_count(th->loop, th->host, &watches, &timers);
-    return watches;
+    return registered(th, 0);
 }
 
 size_t sb_testhost_timer_count(sb_testhost *th)
 {
-    size_t watches = 0, timers = 0;
-    if (th->host)
-        sb_loop_owner_count(th->loop, th->host, &watches, &timers);
-    return timers;
+    return registered(th, 1);
 }
 
 void *sb_testhost_zmq_context(sb_testhost *th)

@@ -385,6 +385,18 @@ static void test_transport_snapshot_answered_by_the_loop(void **state)
     assert_int_equal(t->cut_seq, 41);
     assert_int_equal(t->rows, 2);
     assert_int_equal(t->done_status, SB_OK);
+    /* host.c checks a transport's arguments before the recorder sees them, as before the core. */
+    uint64_t req = 0;
+    assert_int_equal(t->api->snapshot(t->host, (const uint32_t[]){1}, 1, on_snapshot, t, &req),
+                     SB_ERR_NOTFOUND);
+    const char *parts1[] = {"1"};
+    sb_presence p = {.client = "desk-a", .table = 1, .key = {parts1, 1}, .state = "editing"};
+    assert_int_equal(t->api->presence(t->host, &p), SB_ERR_NOTFOUND);
+    p.table = 0;
+    p.state = NULL;
+    assert_int_equal(t->api->presence(t->host, &p), SB_ERR_INVAL);
+    assert_int_equal(sb_testhost_snapshot_count(th), 1);
+    assert_int_equal(sb_testhost_presence_count(th), 0);
 
     assert_int_equal(sb_testhost_publish(th, &(sb_message){.kind = SB_MSG_EVENT, .seq = 1}), SB_OK);
     assert_int_equal(sb_testhost_publish(th, &(sb_message){.kind = SB_MSG_HEARTBEAT}),
