@@ -124,22 +124,31 @@ static change_fault check_change(const sb_host *h, const sb_change *c)
     return CHANGE_OK;
 }
 
-/* The slow path of a batch with faulty changes: the rest goes on. A change of an unknown
- * table or op is lost to clients: a new epoch makes them resynchronise. A missing row is a
- * source bug, not a loss to repair: said once. */
+/* Hand changes[0..n) to the core; its error, if any, replaces *rc. */
+static void emit_run(sb_host *h, const sb_change *changes, size_t n, int *rc)
+{
+    int erc = n ? h->peer->emit(h->peer_ud, changes, n) : SB_OK;
+    if (erc)
+        *rc = erc;
+}
+
+/* The slow path of a batch with faulty changes: the runs of good changes between them go on
+ * as they are (no copy, so nothing here can fail). A change of an unknown table or op is lost
+ * to clients: a new epoch makes them resynchronise. A missing row is a source bug, not a
+ * loss to repair: said once. */
 static int emit_checked(sb_host *h, const sb_change *changes, size_t n)
 {
-    sb_change *ok = malloc(n * sizeof *ok);
-    if (!ok)
-        return SB_ERR_NOMEM;
-    size_t nok = 0;
+    int rc = SB_ERR_INVAL;
     char lost[192] = "";
+    size_t run = 0; /* where the current run of good changes starts */
     for (size_t i = 0; i < n; i++) {
         const sb_change *c = &changes[i];
         change_fault fault = check_change(h, c);
         if (fault == CHANGE_OK)
-            ok[nok++] = *c;
-        else if (fault == CHANGE_UNKNOWN && !lost[0])
+            continue;
+        emit_run(h, changes + run, i - run, &rc);
+        run = i + 1;
+        if (fault == CHANGE_UNKNOWN && !lost[0])
             snprintf(lost, sizeof lost,
                      "a change of unknown table index %u or op %d, starting a new epoch so that "
                      "nothing is lost",
@@ -152,11 +161,10 @@ static int emit_checked(sb_host *h, const sb_change *changes, size_t n)
             h->rowless_refused = true;
         }
     }
-    int rc = nok ? h->peer->emit(h->peer_ud, ok, nok) : SB_OK;
-    free(ok);
+    emit_run(h, changes + run, n - run, &rc);
     if (lost[0])
         h->peer->resync(h->peer_ud, lost);
-    return rc ? rc : SB_ERR_INVAL;
+    return rc;
 }
 
 static int api_emit(sb_host *h, const sb_change *changes, size_t n)
