@@ -59,8 +59,7 @@ struct sb_testhost {
     /* a transport's calls */
     int snap_rc;
     uint64_t snap_seq;
-    uint64_t *snap_tseq; /* snap_ntseq, or NULL: the cut carries none */
-    size_t snap_ntseq;
+    uint64_t *snap_tseq; /* cfg->ntables entries, or NULL: the cut carries th->tseq */
     bool snap_sync;
     vec snap_rows; /* sb_row (owned copies) for answers by the loop */
     int snap_status;
@@ -270,10 +269,11 @@ static void deliver_cut(sb_testhost *th, snapshot_rec *s)
     if (s->pub.cut)
         return;
     s->pub.cut = true;
+    /* Every table's tseq, as the core's cut carries: scripted, or what publish_event gave. */
     sb_snapshot_event ev = {.kind = SB_SNAPSHOT_CUT,
                             .seq = th->snap_seq,
-                            .tseq = th->snap_tseq,
-                            .ntables = th->snap_ntseq};
+                            .tseq = th->snap_tseq ? th->snap_tseq : th->tseq,
+                            .ntables = th->cfg->ntables};
     deliver(s, &ev);
 }
 
@@ -831,11 +831,13 @@ void sb_testhost_script_snapshot(sb_testhost *th, int rc, uint64_t seq)
     th->snap_sync = false;
 }
 
-void sb_testhost_script_snapshot_tseq(sb_testhost *th, const uint64_t *tseq, size_t n)
+int sb_testhost_script_snapshot_tseq(sb_testhost *th, const uint64_t *tseq, size_t n)
 {
+    if (tseq && (!th->cfg || n != th->cfg->ntables))
+        return SB_ERR_INVAL;
     free(th->snap_tseq);
     th->snap_tseq = xmemdup(tseq, n * sizeof *tseq);
-    th->snap_ntseq = tseq ? n : 0;
+    return SB_OK;
 }
 
 void sb_testhost_script_snapshot_sync(sb_testhost *th, const sb_row *rows, size_t n, int status)

@@ -180,12 +180,15 @@ typedef struct sb_testhost_snapshot {
 } sb_testhost_snapshot;
 
 /* What api->snapshot() does next: return rc; a successful call is recorded and answered
- * later by the test (sb_testhost_snapshot_rows/_done), its cut at `seq` (and the tseq of
- * sb_testhost_script_snapshot_tseq) coming with the first rows or a successful done, as from
- * a source that sets the cut itself. */
+ * later by the test (sb_testhost_snapshot_rows/_done), its cut at `seq` coming with the first
+ * rows or a successful done, as from a source that sets the cut itself. The cut carries every
+ * table's tseq, as the core's does: those of sb_testhost_script_snapshot_tseq, else the ones
+ * sb_testhost_publish_event has reached (0 before any). */
 void sb_testhost_script_snapshot(sb_testhost *th, int rc, uint64_t seq);
-/* The cut's tseq, one per table index (NULL: the cut carries none). Kept until set again. */
-void sb_testhost_script_snapshot_tseq(sb_testhost *th, const uint64_t *tseq, size_t n);
+/* The cut's tseq, one per table index of [database] tables (n must be their number: else
+ * SB_ERR_INVAL; call after sb_testhost_load). NULL goes back to publish_event's. Kept until
+ * set again. */
+int sb_testhost_script_snapshot_tseq(sb_testhost *th, const uint64_t *tseq, size_t n);
 /* Call after sb_testhost_script_snapshot: successful calls are then answered by the loop's
  * next iteration (never inside the call, as the core): the cut, these rows (n may be 0) and
  * done(status). */

@@ -65,8 +65,6 @@ static void init(void)
     if (sb_testhost_new(&th) != SB_OK)
         sb_fuzz_fail("cannot make the test host");
     sb_testhost_set_epoch(th, "fuzz-epoch");
-    static const uint64_t tseq[] = {4, 2};
-    sb_testhost_script_snapshot_tseq(th, tseq, 2);
     const sb_plugin_header *h = sb_plugin_entry(&offer);
     if (!h || h->kind != SB_PLUGIN_TRANSPORT || h->size < sizeof(sb_transport_plugin))
         sb_fuzz_fail("not a transport");
@@ -77,6 +75,9 @@ static void init(void)
     if (sb_testhost_load(th, NULL, ini, &under_test.header) != SB_OK ||
         sb_testhost_start(th) != SB_OK)
         sb_fuzz_fail("cannot start the transport");
+    static const uint64_t tseq[] = {4, 2};
+    if (sb_testhost_script_snapshot_tseq(th, tseq, 2) != SB_OK)
+        sb_fuzz_fail("cannot script the cut");
     t->reply = check_reply; /* replies go to the checker, not the ROUTER */
 }
 

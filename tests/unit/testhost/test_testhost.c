@@ -277,6 +277,7 @@ typedef struct mini_transport {
     size_t nevents, rows;
     int done_status;
     uint64_t cut_seq;
+    size_t cut_ntables;
     size_t published;
     char body[512]; /* the last message published */
     size_t body_len;
@@ -304,9 +305,10 @@ static int on_snapshot(void *ud, uint64_t req, const sb_snapshot_event *ev)
     char kind = ev->kind == SB_SNAPSHOT_CUT ? 'C' : ev->kind == SB_SNAPSHOT_ROWS ? 'R' : 'D';
     if (t->nevents < sizeof t->events - 1)
         t->events[t->nevents++] = kind;
-    if (kind == 'C')
+    if (kind == 'C') {
         t->cut_seq = ev->seq;
-    else if (kind == 'R')
+        t->cut_ntables = ev->tseq ? ev->ntables : 0;
+    } else if (kind == 'R')
         t->rows += ev->n;
     else
         t->done_status = ev->status;
@@ -383,6 +385,7 @@ static void test_transport_snapshot_answered_by_the_loop(void **state)
     assert_true(sb_testhost_run_until(th, snapshot_finished, th, 5000));
     assert_string_equal(t->events, "CRD");
     assert_int_equal(t->cut_seq, 41);
+    assert_int_equal(t->cut_ntables, 1); /* every table's tseq, as the core's cut */
     assert_int_equal(t->rows, 2);
     assert_int_equal(t->done_status, SB_OK);
     /* host.c checks a transport's arguments before the recorder sees them, as before the core. */
