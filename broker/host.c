@@ -28,6 +28,7 @@ struct sb_host {
     void *state;
     bool created, started;
     bool rowless_refused; /* a change without row from a source without fetch, logged */
+    size_t leftovers;     /* what the last stop (or failed start) left registered */
 };
 
 /* ---- sb_host_base ----------------------------------------------------------------- */
@@ -396,7 +397,8 @@ static size_t drop_leftovers(sb_host *h)
         sb_log(SB_LOG_WARN, h->section,
                "stop() left %zu watches and %zu timers registered: removed", watches, timers);
     sb_loop_drop_owner(h->loop, h);
-    return watches + timers;
+    h->leftovers = watches + timers;
+    return h->leftovers;
 }
 
 int sb_host_start(sb_host *h)
@@ -462,6 +464,11 @@ void sb_host_free(sb_host *h)
 sb_plugin_kind sb_host_kind(const sb_host *h)
 {
     return h->src ? SB_PLUGIN_SOURCE : SB_PLUGIN_TRANSPORT;
+}
+
+size_t sb_host_leftovers(const sb_host *h)
+{
+    return h->leftovers;
 }
 
 bool sb_host_started(const sb_host *h)

@@ -493,7 +493,10 @@ int sb_testhost_start(sb_testhost *th)
 
 size_t sb_testhost_stop(sb_testhost *th)
 {
-    return th->host ? sb_host_stop(th->host) : 0;
+    if (!th->host)
+        return 0;
+    sb_host_stop(th->host);
+    return sb_host_leftovers(th->host);
 }
 
 static void clear_snapshots(sb_testhost *th)

@@ -490,7 +490,8 @@ typedef struct sb_source_plugin {
     /* Connect, register watches and timers. The source starts before any transport (a
      * source that finds a configured table unknown fails here, before any transport binds);
      * host callbacks flow once the broker's loop runs. Returns 0 or an sb_err (SB_ERR_CONFIG
-     * when the [database] tables are refused: the broker points at that line). */
+     * when the [database] tables are refused: the broker points at that line); after an
+     * error the broker calls stop(), so a start() that fails half way need not undo itself. */
     int (*start)(void *state);
     /* Close connections, remove watches and timers. No host call for this instance after it;
      * requests still open are dropped (no done() owed). */
@@ -533,7 +534,8 @@ typedef struct sb_transport_plugin {
      * destroy(). */
     int (*create)(const sb_transport_api *api, sb_host *host, const sb_option_value *opts,
                   void **state);
-    /* Bind, register watches and timers (after the source started). */
+    /* Bind, register watches and timers (after the source started). After an error the
+     * broker calls stop(). */
     int (*start)(void *state);
     /* Flush what can be flushed, close sockets, remove watches and timers; cancel() every
      * snapshot still open is not needed (the core does). No host call afterwards. */

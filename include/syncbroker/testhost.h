@@ -64,7 +64,8 @@ int sb_testhost_load(sb_testhost *th, const char *name, const char *ini,
  * plugin's error, logged. */
 int sb_testhost_start(sb_testhost *th);
 /* stop(). Returns how many watches and timers the plugin left registered: the broker
- * removes them and logs a warning; a well-behaved plugin leaves none. */
+ * removes them and logs a warning; a well-behaved plugin leaves none. After a failed
+ * sb_testhost_start (the broker then calls stop() itself), what that stop() left. */
 size_t sb_testhost_stop(sb_testhost *th);
 /* Stop if started, destroy if created, unload, free. NULL is ignored. */
 void sb_testhost_free(sb_testhost *th);

@@ -25,6 +25,7 @@ typedef struct mini_source {
     int64_t batch;   /* option: changes emitted by the start timer */
     bool forget;     /* option: stop() leaves its timer registered */
     uint32_t table;  /* option: the table index of the changes */
+    bool fail;       /* option: start() fails after starting its timer */
     sb_timer *timer; /* emits `batch` changes, once */
 } mini_source;
 
@@ -32,6 +33,7 @@ static const sb_option_spec source_options[] = {
     {"batch", SB_OPT_INT, "1", 1, 100, "changes emitted at start"},
     {"forget_timer", SB_OPT_BOOL, "false", 0, 0, "stop() leaves its timer registered"},
     {"table", SB_OPT_INT, "1", 0, 9, "the table index of the changes"},
+    {"fail_start", SB_OPT_BOOL, "false", 0, 0, "start() fails after starting its timer"},
     {NULL, 0, NULL, 0, 0, NULL},
 };
 
@@ -66,7 +68,8 @@ static int source_create(const sb_source_api *api, sb_host *host, const sb_sourc
                        .host = host,
                        .batch = setup->options[0].num,
                        .forget = setup->options[1].flag,
-                       .table = (uint32_t)setup->options[2].num};
+                       .table = (uint32_t)setup->options[2].num,
+                       .fail = setup->options[3].flag};
     *state = s;
     return SB_OK;
 }
@@ -74,7 +77,8 @@ static int source_create(const sb_source_api *api, sb_host *host, const sb_sourc
 static int source_start(void *state)
 {
     mini_source *s = state;
-    return s->api->base.timer_start(s->host, 0, 0, source_emit, s, &s->timer);
+    int rc = s->api->base.timer_start(s->host, 0, 0, source_emit, s, &s->timer);
+    return rc ? rc : s->fail ? SB_ERR_IO : SB_OK;
 }
 
 static void source_stop(void *state)
@@ -264,6 +268,12 @@ static void test_leftovers_counted(void **state)
     assert_int_equal(sb_testhost_stop(th), 1);
     assert_non_null(sb_testhost_log_find(th, "stop() left 0 watches and 1 timers registered"));
     assert_int_equal(sb_testhost_timer_count(th), 0);
+    sb_testhost_free(th);
+
+    /* After a failed start the broker calls stop() itself: what that left is counted too. */
+    th = source_host("forget_timer = on\nfail_start = on", SB_OK);
+    assert_int_equal(sb_testhost_start(th), SB_ERR_IO);
+    assert_int_equal(sb_testhost_stop(th), 1);
     sb_testhost_free(th);
 }
 
