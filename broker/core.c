@@ -41,7 +41,7 @@ struct sb_core {
     sb_host *source;
     sb_host **transports;
     size_t ntransports;
-    bool active;                /* the source holds its lease (sb_core_lease) */
+    bool active;                /* the source holds its lease (core_lease) */
     bool draining;              /* sb_core_drain was called */
     uint64_t max_position;      /* highest sb_change.position queued */
     uint64_t reported_position; /* last position handed to the source's published() */
@@ -253,8 +253,9 @@ static uint64_t *table_windows(const sb_config *cfg)
 }
 
 /* An empty engine with cfg's windows (at start, and to forget everything at lease loss). */
-static int new_debounce(sb_core *core, const sb_config *cfg, sb_debounce **out)
+static int new_debounce(sb_core *core, sb_debounce **out)
 {
+    const sb_config *cfg = core->cfg;
     uint64_t *windows = table_windows(cfg);
     int rc =
         windows ? sb_debounce_new(cfg->ntables, windows, &debounce_ops, core, out) : SB_ERR_NOMEM;
@@ -285,7 +286,7 @@ int sb_core_new(sb_loop *loop, const sb_config *cfg, sb_core **out)
                                  .max_ttl_ms = (uint32_t)cfg->presence_max_ttl_ms};
     if (core->tseq && sb_ring_new((size_t)cfg->replay_buffer, &core->ring) == SB_OK &&
         sb_presence_set_new(&limits, &core->presence) == SB_OK)
-        rc = new_debounce(core, cfg, &core->debounce);
+        rc = new_debounce(core, &core->debounce);
     if (rc) {
         sb_core_free(core);
         return rc;
@@ -337,8 +338,9 @@ int sb_core_start(sb_core *core)
                          &core->heartbeat_timer);
 }
 
-void sb_core_reload(sb_core *core, const sb_config *cfg)
+void sb_core_reload(sb_core *core)
 {
+    const sb_config *cfg = core->cfg;
     uint64_t *windows = table_windows(cfg);
     if (windows)
         sb_debounce_set_windows(core->debounce, windows);
@@ -563,7 +565,7 @@ static void core_resync(void *ud, const char *reason)
 static void forget_everything(sb_core *core)
 {
     sb_debounce *fresh;
-    if (new_debounce(core, core->cfg, &fresh) == SB_OK) {
+    if (new_debounce(core, &fresh) == SB_OK) {
         sb_debounce_free(core->debounce);
         core->debounce = fresh;
     } else {

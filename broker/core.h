@@ -29,9 +29,9 @@ int sb_core_add_transport(sb_core *core, sb_host *transport);
 /* Start heartbeats; call once the plugins have started. */
 int sb_core_start(sb_core *core);
 
-/* Apply the reloadable keys (windows, heartbeat) of cfg, the running config into which main
- * moved the reloaded values; the rest is kept. */
-void sb_core_reload(sb_core *core, const sb_config *cfg);
+/* Apply the reloadable keys (windows, heartbeat) of the running config (borrowed at
+ * sb_core_new), into which main moved the reloaded values; the rest is kept. */
+void sb_core_reload(sb_core *core);
 
 /* Shutdown: publish every pending entity now. Then run the loop until sb_core_drained. */
 void sb_core_drain(sb_core *core);

@@ -17,7 +17,8 @@ struct sb_host {
     sb_loop *loop;
     void *zmq_ctx; /* the broker's one ZeroMQ context, borrowed */
     const sb_config *cfg;
-    char *section; /* "source.main"; the log scope */
+    const sb_config_section *sec; /* this instance's, in cfg */
+    char *section;                /* "source.main"; the log scope */
     sb_plugin_lib *lib;
     const sb_plugin_header *desc;  /* in lib, or the caller's (sb_host_open_descriptor) */
     const sb_source_plugin *src;   /* desc as a source, or NULL */
@@ -320,6 +321,7 @@ static sb_host *host_new(const sb_host_peer *peer, void *peer_ud, sb_loop *loop,
     h->loop = loop;
     h->zmq_ctx = zmq_ctx;
     h->cfg = cfg;
+    h->sec = sec;
     return h;
 }
 
@@ -483,12 +485,8 @@ const char *sb_host_section(const sb_host *h)
 
 void sb_host_print_section(const sb_host *h, FILE *out)
 {
-    const sb_config_section *sec = NULL;
-    for (size_t i = 0; !sec && i < h->cfg->nsections; i++)
-        if (strcmp(h->cfg->sections[i].name, h->section) == 0)
-            sec = &h->cfg->sections[i];
-    fprintf(out, "\n[%s]\nplugin = %s  ; %s %s\n", h->section, sec ? sec->plugin : h->desc->name,
-            h->desc->name, h->desc->version ? h->desc->version : "");
+    fprintf(out, "\n[%s]\nplugin = %s  ; %s %s\n", h->section, h->sec->plugin, h->desc->name,
+            h->desc->version ? h->desc->version : "");
     sb_config_print_options(out, h->desc->options, h->opts);
 }
 

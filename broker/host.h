@@ -1,9 +1,10 @@
 /*
  * host.h - one plugin instance as the broker sees it, and the host API tables handed to it.
  *
- * host.c is the only file that calls plugin code and the only one that implements the host
- * APIs (sb_source_api, sb_transport_api): the core calls the source and the transports
- * through the functions below and never sees a descriptor. An sb_host owns its plugin
+ * host.c is the only file that calls a plugin's descriptor and the only one that implements
+ * the host APIs (sb_source_api, sb_transport_api): the core calls the source and the
+ * transports through the functions below and never sees a descriptor (it calls back only the
+ * snapshot and replay functions a transport hands it). An sb_host owns its plugin
  * library, its resolved options (and a source's [database] values and setup) and, between
  * create and destroy, the plugin's state. Every watch and timer a plugin registers is tagged
  * with its sb_host, so stopping an instance also removes whatever it forgot.

@@ -212,7 +212,7 @@ static void reload_config(broker *b)
     if (same_tables(b->cfg, fresh))
         memcpy(b->cfg->table_debounce_ms, fresh->table_debounce_ms,
                b->cfg->ntables * sizeof *b->cfg->table_debounce_ms);
-    sb_core_reload(b->core, b->cfg);
+    sb_core_reload(b->core);
     sb_config_free(fresh);
 }
 

@@ -423,8 +423,9 @@ int sb_testhost_new(sb_testhost **out)
     return SB_OK;
 }
 
-/* The kind of the one plugin section in ini, or 0 (logged) when there is not exactly one. */
-static sb_plugin_kind section_kind(const char *name, const char *ini)
+/* The kind of the plugin section(s) in ini, read before parsing to know which kind the test
+ * host stands in for; 0 when both or neither occur. Parsing then checks there is exactly one. */
+static sb_plugin_kind section_kind(const char *ini)
 {
     bool source = false, transport = false;
     for (const char *line = ini; line; line = strchr(line, '\n')) {
@@ -433,13 +434,16 @@ static sb_plugin_kind section_kind(const char *name, const char *ini)
         source |= strncmp(line, "[source.", 8) == 0;
         transport |= strncmp(line, "[transport.", 11) == 0;
     }
-    if (source != transport)
-        return source ? SB_PLUGIN_SOURCE : SB_PLUGIN_TRANSPORT;
+    return source == transport ? 0 : source ? SB_PLUGIN_SOURCE : SB_PLUGIN_TRANSPORT;
+}
+
+static int not_one_plugin(const char *name)
+{
     sb_log(SB_LOG_ERROR, "config",
            "%s: the test host runs one plugin: give exactly one [source.NAME] or "
            "[transport.NAME] section",
            name);
-    return 0;
+    return SB_ERR_CONFIG;
 }
 
 int sb_testhost_load(sb_testhost *th, const char *name, const char *ini,
@@ -451,9 +455,9 @@ int sb_testhost_load(sb_testhost *th, const char *name, const char *ini,
         return SB_ERR_STATE;
     }
     th->loaded = true;
-    sb_plugin_kind kind = section_kind(name, ini);
+    sb_plugin_kind kind = section_kind(ini);
     if (!kind)
-        return SB_ERR_CONFIG;
+        return not_one_plugin(name);
     /* The test host stands in for the other kind: its section, appended, keeps the test's
      * line numbers and satisfies the parser's "a source and a transport" rule. */
     const char *other = kind == SB_PLUGIN_SOURCE ? "\n[transport.testhost]\nplugin = testhost\n"
@@ -475,9 +479,12 @@ int sb_testhost_load(sb_testhost *th, const char *name, const char *ini,
     if (!th->tseq)
         return SB_ERR_NOMEM;
     const sb_config_section *sec = NULL;
-    for (size_t i = 0; !sec && i < th->cfg->nsections; i++)
-        if (th->cfg->sections[i].kind == kind)
+    size_t nsec = 0;
+    for (size_t i = 0; i < th->cfg->nsections; i++)
+        if (th->cfg->sections[i].kind == kind && nsec++ == 0)
             sec = &th->cfg->sections[i];
+    if (nsec != 1)
+        return not_one_plugin(name);
     return linked ? sb_host_open_descriptor(&recorder, th, th->loop, th->zctx, th->cfg, sec, linked,
                                             &th->host)
                   : sb_host_open(&recorder, th, th->loop, th->zctx, th->cfg, sec, &th->host);

@@ -474,7 +474,8 @@ typedef struct sb_source_plugin {
 
     /* The [database] keys this source reads (e.g. conninfo), checked and resolved by the
      * broker like options and handed over as setup->database; NULL = none. The broker owns
-     * `tables` and `debounce_ms.*`; any other [database] key no entry declares is refused. */
+     * `tables` (and the [broker] keys); any other [database] key no entry declares is
+     * refused. */
     const sb_option_spec *database_options;
 
     uint32_t flags; /* SB_SOURCE_SETS_SNAPSHOT_CUT, or 0 */

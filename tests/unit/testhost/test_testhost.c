@@ -366,6 +366,18 @@ static const sb_transport_plugin mini_transport_plugin = {
     .publish = transport_publish,
 };
 
+/* Two of one kind: the broker would run both transports; the test host runs one. */
+static void test_two_transports_refused(void **state)
+{
+    (void)state;
+    sb_testhost *th =
+        loaded("[database]\ntables = public.a\n[transport.a]\nplugin = mini_transport\n"
+               "[transport.b]\nplugin = mini_transport\n",
+               &mini_transport_plugin.header, SB_ERR_CONFIG);
+    assert_non_null(sb_testhost_log_find(th, "testhost.ini: the test host runs one plugin"));
+    sb_testhost_free(th);
+}
+
 static bool snapshot_finished(void *ud)
 {
     return sb_testhost_snapshot_count(ud) == 1 && sb_testhost_snapshot_get(ud, 0)->finished;
@@ -522,6 +534,7 @@ int main(void)
         cmocka_unit_test(test_option_refused_with_its_line),
         cmocka_unit_test(test_one_plugin_section),
         cmocka_unit_test(test_wrong_descriptor_refused),
+        cmocka_unit_test(test_two_transports_refused),
         cmocka_unit_test(test_leftovers_counted),
         cmocka_unit_test(test_transport_snapshot_answered_by_the_loop),
         cmocka_unit_test(test_events_encoded_as_the_core_does),
