@@ -61,7 +61,10 @@ class Watched:
         """The first heartbeat body for which pred holds."""
         deadline = time.monotonic() + timeout
         while True:
-            topic, body = self.sub.recv(max(deadline - time.monotonic(), 0.001))
+            left = deadline - time.monotonic()
+            if left <= 0:  # also while other messages keep coming
+                raise TimeoutError(f"no matching heartbeat within {timeout}s")
+            topic, body = self.sub.recv(left)
             if is_heartbeat(topic) and pred(body):
                 return body
 
