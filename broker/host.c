@@ -468,6 +468,11 @@ sb_plugin_kind sb_host_kind(const sb_host *h)
     return h->src ? SB_PLUGIN_SOURCE : SB_PLUGIN_TRANSPORT;
 }
 
+void *sb_host_state(const sb_host *h)
+{
+    return h->state;
+}
+
 size_t sb_host_leftovers(const sb_host *h)
 {
     return h->leftovers;

@@ -70,6 +70,8 @@ void sb_host_free(sb_host *h);
 
 sb_plugin_kind sb_host_kind(const sb_host *h);
 bool sb_host_started(const sb_host *h);
+/* The state the plugin's create() made (NULL before): for the test host only. */
+void *sb_host_state(const sb_host *h);
 /* What the last stop, or the clean-up after a failed start, found left registered. */
 size_t sb_host_leftovers(const sb_host *h);
 const char *sb_host_section(const sb_host *h); /* "source.main": the log scope */

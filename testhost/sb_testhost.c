@@ -574,6 +574,11 @@ void sb_testhost_free(sb_testhost *th)
     free(th);
 }
 
+void *sb_testhost_plugin_state(sb_testhost *th)
+{
+    return th->host ? sb_host_state(th->host) : NULL;
+}
+
 int sb_testhost_check(sb_testhost *th)
 {
     if (!th->host)

@@ -67,6 +67,9 @@ int sb_testhost_start(sb_testhost *th);
  * removes them and logs a warning; a well-behaved plugin leaves none. After a failed
  * sb_testhost_start (the broker then calls stop() itself), what that stop() left. */
 size_t sb_testhost_stop(sb_testhost *th);
+/* The state the plugin's create() returned (NULL before sb_testhost_start or
+ * sb_testhost_check created it), for a plugin's own tests that look at its internals. */
+void *sb_testhost_plugin_state(sb_testhost *th);
 /* Stop if started, destroy if created, unload, free. NULL is ignored. */
 void sb_testhost_free(sb_testhost *th);
 

@@ -396,9 +396,11 @@ static void test_transport_snapshot_answered_by_the_loop(void **state)
     sb_testhost_script_snapshot_sync(th, rows, 2, SB_OK);
     /* --check's order: create() then check(); start() then uses that instance. */
     created = NULL;
+    assert_null(sb_testhost_plugin_state(th)); /* not created yet */
     assert_int_equal(sb_testhost_check(th), SB_OK);
     mini_transport *t = created;
     assert_non_null(t);
+    assert_ptr_equal(sb_testhost_plugin_state(th), t);
     assert_int_equal(sb_testhost_start(th), SB_OK);
     assert_ptr_equal(created, t);
     /* Never answered inside api->snapshot(): only the loop delivers. */

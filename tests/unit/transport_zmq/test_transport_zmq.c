@@ -32,45 +32,16 @@ enum { BOOKINGS, ROOMS }; /* their indices */
 
 typedef struct fixture {
     sb_testhost *th;
-    tz *t;              /* the plugin's state, as create() made it (create_recorded) */
+    tz *t;              /* the plugin's state (sb_testhost_plugin_state), for tz.h's internals */
     const char *tables; /* [database] tables */
     bool started;
-    /* Seen by start_recorded: what create() alone left (what --check runs), and what start()
-     * itself left, before the host's clean-up after a failed start. */
-    bool create_left_router, start_left_pub;
-    size_t create_left_watches, start_left_watches;
     char pub[256], service[256];
     void *socks[16]; /* client sockets, closed at teardown */
     void *watched;   /* a client socket a predicate looks at */
     size_t nsocks;
 } fixture;
 
-/* The descriptor under test: the plugin's own with create() and start() wrapped, since the
- * tests look at the plugin's internals (tz.h) and the test host keeps its state to itself,
- * and runs create() only right before start(). */
-static const sb_transport_plugin *plugin;
-static sb_transport_plugin under_test;
-static fixture *current; /* the running test's */
-
-static int create_recorded(const sb_transport_api *api, sb_host *host, const sb_option_value *opts,
-                           void **state)
-{
-    int rc = plugin->create(api, host, opts, state);
-    if (rc == SB_OK)
-        current->t = *state;
-    return rc;
-}
-
-static int start_recorded(void *state)
-{
-    tz *t = state;
-    current->create_left_router = t->router != NULL;
-    current->create_left_watches = sb_testhost_watch_count(current->th);
-    int rc = plugin->start(state);
-    current->start_left_pub = t->pub != NULL;
-    current->start_left_watches = sb_testhost_watch_count(current->th);
-    return rc;
-}
+static const sb_transport_plugin *plugin; /* transport_zmq's descriptor, linked in */
 
 static int setup(void **state)
 {
@@ -81,13 +52,8 @@ static int setup(void **state)
     assert_true(h->size >= sizeof(sb_transport_plugin));
     assert_string_equal(h->version, SB_VERSION); /* the project's version */
     plugin = (const sb_transport_plugin *)h;
-    under_test = *plugin;
-    under_test.header.size = sizeof under_test; /* what was copied */
-    under_test.create = create_recorded;
-    under_test.start = start_recorded;
     f->tables = "public.bookings, public.rooms";
     sb_testhost_set_epoch(f->th, "ep1");
-    current = f;
     *state = f;
     return 0;
 }
@@ -101,7 +67,6 @@ static int teardown(void **state)
     if (f->started)
         assert_int_equal(sb_testhost_stop(f->th), 0);
     sb_testhost_free(f->th);
-    current = NULL;
     free(f);
     return 0;
 }
@@ -141,7 +106,7 @@ static void load_with_all(fixture *f, const char *const *extra)
     for (size_t i = 0; extra && extra[i]; i++)
         at += snprintf(ini + at, sizeof ini - (size_t)at, "%s\n", extra[i]);
     assert_true((size_t)at < sizeof ini);
-    assert_int_equal(sb_testhost_load(f->th, NULL, ini, &under_test.header), SB_OK);
+    assert_int_equal(sb_testhost_load(f->th, NULL, ini, &plugin->header), SB_OK);
 }
 
 /* Load and start the plugin (load_with_all); its endpoints into f->pub and f->service. */
@@ -149,6 +114,7 @@ static int start_with_all(fixture *f, const char *const *extra)
 {
     load_with_all(f, extra);
     int rc = sb_testhost_start(f->th);
+    f->t = sb_testhost_plugin_state(f->th);
     f->started = rc == SB_OK;
     if (rc == SB_OK) {
         bound_endpoint(f, "events (XPUB)", f->pub, sizeof f->pub);
@@ -1939,18 +1905,17 @@ static void test_bind_failure_and_check_mode(void **state)
     size_t len = sizeof taken;
     zmq_getsockopt(squatter, ZMQ_LAST_ENDPOINT, taken, &len);
     snprintf(opt, sizeof opt, "service=%s", taken);
-    assert_int_equal(start_with(f, opt, NULL), SB_ERR_ZMQ);
-    /* create() (which --check runs without start) binds nothing. */
-    assert_false(f->create_left_router);
-    assert_int_equal(f->create_left_watches, 0);
+    load_with_all(f, (const char *const[]){opt, NULL});
+    /* create() alone (what --check runs, before check()) binds nothing. */
+    assert_int_equal(sb_testhost_check(f->th), SB_ERR_UNSUPPORTED); /* it has no check() */
+    f->t = sb_testhost_plugin_state(f->th);
+    assert_null(f->t->router);
+    assert_int_equal(sb_testhost_watch_count(f->th), 0);
+    assert_int_equal(sb_testhost_start(f->th), SB_ERR_ZMQ);
     char expect[400];
     snprintf(expect, sizeof expect, "cannot bind the service (ROUTER) socket to %s", taken);
     assert_non_null(sb_testhost_log_find(f->th, expect));
-    /* start() cleaned up after itself (before the host's stop): the events socket is closed
-     * again. */
-    assert_false(f->start_left_pub);
-    assert_int_equal(f->start_left_watches, 0);
-    /* The stop() the host calls after a failed start left nothing either. */
+    /* The stop() the host calls after a failed start left nothing behind. */
     assert_int_equal(sb_testhost_stop(f->th), 0);
 }
 
